@@ -22,6 +22,7 @@ setup(
         "pytorch_lightning>=2.1",
         "huggingface_hub>=0.20",
         "tqdm>=4.60",
+        "pillow>=9.1",
         "PyWavelets>=1.4",
         "torchsde>=0.2.5",
         "wandb>=0.15",

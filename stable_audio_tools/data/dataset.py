@@ -1,0 +1,482 @@
+"""Local audio datasets (``dataset_type: "audio_dir"``), collation and the dataloader factory.
+
+Differences from upstream, all deliberate:
+
+* Broken items never crash or stall an epoch: a corrupt, empty, unreadable or completely silent
+  file is skipped with one warning naming it (per process), remembered in
+  :attr:`SampleDataset.bad_files` and replaced by another item; when every file is unusable a
+  ``RuntimeError`` is raised instead of retrying forever (upstream recursed until
+  ``RecursionError``).
+* Every item uses its own ``random.Random`` seeded from torch's generator, so crops and phase flips
+  are reproducible under ``pl.seed_everything(seed, workers=True)`` and differ between workers.
+* Config mistakes raise :class:`~stable_audio_tools.models.config.ConfigError` naming the JSON path
+  (``datasets[0].path``) and the fix; unused keys produce a warning; the config is never mutated.
+* ``persistent_workers`` only with ``num_workers > 0`` and ``pin_memory`` only when CUDA is
+  available (upstream always set both, which fails with ``num_workers=0``).
+* File lists are sorted per source (``os.scandir`` order is filesystem dependent), ``.aiff`` is
+  accepted besides ``.aif``, and custom metadata modules are reloaded by path inside each worker,
+  so they work with the ``spawn`` start method too.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from .utils import (AUDIO_EXTENSIONS, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence, load_audio,
+                    resample)
+
+__all__ = [
+    "SUPPORTED_DATASET_TYPES",
+    "fast_scandir",
+    "get_audio_filenames",
+    "LocalDatasetConfig",
+    "CustomMetadataModule",
+    "load_custom_metadata_fn",
+    "NoAudioFilesError",
+    "SampleDataset",
+    "collation_fn",
+    "create_dataloader_from_config",
+]
+
+logger = logging.getLogger(__name__)
+
+MetadataFn = Callable[[Dict[str, Any], Optional[torch.Tensor]], Mapping[str, Any]]
+
+SUPPORTED_DATASET_TYPES: Tuple[str, ...] = ("audio_dir",)
+_PLANNED_DATASET_TYPES = ("pre_encoded", "s3", "wds")
+_BANNED_NAME_PARTS = ("paxheader", "__macosx")
+
+
+def fast_scandir(directory: str, extensions: Sequence[str] = AUDIO_EXTENSIONS,
+                 keywords: Optional[Sequence[str]] = None) -> Tuple[List[str], List[str]]:
+    """Recursively list ``(subfolders, files)`` under ``directory`` with ``os.scandir``.
+
+    Extensions match case-insensitively (a leading dot is optional); hidden files (name starting
+    with ".") are skipped; directories that cannot be read are ignored; each real directory is
+    visited once, so symlink loops terminate. With ``keywords``, only files whose lower-cased
+    name contains one of them are kept (and ``PaxHeader``/``__MACOSX`` artefacts are dropped).
+    Files are returned sorted within each directory, directories depth first in sorted order.
+    """
+    exts = {("." + e.lstrip(".")).lower() for e in extensions}
+    keys = [k.lower() for k in keywords] if keywords else None
+    subfolders: List[str] = []
+    files: List[str] = []
+    visited = set()
+    stack = [directory]
+    while stack:
+        current = stack.pop()
+        real = os.path.realpath(current)
+        if real in visited:
+            continue
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        children = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    children.append(entry.path)
+                elif entry.is_file() and not entry.name.startswith("."):
+                    name = entry.name.lower()
+                    if os.path.splitext(name)[1] not in exts:
+                        continue
+                    if keys is not None and (not any(k in name for k in keys)
+                                             or any(b in name for b in _BANNED_NAME_PARTS)):
+                        continue
+                    files.append(entry.path)
+            except OSError:
+                continue
+        subfolders.extend(children)
+        stack.extend(reversed(children))
+    return subfolders, files
+
+
+def get_audio_filenames(paths: Union[str, Sequence[str]], keywords: Optional[Sequence[str]] = None,
+                        exts: Sequence[str] = AUDIO_EXTENSIONS) -> List[str]:
+    """All audio files below ``paths`` (a directory or a list of directories), see :func:`fast_scandir`."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    filenames: List[str] = []
+    for path in paths:
+        filenames.extend(fast_scandir(os.fspath(path), exts, keywords)[1])
+    return filenames
+
+
+@dataclass
+class LocalDatasetConfig:
+    """One local source: ``path`` is scanned; ``custom_metadata_fn(info, audio)`` applies to its files."""
+
+    id: str
+    path: str
+    custom_metadata_fn: Optional[MetadataFn] = None
+
+
+class CustomMetadataModule:
+    """Picklable handle on a custom metadata ``.py`` file exposing ``get_custom_metadata(info, audio)``.
+
+    Only the file path is pickled; each process imports the module on first call, so the handle
+    survives being sent to ``spawn``-ed DataLoader workers.
+    """
+
+    def __init__(self, module_path: str) -> None:
+        self.module_path = os.path.abspath(module_path)
+        self._fn: Optional[MetadataFn] = None
+
+    def load(self) -> MetadataFn:
+        """Import the module (once per process) and return its ``get_custom_metadata``."""
+        if self._fn is None:
+            digest = hashlib.sha1(self.module_path.encode()).hexdigest()[:12]
+            spec = importlib.util.spec_from_file_location(f"_sat_custom_metadata_{digest}", self.module_path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import '{self.module_path}' (not a Python source file)")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            fn = getattr(module, "get_custom_metadata", None)
+            if not callable(fn):
+                raise AttributeError(f"'{self.module_path}' does not define a function get_custom_metadata(info, audio)")
+            self._fn = fn
+        return self._fn
+
+    def __call__(self, info: Dict[str, Any], audio: Optional[torch.Tensor]) -> Mapping[str, Any]:
+        return self.load()(info, audio)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"module_path": self.module_path}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.module_path = state["module_path"]
+        self._fn = None
+
+    def __repr__(self) -> str:
+        return f"CustomMetadataModule({self.module_path!r})"
+
+
+def load_custom_metadata_fn(module_path: str, config_path: str = "custom_metadata_module") -> CustomMetadataModule:
+    """Validate and load a custom metadata module; problems raise a ConfigError naming ``config_path``."""
+    if not isinstance(module_path, (str, os.PathLike)):
+        raise ConfigError(config_path, f"expected a path to a .py file, got {type(module_path).__name__}")
+    module_path = os.fspath(module_path)
+    if not os.path.isfile(module_path):
+        raise ConfigError(config_path, f"file '{module_path}' does not exist",
+                          "point it at a Python file that defines get_custom_metadata(info, audio)")
+    handle = CustomMetadataModule(module_path)
+    try:
+        handle.load()
+    except AttributeError as err:
+        raise ConfigError(config_path, str(err), "add `def get_custom_metadata(info, audio): return {...}`") from err
+    except Exception as err:
+        raise ConfigError(config_path, f"importing '{module_path}' failed: {type(err).__name__}: {err}",
+                          "fix the error in that file") from err
+    return handle
+
+
+class NoAudioFilesError(ValueError):
+    """A dataset source directory holds no audio files; ``source_index`` says which one."""
+
+    def __init__(self, source_index: int, directory: str, extensions: Sequence[str]) -> None:
+        self.source_index = source_index
+        self.directory = directory
+        super().__init__(f"no audio files ({', '.join(extensions)}) found under '{directory}'")
+
+
+class _UnusableFile(Exception):
+    """Raised while loading an item when the file itself can never produce a training example."""
+
+
+class SampleDataset(Dataset):
+    """Random (or leading) fixed-length chunks of the audio files below one or more directories.
+
+    Args:
+        paths: a directory, or a list of directories and/or :class:`LocalDatasetConfig` (whose
+            ``custom_metadata_fn`` is applied to files below its path).
+        sample_size: chunk length in samples (after resampling to ``sample_rate``).
+        sample_rate: every file is resampled to this rate.
+        keywords: keep only files whose name contains one of these (case-insensitive).
+        relpath: compute ``info["relpath"]`` relative to this directory instead of the file's source.
+        random_crop: random chunk offset (else the start of the file).
+        force_channels: "stereo", "mono" or None (keep the file's channels).
+        custom_metadata_fn: applied to every item, after the per-source functions.
+        max_retries: how many replacement items one ``__getitem__`` may try before giving up.
+
+    Items are ``(audio [C, sample_size], info)``; ``info`` holds ``path``, ``relpath``,
+    ``timestamps``, ``seconds_start``, ``seconds_total``, ``padding_mask``, ``sample_rate``,
+    ``load_time`` and whatever the custom metadata functions return. A function returning a truthy
+    ``__reject__`` makes the item be replaced by a random other one; ``__audio__`` (a dict of
+    ``[C, T]`` tensors) is pad-cropped with its own random offset, clamped, channel-converted and
+    stored under each key. A chunk whose peak is below -60 dBFS is replaced by another item.
+
+    Unusable files (undecodable, empty, silent throughout, or raising in a metadata function) are
+    logged once per process, recorded in :attr:`bad_files` (path -> reason, per process: each
+    DataLoader worker keeps its own) and never retried; :attr:`skipped_files` counts them.
+    """
+
+    def __init__(self, paths: Union[str, Sequence[Union[str, LocalDatasetConfig]]], sample_size: int = 65536,
+                 sample_rate: int = 48000, keywords: Optional[Sequence[str]] = None, relpath: Optional[str] = None,
+                 random_crop: bool = True, force_channels: Optional[str] = "stereo",
+                 custom_metadata_fn: Optional[MetadataFn] = None, max_retries: int = 1000) -> None:
+        super().__init__()
+        if force_channels not in ("stereo", "mono", None):
+            raise ValueError(f"force_channels must be 'stereo', 'mono' or None, got {force_channels!r}")
+        if isinstance(paths, (str, os.PathLike, LocalDatasetConfig)):
+            paths = [paths]
+        self.sources: List[LocalDatasetConfig] = [
+            p if isinstance(p, LocalDatasetConfig) else LocalDatasetConfig(id=str(i), path=os.fspath(p))
+            for i, p in enumerate(paths)]
+        self.sample_size = sample_size
+        self.sr = sample_rate
+        self.relpath = relpath
+        self.random_crop = random_crop
+        self.force_channels = force_channels
+        self.custom_metadata_fn = custom_metadata_fn
+        self.max_retries = max_retries
+        self.pad_crop = PadCrop_Normalized_T(sample_size, sample_rate, randomize=random_crop)
+        self.phase_flipper = PhaseFlipper()
+        self._channel_op = Stereo() if force_channels == "stereo" else Mono() if force_channels == "mono" else None
+        self._abs_roots = [os.path.abspath(s.path) for s in self.sources]
+
+        self.filenames: List[str] = []
+        self._file_source: List[int] = []
+        for index, source in enumerate(self.sources):
+            found = get_audio_filenames(source.path, keywords)
+            if not found:
+                raise NoAudioFilesError(index, source.path, AUDIO_EXTENSIONS)
+            self.filenames.extend(found)
+            self._file_source.extend([index] * len(found))
+        self._num_unique_files = len(set(self.filenames))
+        self.bad_files: Dict[str, str] = {}
+        logger.info("Found %d files", len(self.filenames))
+
+    @property
+    def skipped_files(self) -> int:
+        """Number of distinct files this process found unusable and skips."""
+        return len(self.bad_files)
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def __getitem__(self, idx: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """Item ``idx``; its random choices use a ``random.Random`` seeded from torch's generator.
+
+        Torch's generator is seeded per DataLoader worker (and by ``pl.seed_everything``), so
+        crops are reproducible for a given seed and independent between workers.
+        """
+        rng = random.Random(int(torch.randint(0, 2 ** 62, ()).item()))
+        return self.get_item(idx, rng)
+
+    def get_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """Item ``idx`` (or a replacement for it) with every random choice drawn from ``rng``."""
+        rejected = silent_chunks = 0
+        for _ in range(self.max_retries + 1):
+            path = self.filenames[idx]
+            if path not in self.bad_files:
+                try:
+                    item = self._load_item(idx, rng)
+                except Exception as err:  # any failure means: skip this file, use another one
+                    self._mark_bad(path, err)
+                else:
+                    if isinstance(item, tuple):
+                        return item
+                    rejected += item == "rejected"
+                    silent_chunks += item == "silent"
+            if len(self.bad_files) >= self._num_unique_files:
+                raise RuntimeError(f"all {self._num_unique_files} audio files of the dataset are unusable "
+                                   f"(corrupt, empty or silent; see the warnings above), e.g. "
+                                   f"{next(iter(self.bad_files.items()))}; check the dataset paths and files")
+            idx = self._random_usable_index(rng)
+        raise RuntimeError(f"no usable item after {self.max_retries} retries ({rejected} rejected by a custom "
+                           f"metadata function via __reject__, {silent_chunks} chunks quieter than -60 dBFS, "
+                           f"{self.skipped_files} unusable files); check the data and the metadata functions")
+
+    def _mark_bad(self, path: str, err: BaseException) -> None:
+        reason = str(err) if isinstance(err, _UnusableFile) else f"{type(err).__name__}: {err}"
+        self.bad_files[path] = reason
+        logger.warning("Skipping audio file '%s': %s", path, reason)
+
+    def _random_usable_index(self, rng: random.Random) -> int:
+        for _ in range(16):
+            candidate = rng.randrange(len(self.filenames))
+            if self.filenames[candidate] not in self.bad_files:
+                return candidate
+        return rng.choice([i for i, f in enumerate(self.filenames) if f not in self.bad_files])
+
+    def _convert_channels(self, audio: torch.Tensor) -> torch.Tensor:
+        return audio if self._channel_op is None else self._channel_op(audio)
+
+    def _metadata_fns(self, idx: int) -> List[MetadataFn]:
+        filename = os.path.abspath(self.filenames[idx])
+        fns = [s.custom_metadata_fn for s, root in zip(self.sources, self._abs_roots)
+               if s.custom_metadata_fn is not None and _is_within(filename, root)]
+        if self.custom_metadata_fn is not None:
+            fns.append(self.custom_metadata_fn)
+        return fns
+
+    def _load_item(self, idx: int, rng: random.Random) -> Union[Tuple[torch.Tensor, Dict[str, Any]], str]:
+        """The item, or "rejected"/"silent" when another item must be drawn; raises for unusable files."""
+        start_time = time.time()
+        filename = self.filenames[idx]
+        audio, in_sr = load_audio(filename)
+        if audio.shape[-1] == 0:
+            raise _UnusableFile("the file contains no audio samples")
+        audio = resample(audio, in_sr, self.sr)
+        chunk, t_start, t_end, seconds_start, seconds_total, padding_mask = self.pad_crop(audio, rng)
+        if is_silence(chunk):
+            if is_silence(audio):
+                raise _UnusableFile("the whole file is silent (peak below -60 dBFS)")
+            return "silent"
+        chunk = self.phase_flipper(chunk, rng).clamp(-1, 1)
+        chunk = self._convert_channels(chunk)
+
+        root = self.relpath if self.relpath is not None else self.sources[self._file_source[idx]].path
+        info: Dict[str, Any] = {
+            "path": filename,
+            "relpath": os.path.relpath(filename, root),
+            "timestamps": (t_start, t_end),
+            "seconds_start": seconds_start,
+            "seconds_total": seconds_total,
+            "padding_mask": padding_mask,
+            "sample_rate": self.sr,
+            "load_time": time.time() - start_time,
+        }
+        for fn in self._metadata_fns(idx):
+            custom = fn(info, chunk)
+            if not isinstance(custom, Mapping):
+                raise TypeError(f"get_custom_metadata must return a dict, got {type(custom).__name__}")
+            info.update(custom)
+            if info.get("__reject__"):
+                return "rejected"
+            if "__audio__" in info:
+                for key, extra in info.pop("__audio__").items():
+                    if not isinstance(extra, torch.Tensor):
+                        raise TypeError(f"__audio__['{key}'] must be a torch.Tensor, got {type(extra).__name__}")
+                    extra = extra.unsqueeze(0) if extra.dim() == 1 else extra
+                    info[key] = self._convert_channels(self.pad_crop(extra, rng)[0].clamp(-1, 1))
+        return chunk, info
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def collation_fn(samples: Sequence[Sequence[Any]]) -> List[Any]:
+    """Transpose a list of item tuples into per-field batches.
+
+    ints/floats -> numpy array, tensors -> ``torch.stack``, numpy arrays -> ``np.array``,
+    anything else (metadata dicts) -> tuple. A batch of ``(audio, info)`` items becomes
+    ``[audio [B, C, T], (info_1, ..., info_B)]``.
+    """
+    result: List[Any] = []
+    for field in zip(*samples):
+        first = field[0]
+        if isinstance(first, (int, float)):
+            result.append(np.array(field))
+        elif isinstance(first, torch.Tensor):
+            result.append(torch.stack(field))
+        elif isinstance(first, np.ndarray):
+            result.append(np.array(field))
+        else:
+            result.append(field)
+    return result
+
+
+def _require_bool(cfg: Mapping, key: str, default: bool, path: str) -> bool:
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {value!r:.60}")
+    return value
+
+
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _parse_local_sources(dataset_config: Mapping) -> List[LocalDatasetConfig]:
+    sources = require(dataset_config, "datasets", "", "a list of sources such as [{\"id\": \"my_audio\", "
+                      "\"path\": \"/path/to/audio\"}]", types=(list, tuple))
+    if not sources:
+        raise ConfigError("datasets", "is empty", "add at least one source such as {\"path\": \"/path/to/audio\"}")
+    configs = []
+    for index, source in enumerate(sources):
+        path = f"datasets[{index}]"
+        require_mapping(source, path)
+        warn_unknown_keys(source, ("id", "path", "custom_metadata_module"), path)
+        directory = require(source, "path", path, "set it to the directory that holds the audio files", (str,))
+        if not os.path.exists(directory):
+            raise ConfigError(f"{path}.path", f"directory '{directory}' does not exist",
+                              "fix the path (relative paths are resolved from the working directory)")
+        if not os.path.isdir(directory):
+            raise ConfigError(f"{path}.path", f"'{directory}' is not a directory",
+                              "point it at the directory that holds the audio files")
+        metadata_fn = None
+        if source.get("custom_metadata_module") is not None:
+            metadata_fn = load_custom_metadata_fn(source["custom_metadata_module"], f"{path}.custom_metadata_module")
+        configs.append(LocalDatasetConfig(id=str(source.get("id", index)), path=directory,
+                                          custom_metadata_fn=metadata_fn))
+    return configs
+
+
+def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
+                                 force_channels: str, num_workers: int, shuffle: bool) -> DataLoader:
+    warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last"), "")
+    sources = _parse_local_sources(dataset_config)
+    random_crop = _require_bool(dataset_config, "random_crop", True, "random_crop")
+    drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
+    try:
+        dataset = SampleDataset(sources, sample_size=sample_size, sample_rate=sample_rate, random_crop=random_crop,
+                                force_channels=force_channels)
+    except NoAudioFilesError as err:
+        raise ConfigError(f"datasets[{err.source_index}].path", str(err),
+                          "point it at a directory containing audio files (searched recursively; "
+                          "hidden files are ignored)") from err
+    if drop_last and len(dataset) < batch_size:
+        warnings.warn(f"the dataset has {len(dataset)} files but batch_size is {batch_size} and drop_last is on, "
+                      f"so an epoch has no batches; lower the batch size or set \"drop_last\": false", stacklevel=3)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+                      drop_last=drop_last, collate_fn=collation_fn)
+
+
+_DATALOADER_BUILDERS: Dict[str, Callable[..., DataLoader]] = {
+    "audio_dir": _create_audio_dir_dataloader,
+}
+
+
+def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
+                                  audio_channels: int = 2, num_workers: int = 4, shuffle: bool = True) -> DataLoader:
+    """Build the training/validation DataLoader described by a dataset config (SPEC 7.1).
+
+    ``audio_channels == 1`` forces mono items, anything else stereo. Batches are
+    ``[audio [B, C, sample_size], (info, ...)]`` (see :func:`collation_fn`). ``drop_last``
+    defaults to true; workers persist only when ``num_workers > 0``; memory is pinned only when
+    CUDA is available. Supported ``dataset_type`` values: :data:`SUPPORTED_DATASET_TYPES`.
+    """
+    require_mapping(dataset_config, "<dataset config>")
+    supported = ", ".join(repr(t) for t in _DATALOADER_BUILDERS)
+    dataset_type = require(dataset_config, "dataset_type", "", f"set it to one of {supported}", (str,))
+    if dataset_type in _PLANNED_DATASET_TYPES and dataset_type not in _DATALOADER_BUILDERS:
+        raise ConfigError("dataset_type", f"'{dataset_type}' datasets are not supported by this version; "
+                          f"supported values: {supported}", "use a directory of audio files with 'audio_dir'")
+    check_choice(dataset_type, _DATALOADER_BUILDERS, "dataset_type")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(sample_size, "sample_size")
+    _check_positive_int(sample_rate, "sample_rate")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    force_channels = "mono" if audio_channels == 1 else "stereo"
+    return _DATALOADER_BUILDERS[dataset_type](dataset_config, batch_size=batch_size, sample_size=sample_size,
+                                              sample_rate=sample_rate, force_channels=force_channels,
+                                              num_workers=num_workers, shuffle=shuffle)

@@ -1,0 +1,1 @@
+"""User-facing helpers: plotting utilities for demos (``aeiou``) and the Gradio interface."""

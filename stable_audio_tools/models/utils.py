@@ -1,0 +1,157 @@
+"""Checkpoint utilities: loading, lenient copying and weight-norm removal.
+
+Three kinds of checkpoint exist (SPEC 1.2):
+
+* **unwrapped** ``.safetensors``: a flat ``{key: tensor}`` file of a bare model (``model.encoder...``);
+* **unwrapped** ``.ckpt``: ``torch.save({"state_dict": model.state_dict()})`` of a bare model;
+* **wrapped** Lightning training checkpoint (``.ckpt``): the whole training state (``state_dict`` keys
+  prefixed by the training wrapper, e.g. ``autoencoder.encoder...``, plus ``optimizer_states``,
+  ``global_step``...). It is what ``train.py --ckpt-path`` resumes from and what ``unwrap_model.py``
+  turns into an unwrapped checkpoint.
+
+``load_ckpt_state_dict`` recognises a wrapped checkpoint and refuses it with a message that says
+what to do, instead of failing later with hundreds of missing keys.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointKindError",
+    "checkpoint_kind",
+    "load_ckpt_state_dict",
+    "copy_state_dict",
+    "remove_weight_norm_from_model",
+    "WRAPPED_CKPT_KEYS",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+# Keys that only a Lightning training checkpoint has.
+WRAPPED_CKPT_KEYS = ("optimizer_states", "pytorch-lightning_version", "loops", "global_step")
+
+
+class CheckpointKindError(ValueError):
+    """A checkpoint of the wrong kind was given (e.g. a training checkpoint where a model one is needed)."""
+
+
+def _torch_load(path: PathLike) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:  # a training checkpoint may hold objects the safe loader rejects
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:
+            raise first
+
+
+def _read(path: PathLike) -> Tuple[str, dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return "unwrapped-safetensors", load_file(str(path))
+    obj = _torch_load(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointKindError(f"{path} does not contain a checkpoint dict (found {type(obj).__name__})")
+    if any(k in obj for k in WRAPPED_CKPT_KEYS):
+        return "wrapped", obj
+    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        return "unwrapped-ckpt", obj
+    if obj and all(torch.is_tensor(v) for v in obj.values()):
+        return "bare-state-dict", obj
+    raise CheckpointKindError(
+        f"{path} is not a model checkpoint: expected a .safetensors file, a torch file holding "
+        f"{{'state_dict': ...}}, or a Lightning training checkpoint; found top-level keys {sorted(obj)[:8]}")
+
+
+def checkpoint_kind(path: PathLike) -> str:
+    """Return ``'wrapped'``, ``'unwrapped-ckpt'``, ``'unwrapped-safetensors'`` or ``'bare-state-dict'``."""
+    return _read(path)[0]
+
+
+def load_ckpt_state_dict(ckpt_path: PathLike, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Load the state dict of an *unwrapped* checkpoint (``.safetensors`` or ``{"state_dict": ...}`` file).
+
+    A Lightning training checkpoint is refused with an explanation (resume it with
+    ``train.py --ckpt-path``, or unwrap it with ``unwrap_model.py`` first). ``prefix``, when given,
+    keeps only keys starting with it and strips it (e.g. ``"pretransform.model."``).
+    """
+    kind, obj = _read(ckpt_path)
+    if kind == "wrapped":
+        step = obj.get("global_step", "?")
+        raise CheckpointKindError(
+            f"{ckpt_path} is a wrapped training checkpoint (Lightning, global_step {step}), not a model checkpoint. "
+            f"To resume training pass it to train.py --ckpt-path; to use the weights elsewhere (--pretrained-ckpt-path, "
+            f"--pretransform-ckpt-path, pre_encode.py, inference) first run: python unwrap_model.py --model-config "
+            f"<config.json> --ckpt-path {ckpt_path} --name <out>")
+    state_dict = obj["state_dict"] if kind == "unwrapped-ckpt" else obj
+    state_dict = dict(state_dict)
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return state_dict
+
+
+def copy_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                    verbose: bool = True) -> Tuple[List[str], List[str], List[str]]:
+    """Copy every tensor of ``state_dict`` whose key and shape match ``model`` (lenient load).
+
+    Returns ``(copied, skipped_shape_mismatch, skipped_unknown)`` and, when ``verbose``, logs a
+    one-line summary plus the skipped keys so a partial initialisation is never silent.
+    """
+    own = model.state_dict()
+    copied, mismatched, unknown = [], [], []
+    for key, value in state_dict.items():
+        if isinstance(value, nn.Parameter):
+            value = value.data
+        if key not in own:
+            unknown.append(key)
+        elif own[key].shape != value.shape:
+            mismatched.append(key)
+        else:
+            own[key] = value
+            copied.append(key)
+    model.load_state_dict(own, strict=False)
+    missing = [k for k in own if k not in state_dict]
+    if verbose:
+        log.info("copy_state_dict: copied %d tensors, skipped %d with a different shape, %d unknown to the model; "
+                 "%d model tensors kept their current values", len(copied), len(mismatched), len(unknown), len(missing))
+        for key in mismatched:
+            log.info("  shape mismatch, skipped: %s checkpoint %s model %s", key, tuple(state_dict[key].shape),
+                     tuple(own[key].shape))
+        for key in unknown[:50]:
+            log.info("  not in model, skipped: %s", key)
+    return copied, mismatched, unknown
+
+
+def remove_weight_norm_from_model(model: nn.Module) -> nn.Module:
+    """Fold weight normalisation into plain weights everywhere in ``model``; other modules are left alone.
+
+    Handles our weight-normed layers (``remove_weight_norm()`` method), legacy
+    ``torch.nn.utils.weight_norm`` hooks and ``parametrizations.weight_norm``. Unlike upstream it
+    does not raise on modules that have a plain ``weight`` (mixed models work).
+    """
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for module in model.modules():
+        if hasattr(module, "remove_weight_norm") and getattr(module, "weight_norm_enabled", False):
+            module.remove_weight_norm()
+            continue
+        for hook_id, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, WeightNorm):
+                hook.remove(module)
+                del module._forward_pre_hooks[hook_id]
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model

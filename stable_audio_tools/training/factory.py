@@ -1,0 +1,66 @@
+"""Training-wrapper factory: model config + model -> LightningModule (SPEC 5)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping
+
+import pytorch_lightning as pl
+from torch import nn
+
+from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+
+__all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS"]
+
+AUTOENCODER_TRAINING_KEYS = ("learning_rate", "warmup_steps", "warmup_mode", "encoder_freeze_on_warmup", "use_ema",
+                             "loss_configs", "eval_loss_configs", "optimizer_configs", "force_input_mono",
+                             "latent_mask_ratio", "teacher_model", "teacher_model_ckpt", "demo")
+
+
+def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
+    from ..models.factory import create_model_from_config
+    from ..models.utils import load_ckpt_state_dict
+    from .autoencoders import AutoencoderTrainingWrapper
+
+    warn_unknown_keys(training, AUTOENCODER_TRAINING_KEYS, "training")
+    if "learning_rate" not in training and "optimizer_configs" not in training:
+        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given")
+    teacher = None
+    if training.get("teacher_model") is not None:
+        ckpt = training.get("teacher_model_ckpt")
+        if not ckpt:
+            raise ConfigError("training.teacher_model_ckpt", "is required when 'training.teacher_model' is set",
+                              "point it to the teacher's unwrapped checkpoint")
+        teacher = create_model_from_config(training["teacher_model"])
+        teacher.load_state_dict(load_ckpt_state_dict(ckpt), strict=True)
+    return AutoencoderTrainingWrapper(
+        model,
+        sample_rate=model_config["sample_rate"],
+        lr=training.get("learning_rate", 1e-4),
+        warmup_steps=training.get("warmup_steps", 0),
+        warmup_mode=training.get("warmup_mode", "adv"),
+        encoder_freeze_on_warmup=training.get("encoder_freeze_on_warmup", False),
+        loss_config=training.get("loss_configs"),
+        eval_loss_config=training.get("eval_loss_configs"),
+        optimizer_configs=training.get("optimizer_configs"),
+        use_ema=training.get("use_ema", False),
+        force_input_mono=training.get("force_input_mono", False),
+        latent_mask_ratio=training.get("latent_mask_ratio", 0.0),
+        teacher_model=teacher,
+        **overrides,
+    )
+
+
+# model_type -> builder(model_config, model, training_config, **overrides). Later model families register here.
+TRAINING_WRAPPERS: Dict[str, Callable[..., pl.LightningModule]] = {
+    "autoencoder": _autoencoder_wrapper,
+}
+
+
+def create_training_wrapper_from_config(model_config: Mapping, model: nn.Module, **overrides: Any) -> pl.LightningModule:
+    """Build the LightningModule that trains ``model`` as ``model_config["training"]`` describes.
+
+    ``overrides`` are passed to the wrapper (e.g. ``clip_grad_norm`` from ``train.py --gradient-clip-val``).
+    """
+    model_type = require(model_config, "model_type", "")
+    check_choice(model_type, TRAINING_WRAPPERS, "model_type")
+    training = require_mapping(require(model_config, "training", "", "the training settings"), "training")
+    return TRAINING_WRAPPERS[model_type](model_config, model, training, **overrides)

@@ -1,0 +1,63 @@
+"""Unwrapping training checkpoints into bare-model checkpoints (used by ``unwrap_model.py``).
+
+Each model family registers how to export its wrapper in ``UNWRAPPERS``: a function taking the model
+config, the wrapped state dict and returning the bare model (with the weights to export loaded).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..models.config import check_choice
+from ..models.factory import create_model_from_config, load_model_config
+from ..models.utils import CheckpointKindError, checkpoint_kind
+from .export import save_unwrapped
+
+__all__ = ["unwrap_checkpoint", "UNWRAPPERS", "extract_prefixed"]
+
+log = logging.getLogger(__name__)
+
+
+def extract_prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """Keys starting with ``prefix`` with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _unwrap_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    model = create_model_from_config(model_config)
+    ema = extract_prefixed(state_dict, "autoencoder_ema.ema_model.")
+    use_ema = bool(ema) and model_config.get("training", {}).get("use_ema", True)
+    weights = ema if use_ema else extract_prefixed(state_dict, "autoencoder.")
+    log.info("exporting the %s autoencoder weights", "EMA" if use_ema else "online")
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]] = {
+    "autoencoder": _unwrap_autoencoder,
+}
+
+
+def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: str,
+                      use_safetensors: bool = False) -> str:
+    """Unwrap ``ckpt_path``; returns the written file name (``name`` + ``.ckpt`` / ``.safetensors``)."""
+    kind = checkpoint_kind(ckpt_path)
+    if kind != "wrapped":
+        raise CheckpointKindError(f"{ckpt_path} is already an unwrapped model checkpoint ({kind}); it can be used "
+                                  f"directly (--pretrained-ckpt-path, get_pretrained_model, pre_encode.py)")
+    ckpt: Dict[str, Any] = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if model_config_path:
+        model_config = load_model_config(model_config_path)
+    elif "model_config" in ckpt:
+        model_config = ckpt["model_config"]
+        log.info("using the model config embedded in %s", ckpt_path)
+    else:
+        raise ValueError(f"{ckpt_path} has no embedded model_config; pass --model-config")
+    model_type = check_choice(model_config.get("model_type"), UNWRAPPERS, "model_type")
+    model = UNWRAPPERS[model_type](model_config, ckpt["state_dict"])
+    out = f"{name}.safetensors" if use_safetensors else f"{name}.ckpt"
+    save_unwrapped(model, out, use_safetensors)
+    return out

@@ -1,0 +1,94 @@
+"""Optimizer and learning-rate scheduler factories (SPEC 2.7)."""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Mapping, Optional
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+
+__all__ = ["InverseLR", "create_optimizer_from_config", "create_scheduler_from_config"]
+
+
+class InverseLR(LRScheduler):
+    """Inverse-decay schedule with an optional exponential warmup (k-diffusion's ``InverseLR``).
+
+    At step ``n``: ``lr = (1 - warmup ** (n + 1)) * max(final_lr, base_lr * (1 + n / inv_gamma) ** -power)``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, inv_gamma: float = 1.0, power: float = 1.0,
+                 warmup: float = 0.0, final_lr: float = 0.0, last_epoch: int = -1) -> None:
+        if not 0.0 <= warmup < 1:
+            raise ValueError(f"InverseLR warmup must be in [0, 1), got {warmup}")
+        self.inv_gamma = inv_gamma
+        self.power = power
+        self.warmup = warmup
+        self.final_lr = final_lr
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        return self._get_closed_form_lr()
+
+    def _get_closed_form_lr(self):
+        warmup = 1 - self.warmup ** (self.last_epoch + 1)
+        lr_mult = (1 + self.last_epoch / self.inv_gamma) ** -self.power
+        return [warmup * max(self.final_lr, base_lr * lr_mult) for base_lr in self.base_lrs]
+
+
+def _resolve(kind: str, path: str, module, extra: Mapping[str, type]) -> type:
+    if kind in extra:
+        return extra[kind]
+    cls = getattr(module, kind, None)
+    if isinstance(cls, type):
+        return cls
+    names = sorted(n for n in dir(module) if not n.startswith("_") and isinstance(getattr(module, n), type))
+    raise ConfigError(path, f"unknown type {kind!r}", f"use one of {', '.join(list(extra) + names)}")
+
+
+def create_optimizer_from_config(optimizer_config: Mapping, parameters: Iterable,
+                                 path: str = "optimizer") -> torch.optim.Optimizer:
+    """``{"type": "AdamW", "config": {...}}`` -> a ``torch.optim`` optimizer (``FusedAdam`` needs DeepSpeed)."""
+    optimizer_config = require_mapping(optimizer_config, path)
+    kind = require(optimizer_config, "type", path, "a torch.optim class name such as 'AdamW'", (str,))
+    warn_unknown_keys(optimizer_config, ("type", "config"), path)
+    config = dict(optimizer_config.get("config", {}))
+    if kind == "FusedAdam":
+        try:
+            from deepspeed.ops.adam import FusedAdam
+        except ImportError:
+            raise ConfigError(f"{path}.type", "FusedAdam needs DeepSpeed", "pip install deepspeed, or use 'AdamW'")
+        return FusedAdam(parameters, **config)
+    cls = _resolve(kind, f"{path}.type", torch.optim, {})
+    try:
+        return cls(parameters, **config)
+    except TypeError as e:
+        raise ConfigError(f"{path}.config", f"invalid options for {kind}: {e}") from None
+
+
+def create_scheduler_from_config(scheduler_config: Mapping, optimizer: torch.optim.Optimizer,
+                                 path: str = "scheduler") -> LRScheduler:
+    """``{"type": "InverseLR" | any torch.optim.lr_scheduler class, "config": {...}}`` -> scheduler."""
+    scheduler_config = require_mapping(scheduler_config, path)
+    kind = require(scheduler_config, "type", path, "'InverseLR' or a torch.optim.lr_scheduler class name", (str,))
+    warn_unknown_keys(scheduler_config, ("type", "config"), path)
+    cls = _resolve(kind, f"{path}.type", torch.optim.lr_scheduler, {"InverseLR": InverseLR})
+    try:
+        return cls(optimizer, **dict(scheduler_config.get("config", {})))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}.config", f"invalid options for {kind}: {e}") from None
+
+
+def resolve_optimizer_configs(optimizer_configs: Optional[Mapping], defaults: Mapping, path: str,
+                              learning_rate: Optional[float] = None) -> dict:
+    """Use ``optimizer_configs`` when given (warning if ``learning_rate`` is also set), else ``defaults``."""
+    if optimizer_configs is None:
+        return {k: dict(v) for k, v in defaults.items()}
+    optimizer_configs = require_mapping(optimizer_configs, path)
+    if learning_rate is not None:
+        warnings.warn(f"both 'learning_rate' and '{path}' are set; '{path}' wins", UserWarning, stacklevel=2)
+    for group in defaults:
+        require(optimizer_configs, group, path, f"an optimizer group named '{group}'")
+        require(optimizer_configs[group], "optimizer", f"{path}.{group}", "{'type': ..., 'config': {...}}")
+    return {k: dict(v) for k, v in optimizer_configs.items()}

@@ -1,0 +1,206 @@
+"""Train a model from a JSON model config and a JSON dataset config.
+
+    python train.py --model-config model.json --dataset-config dataset.json --save-dir runs [--flags]
+
+Every flag is declared in defaults.ini (``python train.py --help`` lists them with their help text).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+log = logging.getLogger("train")
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load_json(path: str, flag: str) -> Dict[str, Any]:
+    if not path:
+        raise SystemExit(f"{flag} is required (a JSON file)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"{flag}: file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{flag}: {path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def _wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def create_logger(kind: str, name: str, save_dir: str):
+    """Return ``(logger or None, checkpoint directory or None)``."""
+    kind = (kind or "none").lower()
+    root = save_dir or "."
+    if kind == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        if os.environ.get("WANDB_MODE") is None and not _wandb_has_credentials():
+            os.environ["WANDB_MODE"] = "offline"
+            log.warning("wandb: no API key found, logging offline to %s/wandb (sync later with `wandb sync`)", root)
+        logger = WandbLogger(project=name, save_dir=root)
+        run_id = logger.experiment.id
+        return logger, os.path.join(root, name, run_id, "checkpoints")
+    if kind == "comet":
+        try:
+            from pytorch_lightning.loggers import CometLogger
+
+            logger = CometLogger(project_name=name, save_dir=root)
+        except (ImportError, ModuleNotFoundError) as e:
+            raise SystemExit(f"--logger comet needs comet_ml: pip install comet_ml ({e})") from None
+        return logger, os.path.join(root, str(logger.name), str(logger.version), "checkpoints")
+    if kind == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(save_dir=root, name=name)
+        return logger, os.path.join(logger.log_dir, "checkpoints")
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        logger = CSVLogger(save_dir=root, name=name)
+        return logger, os.path.join(logger.log_dir, "checkpoints")
+    if kind in ("none", "", "false"):
+        return None, os.path.join(root, "checkpoints")
+    raise SystemExit(f"--logger {kind!r}: unknown logger; use wandb, tensorboard, csv, comet or none")
+
+
+def resolve_resume_path(ckpt_path: str, save_dir: str) -> Optional[str]:
+    """'' -> None; 'last' -> newest .ckpt under save_dir; a path -> checked to be a training checkpoint."""
+    from stable_audio_tools.models.utils import checkpoint_kind
+
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        found = sorted(Path(save_dir or ".").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        found = [p for p in found if not p.name.startswith(".")]
+        if not found:
+            raise SystemExit(f"--ckpt-path last: no checkpoint found under {save_dir or '.'}")
+        ckpt_path = str(found[-1])
+        log.info("resuming from the newest checkpoint %s", ckpt_path)
+    kind = checkpoint_kind(ckpt_path)
+    if kind != "wrapped":
+        raise SystemExit(f"--ckpt-path {ckpt_path} is an unwrapped model checkpoint ({kind}), which has no optimizer "
+                         f"or step state to resume. To start from its weights use --pretrained-ckpt-path instead.")
+    return ckpt_path
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from stable_audio_tools.training.args import get_all_args
+
+    default_ini = "defaults.ini" if Path("defaults.ini").exists() else str(HERE / "defaults.ini")
+    args = get_all_args(default_ini, argv, description=__doc__)
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from stable_audio_tools.data.dataset import create_dataloader_from_config
+    from stable_audio_tools.models.factory import create_model_from_config
+    from stable_audio_tools.models.utils import copy_state_dict, load_ckpt_state_dict, remove_weight_norm_from_model
+    from stable_audio_tools.training import create_demo_callback_from_config, create_training_wrapper_from_config
+    from stable_audio_tools.training.callbacks import ExceptionCallback, ModelConfigEmbedderCallback
+    from stable_audio_tools.training.export import AtomicCheckpointIO
+
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    seed = args.seed + int(os.environ.get("SLURM_PROCID", 0))
+    pl.seed_everything(seed, workers=True)
+
+    model_config = _load_json(args.model_config, "--model-config")
+    dataset_config = _load_json(args.dataset_config, "--dataset-config")
+    val_dataset_config = _load_json(args.val_dataset_config, "--val-dataset-config") \
+        if args.val_dataset_config else None
+    loader_kwargs = dict(batch_size=args.batch_size, num_workers=args.num_workers,
+                         sample_rate=model_config["sample_rate"], sample_size=model_config["sample_size"],
+                         audio_channels=model_config.get("audio_channels", 2))
+    train_dl = create_dataloader_from_config(dataset_config, shuffle=True, **loader_kwargs)
+    val_dl = create_dataloader_from_config(val_dataset_config, shuffle=False, **loader_kwargs) \
+        if val_dataset_config else None
+
+    model = create_model_from_config(model_config)
+    if args.pretrained_ckpt_path:
+        copy_state_dict(model, load_ckpt_state_dict(args.pretrained_ckpt_path))
+    pretransform = getattr(model, "pretransform", None)
+    if (args.remove_pretransform_weight_norm or args.pretransform_ckpt_path) and pretransform is None:
+        raise SystemExit("--pretransform-ckpt-path / --remove-pretransform-weight-norm: this model has no pretransform")
+    if args.remove_pretransform_weight_norm not in ("", "pre_load", "post_load"):
+        raise SystemExit(f"--remove-pretransform-weight-norm {args.remove_pretransform_weight_norm!r}: use '', "
+                         f"'pre_load' or 'post_load'")
+    if args.remove_pretransform_weight_norm == "pre_load":
+        remove_weight_norm_from_model(pretransform)
+    if args.pretransform_ckpt_path:
+        pretransform.load_state_dict(load_ckpt_state_dict(args.pretransform_ckpt_path))
+    if args.remove_pretransform_weight_norm == "post_load":
+        remove_weight_norm_from_model(pretransform)
+
+    wrapper = create_training_wrapper_from_config(model_config, model, **(
+        {"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
+
+    logger, checkpoint_dir = create_logger(args.logger, args.name, args.save_dir)
+    top_k = {"save_top_k": -1} if args.save_top_k < 0 else {"save_top_k": args.save_top_k, "monitor": "step",
+                                                            "mode": "max"}
+    callbacks = [
+        ModelCheckpoint(every_n_train_steps=args.checkpoint_every, dirpath=checkpoint_dir, **top_k),
+        create_demo_callback_from_config(model_config, demo_dl=val_dl if val_dl is not None else train_dl),
+        ExceptionCallback(),
+        ModelConfigEmbedderCallback(model_config),
+    ]
+    if logger is not None:
+        logger.log_hyperparams({**vars(args), "model_config": model_config, "dataset_config": dataset_config,
+                                "val_dataset_config": val_dataset_config})
+
+    accelerator = args.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    devices = args.num_gpus if args.num_gpus > 0 else ("auto" if accelerator == "gpu" else 1)
+    n_devices = torch.cuda.device_count() if devices == "auto" else devices
+    strategy = args.strategy or "auto"
+    if strategy == "deepspeed":
+        try:
+            from pytorch_lightning.strategies import DeepSpeedStrategy
+        except ImportError as e:
+            raise SystemExit(f"--strategy deepspeed needs DeepSpeed: pip install deepspeed ({e})") from None
+        strategy = DeepSpeedStrategy(stage=2, contiguous_gradients=True, overlap_comm=True, reduce_scatter=True,
+                                     reduce_bucket_size=5e8, allgather_bucket_size=5e8, load_full_weights=True)
+    elif strategy == "auto" and (n_devices > 1 or args.num_nodes > 1):
+        strategy = "ddp_find_unused_parameters_true"
+    precision = args.precision
+    if accelerator == "cpu" and str(precision) in ("16-mixed", "16", "16-true"):
+        log.info("precision %s is not available on CPU; using 32-bit (use --precision bf16-mixed for speed)",
+                 precision)
+        precision = "32-true"
+
+    trainer_kwargs: Dict[str, Any] = {}
+    if args.val_every > 0:
+        trainer_kwargs.update(check_val_every_n_epoch=None, val_check_interval=args.val_every)
+    if _automatic(model_config) and args.gradient_clip_val > 0:
+        trainer_kwargs["gradient_clip_val"] = args.gradient_clip_val
+    trainer = pl.Trainer(
+        devices=devices, accelerator=accelerator, num_nodes=args.num_nodes, strategy=strategy, precision=precision,
+        accumulate_grad_batches=args.accum_batches, callbacks=callbacks, logger=logger if logger else False,
+        log_every_n_steps=1, max_epochs=10_000_000, max_steps=args.max_steps, default_root_dir=args.save_dir or None,
+        reload_dataloaders_every_n_epochs=0, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
+        **trainer_kwargs)
+    trainer.fit(wrapper, train_dl, val_dl, ckpt_path=resolve_resume_path(args.ckpt_path, args.save_dir))
+
+
+def _automatic(model_config: Dict[str, Any]) -> bool:
+    """Whether the model type's wrapper uses Lightning's automatic optimization (it can then clip gradients)."""
+    return model_config.get("model_type") != "autoencoder" and "arc" not in model_config.get("training", {})
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,40 @@
+"""Turn a wrapped training checkpoint into an unwrapped model file (SPEC 1.3).
+
+    python unwrap_model.py --model-config model.json --ckpt-path run.ckpt --name my_model [--use-safetensors]
+
+Writes ``<name>.ckpt`` (``{"state_dict": ...}``) or ``<name>.safetensors`` holding the bare model's weights
+(the EMA weights when the run used EMA), loadable with ``load_ckpt_state_dict`` + strict ``load_state_dict``
+or ``get_pretrained_model`` (as ``model.safetensors`` / ``model.ckpt`` beside ``model_config.json``).
+If ``--model-config`` is omitted, the config embedded in the checkpoint is used.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+log = logging.getLogger("unwrap_model")
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-config", default="", help="model config JSON (default: the one embedded in the ckpt)")
+    parser.add_argument("--ckpt-path", required=True, help="wrapped (training) checkpoint to unwrap")
+    parser.add_argument("--name", default="exported_model", help="output file name without extension")
+    parser.add_argument("--use-safetensors", action="store_true", help="write .safetensors instead of .ckpt")
+    args = parser.parse_args(argv)
+
+    from stable_audio_tools.training.unwrap import unwrap_checkpoint
+
+    out = unwrap_checkpoint(args.ckpt_path, args.model_config or None, args.name, args.use_safetensors)
+    log.info("wrote %s", out)
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"unwrap_model.py: {e}")
