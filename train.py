@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -112,6 +113,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from stable_audio_tools.training.callbacks import ExceptionCallback, ModelConfigEmbedderCallback
     from stable_audio_tools.training.export import AtomicCheckpointIO
 
+    # Our checkpoints intentionally hold the post-step state; the validation loop is skipped without val data.
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
     torch.multiprocessing.set_sharing_strategy("file_system")
     seed = args.seed + int(os.environ.get("SLURM_PROCID", 0))
     pl.seed_everything(seed, workers=True)

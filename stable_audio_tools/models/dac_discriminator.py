@@ -11,8 +11,9 @@ Sub-discriminators are not gradient-checkpointed (numerically irrelevant, faster
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import julius
 import torch
@@ -21,10 +22,24 @@ from torch import nn
 
 from .wn import WNConv1d, WNConv2d
 
-__all__ = ["BANDS", "MPD", "MSD", "MRD", "DACDiscriminator", "DACGANLoss"]
+__all__ = ["BANDS", "frozen_parameters", "MPD", "MSD", "MRD", "DACDiscriminator", "DACGANLoss"]
 
 BANDS: List[Tuple[float, float]] = [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
 """DAC's default frequency bands (fractions of the onesided spectrum) for the MRD."""
+
+
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Temporarily set ``requires_grad=False`` on every parameter of ``module``: graphs built inside
+    carry gradients to their inputs only (no weight gradients are computed)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _wn_conv(conv_cls, *args, act: bool = True, **kwargs) -> nn.Module:
@@ -137,7 +152,8 @@ class MRD(nn.Module):
         stft = torch.stft(x.reshape(-1, x.shape[-1]), n_fft=self.window_length, hop_length=hop,
                           window=self.window.to(x), center=True, return_complex=True)[..., 2:-2]
         spec = torch.view_as_real(stft).permute(0, 3, 2, 1)  # (b ch) f t c -> (b ch) c t f
-        return [spec[..., lo:hi] for lo, hi in self.bands]
+        # channels_last: the band convolutions run faster on NHWC (same values).
+        return [spec[..., lo:hi].contiguous(memory_format=torch.channels_last) for lo, hi in self.bands]
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         fmap = []
@@ -233,10 +249,13 @@ class DACGANLoss(nn.Module):
         return self._dis([[h[0] for h in d] for d in halves], [[h[1] for h in d] for d in halves])
 
     def generator_loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(adv_loss, feature_matching)`` only; the real pass runs without autograd."""
+        """``(adv_loss, feature_matching)``, differentiable with respect to ``fakes`` only (no real-pass
+        graph, no discriminator weight gradients)."""
         with torch.no_grad():
             d_real = self.discriminator(reals)
-        return self._gen(d_real, self.discriminator(fakes))
+        with frozen_parameters(self):
+            d_fake = self.discriminator(fakes)
+        return self._gen(d_real, d_fake)
 
     def loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         d_real = self.discriminator(reals)

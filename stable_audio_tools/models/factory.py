@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Callable, Dict, Mapping, Union
 
 from torch import nn
 
 from .bottleneck import create_bottleneck_from_config
-from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
 __all__ = [
     "MODEL_TYPES",
@@ -35,8 +36,9 @@ def _build_autoencoder(config: Mapping) -> nn.Module:
     ratio = model.downsampling_ratio * (getattr(model.pretransform, "downsampling_ratio", 1) or 1)
     if sample_size is not None and sample_size % ratio != 0:
         lower, upper = (sample_size // ratio) * ratio, (sample_size // ratio + 1) * ratio
-        raise ConfigError("sample_size", f"{sample_size} is not a multiple of the model's downsampling ratio {ratio}",
-                          f"use e.g. {lower or upper} or {upper}")
+        warnings.warn(f"config key 'sample_size': {sample_size} is not a multiple of the downsampling ratio {ratio}; "
+                      f"training reconstructs only the first {lower} samples of each crop (use e.g. {lower or upper} "
+                      f"or {upper})", ConfigWarning, stacklevel=3)
     return model
 
 

@@ -48,13 +48,13 @@ class LossModule(nn.Module):
     def decay_weight(self) -> None:
         """Apply one step of weight decay (or restore the master weight when ``decay == 1``).
 
-        The weight buffer is replaced, never modified in place, so a weight already used in an
-        autograd graph stays valid for its backward pass.
+        The weight buffer is replaced, never modified in place (a weight already used in an autograd
+        graph stays valid for its backward pass), and never read back to the host (no device sync).
         """
         if self.decay != 1.0:
             self.weight = self.weight * self.decay
-        elif float(self.weight) != float(torch.tensor(self.master_weight, dtype=self.weight.dtype)):
-            self.weight = torch.tensor(self.master_weight, dtype=self.weight.dtype, device=self.weight.device)
+        else:
+            self.weight = torch.full_like(self.weight, self.master_weight)
 
     def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement forward(info)")
@@ -226,11 +226,9 @@ class MultiScaleMelSpectrogramLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape:
             raise ValueError(f"mel loss needs inputs of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-        both = torch.cat([x, y], dim=0)
         loss: Any = 0.0
         for i in range(len(self.window_lengths)):
-            mels = self.mel_spectrogram(both, i)
-            x_mels, y_mels = mels[: x.shape[0]], mels[x.shape[0]:]
+            x_mels, y_mels = self.mel_spectrogram(x, i), self.mel_spectrogram(y, i)
             loss = loss + self.log_weight * self.loss_fn(x_mels.clamp(self.clamp_eps).pow(self.pow).log10(),
                                                          y_mels.clamp(self.clamp_eps).pow(self.pow).log10())
             loss = loss + self.mag_weight * self.loss_fn(x_mels, y_mels)
