@@ -192,6 +192,10 @@ def test_dac_layout_losses_and_spectrogram():
     assert _f(adv) == pytest.approx(_f(sum((1 - f[-1]).square().mean() for f in d_fake) / 3), rel=1e-6)
     assert _f(fm) == pytest.approx(_f(sum(sum((f[j] - r[j]).abs().mean() for j in range(len(f) - 1))
                                                 / (len(f) - 1) for r, f in zip(d_real, d_fake)) / 3), rel=1e-6)
+    # As upstream, the discriminator loss sees detached fakes.
+    grad_fakes = _audio(11, grad=True)
+    gan.loss(reals, grad_fakes)[0].backward()
+    assert grad_fakes.grad is None
     # MSD at rate 2 sees the signal resampled to half its length.
     assert d_real[1][0].shape == (2, 16, 1024)
     # MRD folds channels into the batch.

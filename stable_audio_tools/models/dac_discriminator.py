@@ -199,10 +199,11 @@ class DACGANLoss(nn.Module):
     for the discriminator and ``relu(1 − D(fake))`` for the generator); feature matching is the L1
     distance to the detached real feature maps, averaged over layers, then over sub-discriminators.
 
-    ``loss(reals, fakes) -> (dis_loss, adv_loss, feature_matching)`` computes everything from one
-    pass over reals and one over fakes (values equal upstream's; the discriminator loss also sends
-    gradients into ``fakes`` unless they are detached: pass ``fakes.detach()`` in the discriminator
-    step). :meth:`discriminator_loss` and :meth:`generator_loss` compute only their part.
+    ``loss(reals, fakes) -> (dis_loss, adv_loss, feature_matching)`` keeps upstream's gradient
+    semantics (the discriminator loss sees detached fakes) with one batched pass over
+    ``[reals; fakes.detach()]`` plus, when ``fakes`` needs a gradient, one pass over ``fakes``
+    (upstream: four passes). :meth:`discriminator_loss` and :meth:`generator_loss` compute only
+    their part.
     """
 
     def __init__(self, channels: int = 1, sample_rate: int = 44100, use_hinge: bool = False,
@@ -239,14 +240,18 @@ class DACGANLoss(nn.Module):
             feature = feature + layer_sum / n_layers
         return adv / len(d_fake), feature / len(d_fake)
 
-    def discriminator_loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> torch.Tensor:
-        """Discriminator loss only (``fakes`` detached, one batched pass)."""
+    def _paired_maps(self, reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[list, list]:
+        """Feature maps of reals and of detached fakes from one batched pass."""
         if reals.shape != fakes.shape:
             raise ValueError(f"reals and fakes shapes differ: {tuple(reals.shape)} vs {tuple(fakes.shape)}")
         maps = self.discriminator(torch.cat([reals, fakes.detach()], dim=0))
         # Each map's leading dim is the doubled batch (times channels for the MRD): reals come first.
         halves = [[m.chunk(2, dim=0) for m in d] for d in maps]
-        return self._dis([[h[0] for h in d] for d in halves], [[h[1] for h in d] for d in halves])
+        return [[h[0] for h in d] for d in halves], [[h[1] for h in d] for d in halves]
+
+    def discriminator_loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> torch.Tensor:
+        """Discriminator loss only (``fakes`` detached, one batched pass)."""
+        return self._dis(*self._paired_maps(reals, fakes))
 
     def generator_loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(adv_loss, feature_matching)``, differentiable with respect to ``fakes`` only (no real-pass
@@ -258,7 +263,9 @@ class DACGANLoss(nn.Module):
         return self._gen(d_real, d_fake)
 
     def loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        d_real = self.discriminator(reals)
-        d_fake = self.discriminator(fakes)
+        """``(dis_loss, adv_loss, feature_matching)``; see the class docstring for the passes."""
+        d_real, d_fake_detached = self._paired_maps(reals, fakes)
+        needs_fake_graph = fakes.requires_grad and torch.is_grad_enabled()
+        d_fake = self.discriminator(fakes) if needs_fake_graph else d_fake_detached
         adv, feature = self._gen(d_real, d_fake)
-        return self._dis(d_real, d_fake), adv, feature
+        return self._dis(d_real, d_fake_detached), adv, feature

@@ -6,9 +6,10 @@ Every discriminator exposes ``loss(reals, fakes) -> (dis_loss, adv_loss, feature
 with upstream's values, plus two cheaper entry points for wrappers that need one side per step
 (same values): ``discriminator_loss(reals, fakes)`` (fakes detached: gradients reach the
 discriminator only) and ``generator_loss(reals, fakes) -> (adv_loss, feature_matching_distance)``
-(gradients reach ``fakes`` only: no real-pass graph, no discriminator weight gradients). In ``loss`` the real features/logits enter the generator-side
-losses detached: the values and the gradients reaching ``fakes`` equal upstream's; upstream also
-accumulated (and then discarded) discriminator gradients from those terms.
+(gradients reach ``fakes`` only: no real-pass graph, no discriminator weight gradients).
+In ``loss`` the real features/logits enter the generator-side losses detached: the values and the
+gradients reaching ``fakes`` equal upstream's; upstream also accumulated (and then discarded)
+discriminator gradients from those terms.
 
 Upstream fixes: ``loss_type="rpgan"`` works (relativistic pairing loss, see
 :func:`get_relativistic_losses`); the EnCodec ``window`` option is honoured (upstream always used a
@@ -254,6 +255,7 @@ class EncodecDiscriminator(nn.Module):
         return self._generator_terms(logits_real, logits_fake, fmap_real, fmap_fake)
 
     def loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> LossTriple:
+        """``(dis_loss, adv_loss, feature_matching_distance)`` from one pass over each input."""
         logits_real, fmap_real = self.forward(reals)
         logits_fake, fmap_fake = self.forward(fakes)
         adv, fm = self._generator_terms(logits_real, logits_fake, fmap_real, fmap_fake)
@@ -381,6 +383,7 @@ class OobleckDiscriminator(nn.Module):
         return self._generator_terms(score_fake, features_real, features_fake)
 
     def loss(self, reals: torch.Tensor, fakes: torch.Tensor) -> LossTriple:
+        """``(dis_loss, adv_loss, feature_matching_distance)`` from one pass over each input."""
         score_real, features_real = self.forward(reals)
         score_fake, features_fake = self.forward(fakes)
         adv, fm = self._generator_terms(score_fake, features_real, features_fake)

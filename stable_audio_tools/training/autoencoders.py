@@ -148,22 +148,23 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             w = mrstft_weight * 0.25
             gen_losses += [
                 MSELoss("latents", "teacher_latents", weight=1.0, name="latent_distill_loss"),
-                AuralossLoss(self.sdstft, "reals", "decoded", name="mrstft_loss", weight=w),
-                AuralossLoss(self.sdstft, "decoded", "teacher_decoded", name="mrstft_loss_distill", weight=w),
-                AuralossLoss(self.sdstft, "reals", "own_latents_teacher_decoded",
+                AuralossLoss(self.sdstft, input_key="decoded", target_key="reals", name="mrstft_loss", weight=w),
+                AuralossLoss(self.sdstft, input_key="decoded", target_key="teacher_decoded",
+                             name="mrstft_loss_distill", weight=w),
+                AuralossLoss(self.sdstft, input_key="own_latents_teacher_decoded", target_key="reals",
                              name="mrstft_loss_own_latents_teacher", weight=w),
-                AuralossLoss(self.sdstft, "reals", "teacher_latents_own_decoded",
+                AuralossLoss(self.sdstft, input_key="teacher_latents_own_decoded", target_key="reals",
                              name="mrstft_loss_teacher_latents_own", weight=w),
             ]
         else:
-            gen_losses.append(AuralossLoss(self.sdstft, "reals", "decoded", name="mrstft_loss",
+            gen_losses.append(AuralossLoss(self.sdstft, input_key="decoded", target_key="reals", name="mrstft_loss",
                                            weight=mrstft_weight, decay=decay))
             if stereo:
                 gen_losses += [
-                    AuralossLoss(self.lrstft, "reals_left", "decoded_left", name="stft_loss_left",
-                                 weight=mrstft_weight / 2, decay=decay),
-                    AuralossLoss(self.lrstft, "reals_right", "decoded_right", name="stft_loss_right",
-                                 weight=mrstft_weight / 2, decay=decay),
+                    AuralossLoss(self.lrstft, input_key="decoded_left", target_key="reals_left",
+                                 name="stft_loss_left", weight=mrstft_weight / 2, decay=decay),
+                    AuralossLoss(self.lrstft, input_key="decoded_right", target_key="reals_right",
+                                 name="stft_loss_right", weight=mrstft_weight / 2, decay=decay),
                 ]
         if "mrmel" in loss_config:
             gen_losses.append(self._mrmel_loss(loss_config["mrmel"], f"{lpath}.mrmel"))
@@ -203,7 +204,8 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             module = MultiScaleMelSpectrogramLoss(sample_rate=self.sample_rate, **dict(cfg.get("config", {})))
         except TypeError as e:
             raise ConfigError(f"{path}.config", f"invalid option: {e}") from None
-        return AuralossLoss(module, "reals", "decoded", name="mrmel_loss", weight=weight, decay=cfg.get("decay", 1.0))
+        return AuralossLoss(module, input_key="decoded", target_key="reals", name="mrmel_loss", weight=weight,
+                            decay=cfg.get("decay", 1.0))
 
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
         from .losses import MelSTFTLoss, SISDRLoss, STFTLoss
