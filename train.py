@@ -22,15 +22,14 @@ HERE = Path(__file__).resolve().parent
 
 
 def _load_json(path: str, flag: str) -> Dict[str, Any]:
+    from stable_audio_tools.models.factory import load_model_config
+
     if not path:
         raise SystemExit(f"{flag} is required (a JSON file)")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SystemExit(f"{flag}: file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"{flag}: {path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        return load_model_config(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{flag}: {e}") from None
 
 
 def _wandb_has_credentials() -> bool:

@@ -60,12 +60,12 @@ def create_model_from_config(model_config: Mapping) -> nn.Module:
 
 
 def load_model_config(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read a JSON model config, with an error that names the file and the JSON problem."""
+    """Read a JSON config file, with an error that names the file and the JSON problem."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"model config not found: {path}") from None
+        raise FileNotFoundError(f"config file not found: {path}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(str(path), f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 

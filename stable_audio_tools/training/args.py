@@ -98,7 +98,7 @@ def get_all_args(defaults_file: Optional[os.PathLike] = None, argv: Optional[Seq
     defaults = read_ini_defaults(config_file)
 
     parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=str(config_file), help="INI file that declares the flags")
     parser.add_argument("--wandb-config", default=None,
                         help="W&B run path/URL whose config overrides the INI defaults (the command line still wins)")

@@ -84,40 +84,42 @@ def _masked_mean(loss: torch.Tensor, info: Mapping[str, Any], mask_key: Optional
     return loss[mask.bool()].mean()
 
 
-class L1Loss(LossModule):
-    """Weighted mean absolute error between ``info[key_a]`` and ``info[key_b]``, optionally over the
-    elements where the boolean ``info[mask_key]`` is true (a ``[B, T]`` mask is broadcast over channels)."""
+class _ElementwiseLoss(LossModule):
+    """Weighted mean of an element-wise distance between ``info[key_a]`` and ``info[key_b]``, optionally over
+    the elements where the boolean ``info[mask_key]`` is true (a ``[B, T]`` mask is broadcast over channels)."""
+
+    distance = staticmethod(F.l1_loss)
+
+    def __init__(self, key_a: str, key_b: str, weight: float = 1.0, mask_key: Optional[str] = None,
+                 name: str = "loss", decay: float = 1.0) -> None:
+        super().__init__(name=name, weight=weight, decay=decay)
+        self.key_a = key_a
+        self.key_b = key_b
+        self.mask_key = mask_key
+        self.input_keys = (key_a, key_b)
+
+    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
+        loss = _masked_mean(self.distance(info[self.key_a], info[self.key_b], reduction="none"), info, self.mask_key)
+        self.decay_weight()
+        return self.weight * loss
+
+
+class L1Loss(_ElementwiseLoss):
+    """Weighted (optionally masked) mean absolute error."""
 
     def __init__(self, key_a: str, key_b: str, weight: float = 1.0, mask_key: Optional[str] = None,
                  name: str = "l1_loss", decay: float = 1.0) -> None:
-        super().__init__(name=name, weight=weight, decay=decay)
-        self.key_a = key_a
-        self.key_b = key_b
-        self.mask_key = mask_key
-        self.input_keys = (key_a, key_b)
-
-    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
-        loss = _masked_mean(F.l1_loss(info[self.key_a], info[self.key_b], reduction="none"), info, self.mask_key)
-        self.decay_weight()
-        return self.weight * loss
+        super().__init__(key_a, key_b, weight, mask_key, name, decay)
 
 
-class MSELoss(LossModule):
-    """Weighted mean squared error between ``info[key_a]`` and ``info[key_b]`` with an optional mask
-    (as :class:`L1Loss`)."""
+class MSELoss(_ElementwiseLoss):
+    """Weighted (optionally masked) mean squared error."""
+
+    distance = staticmethod(F.mse_loss)
 
     def __init__(self, key_a: str, key_b: str, weight: float = 1.0, mask_key: Optional[str] = None,
                  name: str = "mse_loss", decay: float = 1.0) -> None:
-        super().__init__(name=name, weight=weight, decay=decay)
-        self.key_a = key_a
-        self.key_b = key_b
-        self.mask_key = mask_key
-        self.input_keys = (key_a, key_b)
-
-    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
-        loss = _masked_mean(F.mse_loss(info[self.key_a], info[self.key_b], reduction="none"), info, self.mask_key)
-        self.decay_weight()
-        return self.weight * loss
+        super().__init__(key_a, key_b, weight, mask_key, name, decay)
 
 
 class LossWithTarget(LossModule):
