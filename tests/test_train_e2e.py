@@ -147,3 +147,37 @@ def test_ddp_two_cpu_processes(workspace):
     ckpts = checkpoints(save)
     assert len(ckpts) == 1
     assert torch.load(ckpts[0], weights_only=False)["global_step"] == 2
+
+
+def test_pretransform_checkpoint_and_weight_norm_removal(workspace, tmp_path):
+    inner = create_model_from_config(TINY_AE)
+    torch.save({"state_dict": inner.state_dict()}, tmp_path / "inner.ckpt")
+    outer = json.loads(json.dumps(TINY_AE))
+    outer["sample_size"] = 2048
+    outer["model"] = {
+        "pretransform": {"type": "autoencoder", "config": TINY_AE["model"]},
+        "encoder": {"type": "oobleck", "config": {"in_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
+                                                   "latent_dim": 4}},
+        "decoder": {"type": "oobleck", "config": {"out_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
+                                                   "latent_dim": 4, "final_tanh": False}},
+        "latent_dim": 4, "downsampling_ratio": 2, "io_channels": 1,
+    }
+    del outer["training"]["loss_configs"]["discriminator"]
+    outer["training"]["loss_configs"].pop("bottleneck")
+    (tmp_path / "outer.json").write_text(json.dumps(outer))
+    base = ["--model-config", tmp_path / "outer.json", "--dataset-config", workspace / "dataset.json",
+            "--logger", "none", "--batch-size", 2, "--num-workers", 0, "--max-steps", 1, "--checkpoint-every", 1]
+    run_script("train.py", *base, "--save-dir", tmp_path / "a", "--pretransform-ckpt-path", tmp_path / "inner.ckpt",
+               "--remove-pretransform-weight-norm", "post_load", cwd=tmp_path)
+    ckpt = torch.load(next((tmp_path / "a").rglob("*.ckpt")), weights_only=False)
+    keys = [k for k in ckpt["state_dict"] if k.startswith("autoencoder.pretransform.model.")]
+    assert keys and not any(k.endswith("weight_g") for k in keys)  # weight norm folded after loading
+    loaded = ckpt["state_dict"]["autoencoder.pretransform.model.decoder.layers.0.bias"]
+    assert torch.equal(loaded, inner.state_dict()["decoder.layers.0.bias"])  # frozen pretransform kept its weights
+
+    wrapped = next((tmp_path / "a").rglob("*.ckpt"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, base), "--save-dir", str(tmp_path / "b"),
+                           "--pretransform-ckpt-path", str(wrapped)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "wrapped training checkpoint" in proc.stderr

@@ -139,11 +139,12 @@ class AudioAutoencoder(nn.Module):
         else:
             decoded = self.decoder(latents, **kwargs)
         if self.pretransform is not None:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.pretransform.enable_grad):
-                if iterate_batch:
-                    decoded = torch.cat([self.pretransform.decode(decoded[i:i + 1]) for i in range(decoded.shape[0])])
-                else:
-                    decoded = self.pretransform.decode(decoded)
+            # No no_grad here (unlike upstream): a frozen pretransform's parameters get no gradient anyway,
+            # but the loss on the decoded audio must reach the decoder through it.
+            if iterate_batch:
+                decoded = torch.cat([self.pretransform.decode(decoded[i:i + 1]) for i in range(decoded.shape[0])])
+            else:
+                decoded = self.pretransform.decode(decoded)
         if self.soft_clip:
             decoded = torch.tanh(decoded)
         return decoded
