@@ -31,6 +31,7 @@ setup(
     extras_require={
         "flash": ["flash-attn>=2.5"],
         "torchaudio": ["torchaudio>=2.5"],
-        "dev": ["pytest>=7", "pytest-timeout>=2.1"],
+        "metrics": ["pesq>=0.0.4"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4"],
     },
 )

@@ -168,10 +168,11 @@ def test_validation_metrics_logged():
     cfg = oobleck(io=2)
     cfg["training"]["eval_loss_configs"] = {"stft": {"config": {}}, "sisdr": {"config": {}},
                                             "mel": {"config": {"fft_size": 256, "hop_size": 64, "win_length": 256,
-                                                               "n_mels": 16}}}
+                                                               "n_mels": 16}},
+                                            "pesq": {}}
     wrapper, trainer = fit(cfg, steps=4, val=True)
     metrics = trainer.callback_metrics
-    assert {"val/stft", "val/sisdr", "val/mel"} <= set(metrics)
+    assert {"val/stft", "val/sisdr", "val/mel", "val/pesq"} <= set(metrics)
     assert float(metrics["val/sisdr"]) < 0  # untrained model: negative SI-SDR in dB
 
 

@@ -317,3 +317,15 @@ def test_mrmel_matches_independent_computation():
     assert loss.state_dict() == {}
     with pytest.raises(ValueError, match="equal length"):
         MultiScaleMelSpectrogramLoss(16000, n_mels=[20, 40, 80], window_lengths=[128, 512])
+
+
+def test_pesq_metric_orders_quality():
+    from stable_audio_tools.training.losses.metrics import PESQMetric
+
+    metric = PESQMetric(sample_rate=16000)
+    t = torch.arange(32000) / 16000
+    speechy = (torch.sin(2 * torch.pi * 220 * t) * (torch.sin(2 * torch.pi * 3 * t) > 0)).reshape(1, 1, -1) * 0.5
+    gen = torch.Generator().manual_seed(0)
+    slightly = speechy + 0.001 * torch.randn(speechy.shape, generator=gen)
+    very = speechy + 0.2 * torch.randn(speechy.shape, generator=gen)
+    assert float(metric(slightly, speechy)) > float(metric(very, speechy))

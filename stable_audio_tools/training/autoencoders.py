@@ -210,16 +210,15 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
         from .losses import MelSTFTLoss, SISDRLoss, STFTLoss
 
+        from .losses.metrics import PESQMetric
+
         path = "training.eval_loss_configs"
-        known = {"stft": STFTLoss, "sisdr": SISDRLoss, "mel": MelSTFTLoss}
+        known = {"stft": STFTLoss, "sisdr": SISDRLoss, "mel": MelSTFTLoss, "pesq": PESQMetric}
         for key, cfg in require_mapping(eval_loss_config, path).items():
-            if key == "pesq":
-                raise ConfigError(f"{path}.pesq", "PESQ is not available in this installation",
-                                  "remove it, or use 'stft', 'sisdr' or 'mel'")
             if key not in known:
-                raise ConfigError(f"{path}.{key}", "unknown metric", "accepted: stft, sisdr, mel")
+                raise ConfigError(f"{path}.{key}", "unknown metric", "accepted: stft, sisdr, mel, pesq")
             kwargs = dict((cfg or {}).get("config", {}))
-            if key == "mel":
+            if key in ("mel", "pesq"):
                 kwargs.setdefault("sample_rate", self.sample_rate)
             self.eval_losses[key] = known[key](**kwargs)
 
