@@ -163,3 +163,16 @@ def test_preprocess_audio_for_encoder():
     assert batch.shape == (2, 1, 1008) and torch.all(batch[0, :, 1001:] == 0) and torch.all(batch[1, :, 803:] == 0)
     with pytest.raises(ValueError, match="sample rates"):
         model.preprocess_audio_list_for_encoder([torch.randn(10)], [1, 2])
+
+
+def test_local_transformer_with_adaptive_norm_conditioning():
+    from stable_audio_tools.models.local_attn import ContinuousLocalTransformer
+
+    block = ContinuousLocalTransformer(dim=16, depth=1, dim_in=4, dim_out=4, heads=2, local_attn_window_size=4,
+                                       cond_dim=3)
+    x, cond = torch.randn(2, 10, 4), torch.randn(2, 3)
+    out = block(x, cond=cond)
+    assert out.shape == (2, 10, 4)
+    out.sum().backward()
+    with pytest.raises(ValueError, match="needs `cond`"):
+        block(x)
