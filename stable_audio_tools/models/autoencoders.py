@@ -79,10 +79,11 @@ def _fix_channels(audio: torch.Tensor, channels: int) -> torch.Tensor:
 class AudioAutoencoder(nn.Module):
     """Encoder -> optional bottleneck -> decoder, with an optional pretransform around both.
 
-    Children (state-dict prefixes): ``encoder``, ``decoder``, ``bottleneck``, ``pretransform``.
+    Children (state-dict prefixes): ``encoder``, ``decoder``, ``bottleneck``, ``pretransform``. A ``None``
+    encoder is the identity (diffusion autoencoders may have none).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int, downsampling_ratio: int,
+    def __init__(self, encoder: Optional[nn.Module], decoder: Optional[nn.Module], latent_dim: int, downsampling_ratio: int,
                  sample_rate: int, io_channels: int = 2, bottleneck: Optional[nn.Module] = None,
                  pretransform: Optional[nn.Module] = None, in_channels: Optional[int] = None,
                  out_channels: Optional[int] = None, soft_clip: bool = False) -> None:
@@ -119,7 +120,9 @@ class AudioAutoencoder(nn.Module):
         info: Dict[str, Any] = {}
         if self.pretransform is not None and not skip_pretransform:
             audio = self._pretransform_encode(audio, iterate_batch)
-        if iterate_batch:
+        if self.encoder is None:
+            latents = audio
+        elif iterate_batch:
             latents = torch.cat([self.encoder(audio[i:i + 1]) for i in range(audio.shape[0])])
         else:
             latents = self.encoder(audio)

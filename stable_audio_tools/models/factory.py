@@ -42,9 +42,31 @@ def _build_autoencoder(config: Mapping) -> nn.Module:
     return model
 
 
+def _build_diffusion_uncond(config: Mapping) -> nn.Module:
+    from .diffusion import create_diffusion_uncond_from_config
+
+    return create_diffusion_uncond_from_config(config)
+
+
+def _build_diffusion_cond(config: Mapping) -> nn.Module:
+    from .diffusion import create_diffusion_cond_from_config
+
+    return create_diffusion_cond_from_config(config)
+
+
+def _build_diffusion_autoencoder(config: Mapping) -> nn.Module:
+    from .diffusion_autoencoder import create_diffAE_from_config
+
+    return create_diffAE_from_config(config)
+
+
 # model_type -> builder. Later model families register here.
 MODEL_TYPES: Dict[str, Callable[[Mapping], nn.Module]] = {
     "autoencoder": _build_autoencoder,
+    "diffusion_uncond": _build_diffusion_uncond,
+    "diffusion_cond": _build_diffusion_cond,
+    "diffusion_cond_inpaint": _build_diffusion_cond,
+    "diffusion_autoencoder": _build_diffusion_autoencoder,
 }
 
 
