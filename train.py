@@ -111,6 +111,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from stable_audio_tools.training import create_demo_callback_from_config, create_training_wrapper_from_config
     from stable_audio_tools.training.callbacks import ExceptionCallback, ModelConfigEmbedderCallback
     from stable_audio_tools.training.export import AtomicCheckpointIO
+    from stable_audio_tools.training.pretransform_check import warn_if_pretransform_untrained
 
     # Our checkpoints intentionally hold the post-step state; the validation loop is skipped without val data.
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
@@ -145,6 +146,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         pretransform.load_state_dict(load_ckpt_state_dict(args.pretransform_ckpt_path))
     if args.remove_pretransform_weight_norm == "post_load":
         remove_weight_norm_from_model(pretransform)
+    warn_if_pretransform_untrained(model, args.pretrained_ckpt_path, args.pretransform_ckpt_path, args.ckpt_path)
 
     wrapper = create_training_wrapper_from_config(model_config, model, **(
         {"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))

@@ -54,8 +54,7 @@ logger = logging.getLogger(__name__)
 
 MetadataFn = Callable[[Dict[str, Any], Optional[torch.Tensor]], Mapping[str, Any]]
 
-SUPPORTED_DATASET_TYPES: Tuple[str, ...] = ("audio_dir",)
-_PLANNED_DATASET_TYPES = ("pre_encoded", "s3", "wds")
+SUPPORTED_DATASET_TYPES: Tuple[str, ...] = ("audio_dir", "pre_encoded", "s3", "wds")
 _BANNED_NAME_PARTS = ("paxheader", "__macosx")
 
 
@@ -450,8 +449,18 @@ def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sampl
                       drop_last=drop_last, collate_fn=collation_fn)
 
 
+def _lazy_builder(module: str, name: str) -> Callable[..., DataLoader]:
+    """A dataloader builder imported from ``module`` on first use (keeps webdataset out of import time)."""
+    def build(*args: Any, **kwargs: Any) -> DataLoader:
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+    return build
+
+
 _DATALOADER_BUILDERS: Dict[str, Callable[..., DataLoader]] = {
     "audio_dir": _create_audio_dir_dataloader,
+    "pre_encoded": _lazy_builder(".pre_encoded", "create_pre_encoded_dataloader"),
+    "s3": _lazy_builder(".webdataset", "create_webdataset_dataloader"),
+    "wds": _lazy_builder(".webdataset", "create_webdataset_dataloader"),
 }
 
 
@@ -467,9 +476,6 @@ def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, samp
     require_mapping(dataset_config, "<dataset config>")
     supported = ", ".join(repr(t) for t in _DATALOADER_BUILDERS)
     dataset_type = require(dataset_config, "dataset_type", "", f"set it to one of {supported}", (str,))
-    if dataset_type in _PLANNED_DATASET_TYPES and dataset_type not in _DATALOADER_BUILDERS:
-        raise ConfigError("dataset_type", f"'{dataset_type}' datasets are not supported by this version; "
-                          f"supported values: {supported}", "use a directory of audio files with 'audio_dir'")
     check_choice(dataset_type, _DATALOADER_BUILDERS, "dataset_type")
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(sample_size, "sample_size")

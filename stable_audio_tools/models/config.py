@@ -79,8 +79,8 @@ def check_choice(value: Any, choices: Iterable[str], path: str) -> Any:
 
 
 def warn_unknown_keys(cfg: Mapping, known: Iterable[str], path: str) -> None:
-    """Warn (once per call) about keys of ``cfg`` that nothing reads."""
-    unknown = sorted(set(cfg) - set(known))
+    """Warn (once per call) about keys of ``cfg`` that nothing reads. Keys starting with ``_`` are comments."""
+    unknown = sorted(k for k in set(cfg) - set(known) if not str(k).startswith("_"))
     if unknown:
         shown = ", ".join(f"'{_join(path, k)}'" for k in unknown)
         warnings.warn(f"ignoring unknown config key(s) {shown}; accepted keys here: {', '.join(sorted(known))}",

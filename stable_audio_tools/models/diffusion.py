@@ -63,6 +63,7 @@ class UNetCFG1DWrapper(ConditionedDiffusionModel):
                 cfg_scale=1.0, cfg_dropout_prob=0.0, batch_cfg=False, rescale_cfg=False,
                 negative_cross_attn_cond=None, negative_cross_attn_mask=None, negative_global_cond=None,
                 negative_input_concat_cond=None, prepend_cond=None, prepend_cond_mask=None, **kwargs):
+        kwargs.pop("cfg_interval", None)  # CFG intervals are a DiT feature; the U-Net applies CFG at every step
         channels_list = [input_concat_cond] if input_concat_cond is not None else None
         return self.model(x, t, embedding=cross_attn_cond, embedding_mask=cross_attn_mask, features=global_cond,
                           channels_list=channels_list, embedding_scale=cfg_scale,

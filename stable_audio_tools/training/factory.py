@@ -49,9 +49,31 @@ def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapp
     )
 
 
+def _diffusion_uncond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
+    from .diffusion_factory import create_diffusion_uncond_wrapper
+
+    return create_diffusion_uncond_wrapper(model_config, model, training, **overrides)
+
+
+def _diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
+    from .diffusion_factory import create_diffusion_cond_wrapper
+
+    return create_diffusion_cond_wrapper(model_config, model, training, **overrides)
+
+
+def _diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
+    from .diffusion_factory import create_diffusion_autoencoder_wrapper
+
+    return create_diffusion_autoencoder_wrapper(model_config, model, training, **overrides)
+
+
 # model_type -> builder(model_config, model, training_config, **overrides). Later model families register here.
 TRAINING_WRAPPERS: Dict[str, Callable[..., pl.LightningModule]] = {
     "autoencoder": _autoencoder_wrapper,
+    "diffusion_uncond": _diffusion_uncond_wrapper,
+    "diffusion_cond": _diffusion_cond_wrapper,
+    "diffusion_cond_inpaint": _diffusion_cond_wrapper,
+    "diffusion_autoencoder": _diffusion_autoencoder_wrapper,
 }
 
 

@@ -36,8 +36,35 @@ def _unwrap_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Te
     return model
 
 
+def _unwrap_diffusion(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """diffusion_uncond / diffusion_cond(_inpaint), ARC runs included: the ``diffusion.*`` weights with the
+    backbone (``model.*``) taken from ``diffusion_ema.ema_model.*`` when the run kept an EMA."""
+    model = create_model_from_config(model_config)
+    weights = extract_prefixed(state_dict, "diffusion.")
+    ema = extract_prefixed(state_dict, "diffusion_ema.ema_model.")
+    if ema:
+        weights = {k: v for k, v in weights.items() if not k.startswith("model.")}
+        weights.update({f"model.{k}": v for k, v in ema.items()})
+    log.info("exporting the %s diffusion backbone", "EMA" if ema else "online")
+    model.load_state_dict(weights, strict=True)
+    return model
+
+
+def _unwrap_diffusion_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The EMA copy of the diffusion autoencoder (``diffae_ema.ema_model.*``), else the online ``diffae.*``."""
+    model = create_model_from_config(model_config)
+    ema = extract_prefixed(state_dict, "diffae_ema.ema_model.")
+    log.info("exporting the %s diffusion autoencoder", "EMA" if ema else "online")
+    model.load_state_dict(ema or extract_prefixed(state_dict, "diffae."), strict=True)
+    return model
+
+
 UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]] = {
     "autoencoder": _unwrap_autoencoder,
+    "diffusion_uncond": _unwrap_diffusion,
+    "diffusion_cond": _unwrap_diffusion,
+    "diffusion_cond_inpaint": _unwrap_diffusion,
+    "diffusion_autoencoder": _unwrap_diffusion_autoencoder,
 }
 
 

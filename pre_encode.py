@@ -1,0 +1,150 @@
+"""Encode an audio dataset into autoencoder latents once, to train latent diffusion models on them (SPEC 1.4).
+
+    python pre_encode.py --model-config ae.json --ckpt-path ae.ckpt --dataset-config data.json \\
+        --output-path latents/ [--batch-size 8] [--sample-size 1320960] [--model-half] [--is-discrete]
+
+Writes ``<output>/<rank>/<13-digit id>.npy`` + ``.json`` per item and ``<output>/details.json``; train on
+it with a ``"dataset_type": "pre_encoded"`` dataset config and ``"pre_encoded": true`` in the model
+config's ``training`` section. Re-running with the same arguments resumes an interrupted run.
+Runs on GPUs or on the CPU (``--accelerator``), on several devices/processes (``--devices``) and nodes
+(``--num-nodes``) through PyTorch Lightning. See docs/data_formats.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Dict, List, Optional, Union
+
+log = logging.getLogger("pre_encode")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Upstream's flags plus ``--devices``, ``--accelerator``, ``--seed``, ``--vae-mean`` and ``--no-progress``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-config", type=str, required=True, help="autoencoder model config (JSON)")
+    parser.add_argument("--ckpt-path", type=str, required=True, help="unwrapped autoencoder checkpoint")
+    parser.add_argument("--model-half", action="store_true", help="run the model in float16, store float16 latents")
+    parser.add_argument("--dataset-config", type=str, required=True, help="dataset config (JSON)")
+    parser.add_argument("--output-path", type=str, required=True, help="output directory")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size per process")
+    parser.add_argument("--sample-size", type=int, default=1320960,
+                        help="audio samples per item (pad/crop length; 1320960 is ~30 s at 44.1 kHz)")
+    parser.add_argument("--is-discrete", action="store_true", help="store the bottleneck's tokens instead of latents")
+    parser.add_argument("--num-nodes", type=int, default=1, help="number of nodes")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
+    parser.add_argument("--strategy", type=str, default="auto", help="PyTorch Lightning strategy")
+    parser.add_argument("--limit-batches", type=int, default=None, help="encode at most this many batches per process")
+    parser.add_argument("--shuffle", action="store_true", help="shuffle the item order (with --seed, so re-runs "
+                                                               "resume)")
+    parser.add_argument("--devices", type=str, default="auto",
+                        help="devices (processes) per node: a number, a list such as 0,1, or auto (all GPUs, 1 CPU "
+                             "process)")
+    parser.add_argument("--num-gpus", dest="devices", type=str, help="alias of --devices (older upstream flag)")
+    parser.add_argument("--accelerator", type=str, default="auto",
+                        help="gpu, cpu or auto (gpu when CUDA is available)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --shuffle, VAE sampling and data augmentation")
+    parser.add_argument("--vae-mean", action="store_true",
+                        help="store the VAE posterior mean (deterministic) instead of a sample")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    for flag in ("batch_size", "sample_size", "num_nodes"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.limit_batches is not None and args.limit_batches <= 0:
+        parser.error("--limit-batches must be positive")
+    if args.num_workers < 0:
+        parser.error("--num-workers must be >= 0")
+    return args
+
+
+def _devices(value: str) -> Union[int, str, List[int]]:
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    return value
+
+
+def _load_json(path: str, flag: str) -> Dict[str, Any]:
+    from stable_audio_tools.models.factory import load_model_config
+
+    try:
+        return load_model_config(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{flag}: {e}") from None
+
+
+def load_model(model_config: Dict[str, Any], model_ckpt_path: str, model_half: bool = False):
+    """Build the model, copy the checkpoint's weights into it (lenient), eval mode, no grad, optional fp16."""
+    import torch
+
+    from stable_audio_tools.models.factory import create_model_from_config
+    from stable_audio_tools.models.utils import copy_state_dict, load_ckpt_state_dict
+
+    model = create_model_from_config(model_config)
+    log.info("loading model checkpoint %s", model_ckpt_path)
+    copy_state_dict(model, load_ckpt_state_dict(model_ckpt_path))
+    model.eval().requires_grad_(False)
+    if model_half:
+        model.to(torch.float16)
+    return model
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    """Run pre-encoding; returns this process's statistics (files encoded/skipped, seconds)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import IterableDataset
+
+    from stable_audio_tools.data.dataset import create_dataloader_from_config
+    from stable_audio_tools.training.pre_encode import PreEncodedLatentsInferenceWrapper
+
+    model_config = _load_json(args.model_config, "--model-config")
+    dataset_config = _load_json(args.dataset_config, "--dataset-config")
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    model = load_model(model_config, args.ckpt_path, args.model_half)
+    ratio = getattr(model, "downsampling_ratio", 1) * (getattr(getattr(model, "pretransform", None),
+                                                               "downsampling_ratio", 1) or 1)
+    if args.sample_size % ratio:
+        log.warning("--sample-size %d is not a multiple of the model's downsampling ratio %d; the last %d samples "
+                    "of each item do not get a latent frame of their own", args.sample_size, ratio,
+                    args.sample_size % ratio)
+    data_loader = create_dataloader_from_config(
+        dataset_config, batch_size=args.batch_size, num_workers=args.num_workers,
+        sample_rate=model_config["sample_rate"], sample_size=args.sample_size,
+        audio_channels=model_config.get("audio_channels", 2), shuffle=False)
+    iterable = isinstance(data_loader.dataset, IterableDataset)
+
+    module = PreEncodedLatentsInferenceWrapper(
+        model=model, output_path=args.output_path, is_discrete=args.is_discrete, model_half=args.model_half,
+        model_config=args.model_config, dataset_config=args.dataset_config, sample_size=args.sample_size,
+        args_dict=vars(args), data_loader=data_loader, limit_batches=args.limit_batches, shuffle=args.shuffle,
+        seed=args.seed, vae_mean=args.vae_mean, progress=not args.no_progress)
+
+    accelerator = args.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    devices = _devices(args.devices)
+    if devices == "auto" and accelerator == "cpu":
+        devices = 1
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=args.num_nodes, strategy=args.strategy,
+        precision="16-true" if args.model_half else "32-true", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        limit_val_batches=args.limit_batches if iterable and args.limit_batches else None)
+    trainer.validate(module, verbose=False)
+    return module.stats
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"pre_encode.py: {e}")

@@ -1,0 +1,292 @@
+"""Audio generation with diffusion models (SPEC 6.1-6.3).
+
+``generate_diffusion_cond`` / ``generate_diffusion_cond_inpaint`` take a ``ConditionedDiffusionModelWrapper``
+and ``generate_diffusion_uncond`` a ``DiffusionModelWrapper``; they return audio ``[batch, channels, samples]``
+(or latents with ``return_latents=True``). Extra keywords go to the sampler: ``sampler_type``, ``sigma_min``,
+``sigma_max``, ``rho``, ``cfg_interval``, ``scale_phi``, ``callback``, ``disable_tqdm`` ...
+
+Differences from upstream (behaviour for valid calls is unchanged):
+- ``device=None`` (default) means the device of the model's parameters (upstream defaulted to "cuda", which
+  crashes on CPU-only machines); pass ``device`` explicitly to override.
+- ``seed=-1`` picks a random seed and logs it with ``logging`` (upstream printed it).
+- ``generate_diffusion_uncond`` works (upstream read a missing attribute and mis-ordered ``sample_k``'s arguments).
+- ``decode_chunked=True`` decodes long latent sequences in overlapping windows (see
+  :func:`~stable_audio_tools.inference.utils.decode_latents`).
+- Caller-owned ``conditioning_tensors`` dicts are never modified.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.functional import interpolate
+
+from .sampling import sample_k, sample_rf
+from .utils import decode_latents, prepare_audio
+
+__all__ = ["generate_diffusion_cond", "generate_diffusion_cond_inpaint", "generate_diffusion_uncond",
+           "resolve_device", "seed_and_noise"]
+
+logger = logging.getLogger(__name__)
+
+AudioInput = Optional[Tuple[int, torch.Tensor]]
+Device = Optional[Union[str, torch.device]]
+RF_OBJECTIVES = ("rectified_flow", "rf_denoiser")
+
+
+def resolve_device(model: nn.Module, device: Device = None) -> torch.device:
+    """``device`` if given, else the device of the model's parameters, else "cuda" when available, else "cpu"."""
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    if param is not None:
+        return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_and_noise(seed: int, shape: Sequence[int], device: Device) -> Tuple[int, torch.Tensor]:
+    """Seed torch's global RNGs (``seed == -1``: a random seed, logged) and draw the initial noise right after,
+    so identical seeds give identical outputs. Returns ``(seed, noise)``."""
+    if seed == -1:
+        seed = int(np.random.randint(0, 2 ** 32 - 1))
+        logger.info("generation seed: %d", seed)
+    torch.manual_seed(seed)
+    return seed, torch.randn(list(shape), device=device)
+
+
+def _disable_reduced_precision() -> None:
+    """Full-precision matmuls/convolutions during sampling (as upstream)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cudnn.benchmark = False
+
+
+def _objective(model: nn.Module) -> str:
+    objective = getattr(model, "diffusion_objective", "v")
+    if objective != "v" and objective not in RF_OBJECTIVES:
+        raise ValueError(f"unknown diffusion_objective {objective!r} on the model; expected 'v', "
+                         f"{', '.join(map(repr, RF_OBJECTIVES))}")
+    return objective
+
+
+def _latent_length(model: nn.Module, sample_size: int) -> int:
+    if model.pretransform is not None:
+        return sample_size // model.pretransform.downsampling_ratio
+    return sample_size
+
+
+def _encode_audio(model: nn.Module, audio: Tuple[int, torch.Tensor], audio_sample_size: int, device) -> torch.Tensor:
+    """``(sample_rate, tensor)`` -> model-space input ``[1, C, L]``: resample, crop/pad from the start, match
+    channels, then encode through the pretransform if there is one."""
+    if not (isinstance(audio, (tuple, list)) and len(audio) == 2):
+        raise ValueError("init_audio / inpaint_audio must be a (sample_rate, tensor) tuple")
+    in_sr, tensor = audio
+    io_channels = model.pretransform.io_channels if model.pretransform is not None else model.io_channels
+    prepared = prepare_audio(tensor, in_sr=in_sr, target_sr=model.sample_rate, target_length=audio_sample_size,
+                             target_channels=io_channels, device=device)
+    if model.pretransform is not None:
+        prepared = model.pretransform.encode(prepared)
+    return prepared
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    param = next(model.model.parameters(), None)
+    return torch.float32 if param is None else param.dtype
+
+
+def _cast(inputs: Mapping[str, Any], dtype: torch.dtype) -> Dict[str, Any]:
+    return {k: v.type(dtype) if torch.is_tensor(v) else v for k, v in inputs.items()}
+
+
+def _run_sampler(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], steps: int,
+                 sampler_kwargs: Dict[str, Any], model_kwargs: Dict[str, Any], device, dist_shift=None) -> torch.Tensor:
+    if _objective(model) == "v":
+        return sample_k(model.model, noise, init, steps, **sampler_kwargs, **model_kwargs, device=device)
+    rf_kwargs = {k: v for k, v in sampler_kwargs.items() if k not in ("sigma_min", "rho")}
+    if dist_shift is not None:
+        rf_kwargs["dist_shift"] = dist_shift
+    return sample_rf(model.model, noise, init_data=init, steps=steps, **rf_kwargs, **model_kwargs, device=device)
+
+
+def _finish(model: nn.Module, sampled: torch.Tensor, return_latents: bool, decode_chunked: bool,
+            decode_chunk_size: int, decode_overlap: int) -> torch.Tensor:
+    if model.pretransform is None or return_latents:
+        return sampled
+    return decode_latents(model.pretransform, sampled, chunked=decode_chunked, chunk_size=decode_chunk_size,
+                          overlap=decode_overlap)
+
+
+def _conditioning(model: nn.Module, conditioning, conditioning_tensors, device) -> Dict[str, Any]:
+    if conditioning_tensors is None:
+        if conditioning is None:
+            raise ValueError("pass conditioning (a list of per-item metadata dicts, e.g. [{'prompt': ..., "
+                             "'seconds_total': 30}]) or precomputed conditioning_tensors")
+        conditioning_tensors = model.conditioner(conditioning, device)
+    return dict(conditioning_tensors)
+
+
+@torch.no_grad()
+def generate_diffusion_uncond(model: nn.Module, steps: int = 250, batch_size: int = 1, sample_size: int = 2097152,
+                              seed: int = -1, device: Device = None, init_audio: AudioInput = None,
+                              init_noise_level: float = 1.0, return_latents: bool = False,
+                              decode_chunked: bool = False, decode_chunk_size: int = 128, decode_overlap: int = 32,
+                              **sampler_kwargs: Any) -> torch.Tensor:
+    """Generate ``batch_size`` clips of ``sample_size`` audio samples with an unconditional model.
+
+    v-objective models sample with :func:`sample_k` on ``model.model`` (default ``dpmpp-2m-sde``),
+    rectified-flow models with :func:`sample_rf`. ``init_audio=(sample_rate, tensor)`` makes variations starting
+    from noise level ``init_noise_level``.
+    """
+    device = resolve_device(model, device)
+    audio_sample_size = sample_size
+    sample_size = _latent_length(model, sample_size)
+    _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
+    _disable_reduced_precision()
+    init = None
+    if init_audio is not None:
+        init = _encode_audio(model, init_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
+        sampler_kwargs["sigma_max"] = init_noise_level
+    sampled = _run_sampler(model, noise.type(_model_dtype(model)), init, steps, sampler_kwargs, {}, device)
+    return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+
+
+@torch.no_grad()
+def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float = 6,
+                            conditioning: Optional[Sequence[dict]] = None,
+                            conditioning_tensors: Optional[dict] = None,
+                            negative_conditioning: Optional[Sequence[dict]] = None,
+                            negative_conditioning_tensors: Optional[dict] = None, batch_size: int = 1,
+                            sample_size: int = 2097152, sample_rate: int = 48000, seed: int = -1,
+                            device: Device = None, init_audio: AudioInput = None, init_noise_level: float = 1.0,
+                            return_latents: bool = False, decode_chunked: bool = False, decode_chunk_size: int = 128,
+                            decode_overlap: int = 32, **sampler_kwargs: Any) -> torch.Tensor:
+    """Generate audio from conditioning (prompts, timing, ...) with classifier-free guidance ``cfg_scale``.
+
+    Args:
+        model: a ConditionedDiffusionModelWrapper.
+        steps: sampler steps.
+        cfg_scale: classifier-free guidance scale (batch CFG, with CFG rescale enabled through ``scale_phi``).
+        conditioning: per-item metadata dicts (``[{"prompt": ..., "seconds_start": 0, "seconds_total": 30}] * B``).
+        conditioning_tensors: precomputed ``model.conditioner`` output (instead of ``conditioning``).
+        negative_conditioning / negative_conditioning_tensors: replaces the unconditional CFG branch.
+        batch_size: number of outputs.
+        sample_size: output length in audio samples (latent length = sample_size // downsampling_ratio).
+        sample_rate: deprecated and unused (the model's ``sample_rate`` is used).
+        seed: RNG seed; -1 picks (and logs) a random one. The noise is drawn right after seeding.
+        device: where to sample (default: the model's device).
+        init_audio: ``(sample_rate, tensor)`` for variations; ``init_noise_level`` is the starting noise level.
+        return_latents: return the sampled latents instead of decoded audio.
+        decode_chunked / decode_chunk_size / decode_overlap: windowed decoding of long outputs.
+        **sampler_kwargs: ``sampler_type``, ``sigma_min``, ``sigma_max``, ``rho``, ``cfg_interval``,
+            ``scale_phi``, ``callback``, ``disable_tqdm``, ...
+    """
+    device = resolve_device(model, device)
+    audio_sample_size = sample_size
+    sample_size = _latent_length(model, sample_size)
+    _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
+    _disable_reduced_precision()
+
+    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device)
+    conditioning_inputs = model.get_conditioning_inputs(cond_tensors)
+    negative_inputs: Dict[str, Any] = {}
+    if negative_conditioning is not None or negative_conditioning_tensors is not None:
+        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device)
+        negative_inputs = model.get_conditioning_inputs(negative, negative=True)
+
+    init = None
+    if init_audio is not None:
+        init = _encode_audio(model, init_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
+        sampler_kwargs["sigma_max"] = init_noise_level
+
+    dtype = _model_dtype(model)
+    model_kwargs = {**_cast(conditioning_inputs, dtype), **_cast(negative_inputs, dtype), "cfg_scale": cfg_scale,
+                    "batch_cfg": True, "rescale_cfg": True}
+    sampled = _run_sampler(model, noise.type(dtype), init, steps, sampler_kwargs, model_kwargs, device,
+                           dist_shift=getattr(model, "dist_shift", None))
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+
+
+def _resize_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
+    return interpolate(mask.unsqueeze(1), size=length, mode="nearest").squeeze(1)
+
+
+@torch.no_grad()
+def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scale: float = 6,
+                                    conditioning: Optional[Sequence[dict]] = None,
+                                    conditioning_tensors: Optional[dict] = None,
+                                    negative_conditioning: Optional[Sequence[dict]] = None,
+                                    negative_conditioning_tensors: Optional[dict] = None, batch_size: int = 1,
+                                    sample_size: int = 2097152, seed: int = -1, device: Device = None,
+                                    init_audio: AudioInput = None, init_noise_level: float = 1.0,
+                                    inpaint_audio: AudioInput = None, inpaint_mask: Optional[torch.Tensor] = None,
+                                    return_latents: bool = False, decode_chunked: bool = False,
+                                    decode_chunk_size: int = 128, decode_overlap: int = 32,
+                                    **sampler_kwargs: Any) -> torch.Tensor:
+    """Generate with an inpainting model (``diffusion_cond_inpaint``): as :func:`generate_diffusion_cond`, plus
+
+    Args:
+        inpaint_audio: ``(sample_rate, tensor)`` whose kept regions condition the generation.
+        inpaint_mask: float ``[batch or 1, samples]``, 1 = keep ``inpaint_audio``, 0 = generate; resized (nearest)
+            to the latent length. Without a mask everything is generated.
+    The mask and the masked (encoded) input are passed as the ``inpaint_mask`` / ``inpaint_masked_input``
+    conditioning of both the positive and the negative branch.
+    """
+    device = resolve_device(model, device)
+    audio_sample_size = sample_size
+    sample_size = _latent_length(model, sample_size)
+    if inpaint_mask is not None:
+        inpaint_mask = inpaint_mask.float()
+        if inpaint_mask.dim() == 1:
+            inpaint_mask = inpaint_mask.unsqueeze(0)
+    _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
+    _disable_reduced_precision()
+
+    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device)
+    negative = None
+    if negative_conditioning is not None or negative_conditioning_tensors is not None:
+        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device)
+
+    init = None
+    if init_audio is not None:
+        init = _encode_audio(model, init_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
+    masked_source = None
+    if inpaint_audio is not None:
+        masked_source = _encode_audio(model, inpaint_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
+
+    if inpaint_mask is None:
+        mask = torch.zeros((batch_size, 1, sample_size), device=device)
+    else:
+        mask = _resize_mask(inpaint_mask, sample_size).unsqueeze(1).to(device)
+        if mask.shape[0] == 1 and batch_size > 1:
+            mask = mask.expand(batch_size, -1, -1)
+    if masked_source is not None:
+        inpaint_input = masked_source * mask.expand_as(masked_source)
+    else:
+        inpaint_input = torch.zeros((batch_size, model.io_channels, sample_size), device=device)
+
+    cond_tensors["inpaint_mask"] = [mask]
+    cond_tensors["inpaint_masked_input"] = [inpaint_input]
+    conditioning_inputs = model.get_conditioning_inputs(cond_tensors)
+    negative_inputs: Dict[str, Any] = {}
+    if negative is not None:
+        negative["inpaint_mask"] = [mask]
+        negative["inpaint_masked_input"] = [inpaint_input]
+        negative_inputs = model.get_conditioning_inputs(negative, negative=True)
+
+    if init is not None:
+        sampler_kwargs["sigma_max"] = init_noise_level
+
+    dtype = _model_dtype(model)
+    model_kwargs = {**_cast(conditioning_inputs, dtype), **_cast(negative_inputs, dtype), "cfg_scale": cfg_scale,
+                    "batch_cfg": True, "rescale_cfg": True}
+    sampled = _run_sampler(model, noise.type(dtype), init, steps, sampler_kwargs, model_kwargs, device,
+                           dist_shift=getattr(model, "dist_shift", None))
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)

@@ -1,0 +1,455 @@
+"""Conditioners: per-item metadata -> conditioning tensors for diffusion models and LMs (SPEC 3.5, 4.14).
+
+Every conditioner maps the list of one metadata field over a batch to ``[embeddings, mask]``
+(``forward(values, device)``). :class:`MultiConditioner` runs one conditioner per id on a batch of
+metadata dicts; :func:`create_multi_conditioner_from_conditioning_config` builds it from the
+``model.conditioning`` block of a model config.
+
+This module holds the small learned conditioners (``int``, ``number``, ``list``) and the audio ones
+(``pretransform``, ``source_mix``). The conditioners that wrap external pretrained models or
+tokenizers (``t5``, ``clap_text``, ``clap_audio``, ``phoneme``, ``lut``) live in
+:mod:`stable_audio_tools.models.text_conditioners` (importable from here too); their optional
+dependencies are only imported when such a conditioner is built.
+
+Deviations from upstream (numerics of upstream-trained checkpoints are unchanged):
+
+* :class:`IntConditioner` keeps upstream's indexing (values are clamped to ``[min_val, max_val]`` and
+  used directly as embedding indices, **not** offset by ``min_val``; changing that would shift every
+  embedding of trained models). A value that would index past the table now raises a ValueError
+  explaining this instead of an IndexError.
+* :class:`PretransformConditioner` applies a non-identity ``proj_out`` over the latent channels
+  (upstream applied the Linear over the time axis, which only ran when the latent length happened to
+  equal the channel count). With the default identity projection the output is unchanged.
+* :class:`SourceMixConditioner` takes its dtype from its heads (upstream crashed when ``proj_out``
+  was an Identity) and reports a missing source as a ValueError.
+* :class:`MultiConditioner` unwraps list/tuple values of length 1 only (upstream's operator
+  precedence also took the first element of longer lists).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+
+__all__ = [
+    "Conditioner",
+    "LearnedPositionalEmbedding",
+    "TimePositionalEmbedding",
+    "NumberEmbedder",
+    "IntConditioner",
+    "NumberConditioner",
+    "ListConditioner",
+    "PretransformConditioner",
+    "SourceMixConditioner",
+    "MultiConditioner",
+    "CONDITIONER_TYPES",
+    "create_multi_conditioner_from_conditioning_config",
+    # re-exported lazily from .text_conditioners
+    "T5Conditioner",
+    "CLAPTextConditioner",
+    "CLAPAudioConditioner",
+    "PhonemeConditioner",
+    "TokenizerLUTConditioner",
+]
+
+Device = Union[str, torch.device, None]
+
+_TEXT_CONDITIONERS = ("T5Conditioner", "CLAPTextConditioner", "CLAPAudioConditioner", "PhonemeConditioner",
+                      "TokenizerLUTConditioner")
+
+
+def __getattr__(name: str) -> Any:
+    """Lazily re-export the external-model conditioners, so importing this module stays light."""
+    if name in _TEXT_CONDITIONERS:
+        from . import text_conditioners
+
+        return getattr(text_conditioners, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class Conditioner(nn.Module):
+    """Base class: ``proj_out`` = Linear(dim, output_dim) if ``dim != output_dim`` or ``project_out``, else Identity.
+
+    Subclasses implement ``forward(values: list, device) -> [embeddings, mask]``.
+    """
+
+    def __init__(self, dim: int, output_dim: int, project_out: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        self.output_dim = output_dim
+        self.proj_out = nn.Linear(dim, output_dim) if (dim != output_dim or project_out) else nn.Identity()
+
+    def forward(self, values: Any, device: Device = None) -> List[Optional[torch.Tensor]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(values, device)")
+
+    def _cast_to_proj_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        """Cast ``x`` to the dtype of a non-identity ``proj_out`` (no-op for Identity)."""
+        if isinstance(self.proj_out, nn.Identity):
+            return x
+        return x.to(self.proj_out.weight.dtype)
+
+
+def _ones_mask(batch: int, length: int, device: Device) -> torch.Tensor:
+    return torch.ones(batch, length, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# number embedding (ADP's NumberEmbedder: learned Fourier features + Linear)
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """``x [N] -> cat(x, sin(2 pi x w), cos(2 pi x w)) [N, dim + 1]`` with learned frequencies ``weights [dim/2]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim % 2 != 0:
+            raise ValueError(f"LearnedPositionalEmbedding needs an even dim, got {dim}")
+        self.weights = nn.Parameter(torch.randn(dim // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None]
+        freqs = x * self.weights[None, :] * 2 * math.pi
+        return torch.cat((x, freqs.sin(), freqs.cos()), dim=-1)
+
+
+class TimePositionalEmbedding(nn.Sequential):
+    """``Sequential(LearnedPositionalEmbedding(dim), Linear(dim + 1, out_features))`` (keys ``0.weights``, ``1.*``)."""
+
+    def __init__(self, dim: int, out_features: int) -> None:
+        super().__init__(LearnedPositionalEmbedding(dim), nn.Linear(dim + 1, out_features))
+
+
+class NumberEmbedder(nn.Module):
+    """Embed scalars of any shape ``[...]`` to ``[..., features]`` through ``embedding`` = TimePositionalEmbedding."""
+
+    def __init__(self, features: int, dim: int = 256) -> None:
+        super().__init__()
+        self.features = features
+        self.embedding = TimePositionalEmbedding(dim, features)
+
+    def forward(self, x: Union[Sequence[float], torch.Tensor]) -> torch.Tensor:
+        if not torch.is_tensor(x):
+            x = torch.tensor(x, device=self.embedding[1].weight.device)
+        shape = x.shape
+        return self.embedding(x.reshape(-1)).view(*shape, self.features)
+
+
+# --------------------------------------------------------------------------------------------
+# small learned conditioners
+
+
+class IntConditioner(Conditioner):
+    """Integers -> ``int_embedder`` rows ``[B, 1, output_dim]`` (mask ones ``[B, 1]``).
+
+    Values are clamped to ``[min_val, max_val]`` and used directly as indices into an Embedding of
+    ``max_val - min_val + 1`` rows. Like upstream they are **not** offset by ``min_val`` (kept so that
+    upstream-trained checkpoints keep their numerics), so with ``min_val > 0`` only values up to
+    ``max_val - min_val`` are usable; larger ones raise a ValueError.
+    """
+
+    def __init__(self, output_dim: int, min_val: int = 0, max_val: int = 512) -> None:
+        super().__init__(output_dim, output_dim)
+        if max_val < min_val:
+            raise ValueError(f"IntConditioner: max_val ({max_val}) must be >= min_val ({min_val})")
+        self.min_val = min_val
+        self.max_val = max_val
+        self.int_embedder = nn.Embedding(max_val - min_val + 1, output_dim)
+
+    def forward(self, ints: Sequence[Any], device: Device = None) -> List[torch.Tensor]:
+        values = [min(max(int(v), self.min_val), self.max_val) for v in ints]
+        rows = self.int_embedder.num_embeddings
+        if values and max(values) >= rows:
+            raise ValueError(
+                f"IntConditioner: value {max(values)} indexes past the embedding table ({rows} rows). "
+                f"Like upstream, values are not offset by min_val={self.min_val}, so with min_val > 0 only values "
+                f"up to max_val - min_val = {rows - 1} work; use min_val 0 (and max_val >= your largest value)")
+        embeds = self.int_embedder(torch.tensor(values, device=device)).unsqueeze(1)
+        return [embeds, _ones_mask(embeds.shape[0], 1, device)]
+
+
+class NumberConditioner(Conditioner):
+    """Floats -> clamp to ``[min_val, max_val]`` -> normalise to [0, 1] -> NumberEmbedder ``[B, 1, output_dim]``."""
+
+    def __init__(self, output_dim: int, min_val: float = 0, max_val: float = 1) -> None:
+        super().__init__(output_dim, output_dim)
+        if max_val <= min_val:
+            raise ValueError(f"NumberConditioner: max_val ({max_val}) must be > min_val ({min_val})")
+        self.min_val = min_val
+        self.max_val = max_val
+        self.embedder = NumberEmbedder(features=output_dim)
+
+    def forward(self, floats: Sequence[Any], device: Device = None) -> List[torch.Tensor]:
+        values = torch.tensor([float(v) for v in floats], device=device).clamp(self.min_val, self.max_val)
+        normalized = (values - self.min_val) / (self.max_val - self.min_val)
+        normalized = normalized.to(self.embedder.embedding[1].weight.dtype)
+        embeds = self.embedder(normalized).unsqueeze(1)
+        return [embeds, _ones_mask(embeds.shape[0], 1, device)]
+
+
+class ListConditioner(Conditioner):
+    """Strings from a closed list -> ``embedder`` rows ``[B, 1, output_dim]``; unknown strings use row 0."""
+
+    def __init__(self, output_dim: int, options: Sequence[str]) -> None:
+        super().__init__(output_dim, output_dim)
+        self.options = list(options)
+        self.embedder = nn.Embedding(len(self.options) + 1, output_dim)
+
+    def forward(self, texts: Sequence[Any], device: Device = None) -> List[torch.Tensor]:
+        indices = [self.options.index(x) + 1 if x in self.options else 0 for x in texts]
+        embeds = self.embedder(torch.tensor(indices, device=device)).unsqueeze(1)
+        return [embeds, _ones_mask(embeds.shape[0], 1, device)]
+
+
+# --------------------------------------------------------------------------------------------
+# audio conditioners built on a pretransform
+
+
+def _set_pretransform(module: nn.Module, pretransform: nn.Module, save_pretransform: bool) -> None:
+    """Register ``pretransform`` as a child only when it should be saved with the model."""
+    if save_pretransform:
+        module.pretransform = pretransform
+    else:
+        module.__dict__["pretransform"] = pretransform
+
+
+def _device_or(device: Device, tensor: torch.Tensor) -> Union[str, torch.device]:
+    return tensor.device if device is None else device
+
+
+def _move(module: nn.Module, device: Device) -> None:
+    if device is not None:
+        module.to(device)
+
+
+def _encode(pretransform: nn.Module, audio: torch.Tensor) -> torch.Tensor:
+    with torch.set_grad_enabled(torch.is_grad_enabled() and bool(getattr(pretransform, "enable_grad", False))):
+        return pretransform.encode(audio)
+
+
+class PretransformConditioner(Conditioner):
+    """Audio -> pretransform latents ``[B, output_dim, L]`` (mask ones ``[B, L]``).
+
+    The pretransform is kept out of the module tree (and so out of checkpoints) unless
+    ``save_pretransform``. Input: a list of ``[C, T]`` tensors (stacked) or one ``[B, C, T]`` / ``[C, T]``
+    tensor; channels are converted to the pretransform's ``io_channels``. A non-identity ``proj_out``
+    (when ``encoded_channels != output_dim``) projects the channel axis (upstream applied it over time).
+    """
+
+    def __init__(self, pretransform: nn.Module, output_dim: int, save_pretransform: bool = False) -> None:
+        super().__init__(pretransform.encoded_channels, output_dim)
+        _set_pretransform(self, pretransform, save_pretransform)
+
+    def forward(self, audio: Union[torch.Tensor, Sequence[torch.Tensor]], device: Device = None) -> List[torch.Tensor]:
+        from ..data.utils import set_audio_channels
+
+        if isinstance(audio, (list, tuple)):
+            audio = torch.stack(list(audio), dim=0)
+        if audio.dim() == 2:
+            audio = audio.unsqueeze(0)
+        _move(self.pretransform, device)
+        audio = set_audio_channels(audio, self.pretransform.io_channels).to(_device_or(device, audio))
+        latents = _encode(self.pretransform, audio)
+        if not isinstance(self.proj_out, nn.Identity):
+            latents = rearrange(self.proj_out(rearrange(self._cast_to_proj_dtype(latents), "b c l -> b l c")),
+                                "b l c -> b c l")
+        return [latents, _ones_mask(latents.shape[0], latents.shape[2], latents.device)]
+
+
+class SourceMixConditioner(Conditioner):
+    """Sum of per-source 1x1-conv projections of pretransform latents ``[B, output_dim, L]`` (mask ones ``[B, L]``).
+
+    Each batch item is a dict ``{source_key: audio [C, T]}`` (or latents ``[encoded_channels, L]`` when
+    ``pre_encoded``); ``source_heads.{i}`` = Conv1d(encoded_channels, output_dim, 1) for ``source_keys[i]``.
+    Items without any source use the learned ``null_source [output_dim, 1]`` repeated to ``source_length``
+    when ``allow_null_source``. ``proj_out`` exists (state-dict compatibility) but is not used.
+    """
+
+    def __init__(self, pretransform: nn.Module, output_dim: int, save_pretransform: bool = False,
+                 source_keys: Sequence[str] = (), pre_encoded: bool = False, allow_null_source: bool = False,
+                 source_length: Optional[int] = None) -> None:
+        super().__init__(pretransform.encoded_channels, output_dim)
+        _set_pretransform(self, pretransform, save_pretransform)
+        self.source_keys = list(source_keys)
+        self.source_heads = nn.ModuleList(
+            [nn.Conv1d(pretransform.encoded_channels, output_dim, kernel_size=1) for _ in self.source_keys])
+        self.pre_encoded = pre_encoded
+        self.allow_null_source = allow_null_source
+        if allow_null_source:
+            if source_length is None:
+                raise ValueError("SourceMixConditioner: source_length (latent frames) is required when "
+                                 "allow_null_source is true")
+            self.null_source = nn.Parameter(torch.randn(output_dim, 1))
+            self.source_length = source_length
+
+    def _dtype(self) -> torch.dtype:
+        if len(self.source_heads):
+            return self.source_heads[0].weight.dtype
+        return self.null_source.dtype if self.allow_null_source else torch.get_default_dtype()
+
+    def _latents(self, source: torch.Tensor, device: Device) -> torch.Tensor:
+        from ..data.utils import set_audio_channels
+
+        source = source.to(_device_or(device, source))
+        if self.pre_encoded:
+            return source
+        if source.dim() != 2:
+            raise ValueError(f"SourceMixConditioner: source audio must be [channels, samples], got shape "
+                             f"{tuple(source.shape)}")
+        audio = set_audio_channels(source.unsqueeze(0), self.pretransform.io_channels)
+        return _encode(self.pretransform, audio).squeeze(0)
+
+    def forward(self, sources: Sequence[Mapping[str, torch.Tensor]], device: Device = None) -> List[torch.Tensor]:
+        if not self.pre_encoded:
+            _move(self.pretransform, device)
+        dtype = self._dtype()
+        mixes = []
+        for item in sources:
+            mix = None
+            for head, key in zip(self.source_heads, self.source_keys):
+                if key in item:
+                    projected = head(self._latents(item[key], device).to(dtype))
+                    mix = projected if mix is None else mix + projected
+            if mix is None:
+                if not self.allow_null_source:
+                    raise ValueError(f"SourceMixConditioner: a batch item has none of the sources "
+                                     f"{self.source_keys} (found keys {sorted(item)}); set allow_null_source")
+                mix = self.null_source.repeat(1, self.source_length)
+            mixes.append(mix)
+        mixes = torch.stack(mixes, dim=0)
+        return [mixes, _ones_mask(mixes.shape[0], mixes.shape[2], mixes.device)]
+
+
+# --------------------------------------------------------------------------------------------
+# multi-conditioner and factory
+
+
+class MultiConditioner(nn.Module):
+    """Run one conditioner per id over a batch of metadata dicts.
+
+    Child ``conditioners`` = ModuleDict keyed by id. ``default_keys`` maps an id to the metadata key
+    used when the id itself is missing (e.g. ``{"prompt_t5": "prompt"}``). Ids in ``pre_encoded_keys``
+    are not run: their per-item tensors are stacked (mask None).
+    """
+
+    def __init__(self, conditioners: Mapping[str, nn.Module], default_keys: Optional[Mapping[str, str]] = None,
+                 pre_encoded_keys: Optional[Sequence[str]] = None) -> None:
+        super().__init__()
+        self.conditioners = nn.ModuleDict(dict(conditioners))
+        self.default_keys = dict(default_keys or {})
+        self.pre_encoded_keys = list(pre_encoded_keys or [])
+
+    def _gather(self, cond_id: str, batch_metadata: Sequence[Mapping[str, Any]]) -> List[Any]:
+        inputs = []
+        for item in batch_metadata:
+            key = cond_id
+            if key not in item:
+                if cond_id not in self.default_keys or self.default_keys[cond_id] not in item:
+                    fallback = (f" or its default key '{self.default_keys[cond_id]}'" if cond_id in self.default_keys
+                                else " (map it to another metadata key with conditioning.default_keys)")
+                    raise ValueError(f"conditioner '{cond_id}': key '{cond_id}'{fallback} not found in batch metadata "
+                                     f"(available keys: {sorted(item)})")
+                key = self.default_keys[cond_id]
+            value = item[key]
+            # collation may wrap single values in a list or tuple
+            if isinstance(value, (list, tuple)) and len(value) == 1:
+                value = value[0]
+            inputs.append(value)
+        return inputs
+
+    def forward(self, batch_metadata: Sequence[Mapping[str, Any]], device: Device = None) -> Dict[str, list]:
+        output = {}
+        for cond_id, conditioner in self.conditioners.items():
+            inputs = self._gather(cond_id, batch_metadata)
+            if cond_id in self.pre_encoded_keys:
+                stacked = torch.stack(inputs, dim=0)
+                output[cond_id] = [stacked.to(_device_or(device, stacked)), None]
+            else:
+                output[cond_id] = conditioner(inputs, device)
+        return output
+
+
+CONDITIONER_TYPES = ("t5", "clap_text", "clap_audio", "int", "number", "list", "phoneme", "lut", "pretransform",
+                     "source_mix")
+
+_PRETRANSFORM_KEYS = ("sample_rate", "use_model_pretransform", "pretransform_config", "pretransform_ckpt_path")
+
+
+def _conditioner_class(kind: str) -> type:
+    if kind in ("int", "number", "list", "pretransform", "source_mix"):
+        return {"int": IntConditioner, "number": NumberConditioner, "list": ListConditioner,
+                "pretransform": PretransformConditioner, "source_mix": SourceMixConditioner}[kind]
+    from . import text_conditioners as T
+
+    return {"t5": T.T5Conditioner, "clap_text": T.CLAPTextConditioner, "clap_audio": T.CLAPAudioConditioner,
+            "phoneme": T.PhonemeConditioner, "lut": T.TokenizerLUTConditioner}[kind]
+
+
+def _build_audio_conditioner(cls: type, config: Mapping, cond_dim: int, model_pretransform: Optional[nn.Module],
+                             path: str) -> nn.Module:
+    """``pretransform`` / ``source_mix``: resolve the pretransform keys, pass the rest to ``cls``."""
+    from .factory import create_pretransform_from_config
+    from .utils import load_ckpt_state_dict
+
+    sample_rate = require(config, "sample_rate", path, "the audio sample rate in Hz of the conditioning audio",
+                          (int,))
+    if config.get("use_model_pretransform", False):
+        if model_pretransform is None:
+            raise ConfigError(f"{path}.use_model_pretransform", "is true but the model has no pretransform",
+                              "add model.pretransform or give pretransform_config instead")
+        pretransform = model_pretransform
+    else:
+        spec = require(config, "pretransform_config", path,
+                       "a pretransform spec {type, config}, or set use_model_pretransform: true")
+        pretransform = create_pretransform_from_config(spec, sample_rate, path=f"{path}.pretransform_config")
+    if config.get("pretransform_ckpt_path") is not None:
+        pretransform.load_state_dict(load_ckpt_state_dict(config["pretransform_ckpt_path"]))
+    rest = {k: v for k, v in config.items() if k not in _PRETRANSFORM_KEYS}
+    return build_from_config(cls, rest, path, pretransform=pretransform, output_dim=cond_dim)
+
+
+def create_multi_conditioner_from_conditioning_config(config: Mapping[str, Any], pretransform: Optional[nn.Module] = None,
+                                                      path: str = "model.conditioning") -> MultiConditioner:
+    """Build a :class:`MultiConditioner` from ``{configs: [{id, type, config}], cond_dim, default_keys?,
+    pre_encoded_keys?}`` (SPEC 3.5).
+
+    Each conditioner gets ``output_dim = cond_dim`` unless its ``config`` sets ``output_dim``.
+    ``pretransform`` is the model's pretransform, used by ``pretransform`` / ``source_mix`` conditioners
+    with ``use_model_pretransform: true``. The config is not modified.
+    """
+    config = require_mapping(config, path)
+    warn_unknown_keys(config, ("configs", "cond_dim", "default_keys", "pre_encoded_keys"), path)
+    cond_dim = require(config, "cond_dim", path, "the conditioning embedding size", (int,))
+    entries = require(config, "configs", path, "a list of {id, type, config} conditioner entries", (list,))
+    default_keys = require_mapping(config.get("default_keys", {}), f"{path}.default_keys")
+    pre_encoded_keys = require(config, "pre_encoded_keys", path, types=(list,)) if "pre_encoded_keys" in config else []
+
+    conditioners: Dict[str, nn.Module] = {}
+    for i, entry in enumerate(entries):
+        entry_path = f"{path}.configs[{i}]"
+        entry = require_mapping(entry, entry_path)
+        warn_unknown_keys(entry, ("id", "type", "config"), entry_path)
+        cond_id = require(entry, "id", entry_path, "the metadata key this conditioner reads", (str,))
+        if cond_id in conditioners:
+            raise ConfigError(f"{entry_path}.id", f"duplicate conditioner id {cond_id!r}", "ids must be unique")
+        kind = check_choice(require(entry, "type", entry_path, f"one of {', '.join(CONDITIONER_TYPES)}"),
+                            CONDITIONER_TYPES, f"{entry_path}.type")
+        cond_config = require_mapping(entry.get("config", {}), f"{entry_path}.config")
+        cls = _conditioner_class(kind)
+        if kind in ("pretransform", "source_mix"):
+            conditioners[cond_id] = _build_audio_conditioner(cls, cond_config, cond_dim, pretransform,
+                                                             f"{entry_path}.config")
+        else:
+            conditioners[cond_id] = build_from_config(cls, cond_config, f"{entry_path}.config", output_dim=cond_dim)
+    for key, ids in (("default_keys", list(default_keys)), ("pre_encoded_keys", list(pre_encoded_keys))):
+        unknown = [i for i in ids if i not in conditioners]
+        if unknown:
+            warnings.warn(f"config key '{path}.{key}' names conditioner id(s) {unknown} that no entry of "
+                          f"'{path}.configs' defines (ids: {sorted(conditioners)}); they are ignored",
+                          ConfigWarning, stacklevel=2)
+    return MultiConditioner(conditioners, default_keys=default_keys, pre_encoded_keys=pre_encoded_keys)

@@ -1,0 +1,344 @@
+"""Pre-encoding an audio dataset into autoencoder latents: the LightningModule behind ``pre_encode.py``.
+
+Output layout (upstream's, SPEC 1.4): ``<output>/details.json`` and, per process (global rank ``r``),
+``<output>/<r>/<id>.npy`` (latents ``[C, L]`` or tokens ``[n_q, L]``) with ``<id>.json`` (the item's
+metadata, ``padding_mask`` resized to ``L`` frames). ``id = f"{r:03d}{batch:06d}{item:04d}"``.
+
+Differences from upstream, all deliberate:
+
+* Items of a map-style dataset are assigned to processes and batches deterministically (strided over a
+  fixed, optionally seeded-shuffled order, no padding duplicates), so a re-run with the same arguments
+  skips every item whose ``.npy`` and ``.json`` already exist; files are written under a temporary
+  name and renamed, and stale temporary files are removed, so an interrupted run leaves nothing
+  half-written. ``details.json`` records what fixes that assignment; a re-run whose arguments would
+  change it is refused with an explanation.
+* ``limit_batches`` really limits the number of batches per process (upstream set ``max_steps``,
+  which validation ignores).
+* ``vae_mean``: store the VAE posterior mean instead of a sample (upstream always samples).
+* Each JSON also gets ``downsampling_ratio`` (audio samples per latent frame) and ``sample_rate``, so
+  a later random latent crop can keep ``seconds_start`` right; an ``audio`` entry in the metadata
+  (the WebDataset loader puts the raw audio there) is not written.
+* A progress bar (rank 0) shows files/s and seconds of audio encoded per second; :attr:`stats` holds
+  the totals of this process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+__all__ = [
+    "PreEncodeSampler",
+    "PreEncodedLatentsInferenceWrapper",
+    "encode_latents",
+    "latent_id",
+    "LAYOUT_ARGS",
+]
+
+log = logging.getLogger(__name__)
+
+Key = Tuple[int, int, int]  # (batch index, position in batch, dataset index)
+
+LAYOUT_ARGS = ("batch_size", "sample_size", "shuffle", "seed", "is_discrete", "model_half", "vae_mean")
+"""Arguments that decide which item gets which file (or what a file holds); a re-run must keep them."""
+
+
+def latent_id(rank: int, batch: int, item: int) -> str:
+    """Upstream's 13-digit file id: 3 digits of rank, 6 of batch index, 4 of position in the batch."""
+    return f"{rank:03d}{batch:06d}{item:04d}"
+
+
+class PreEncodeSampler(Sampler[List[Key]]):
+    """Batches of one process, minus the items already written.
+
+    The dataset order is ``range(num_items)`` (shuffled with ``seed`` when ``shuffle``); process
+    ``rank`` of ``world_size`` takes every ``world_size``-th item starting at ``rank`` and cuts its
+    share into batches of ``batch_size``; only the first ``limit_batches`` batches are used. Each
+    yielded batch lists ``(batch index, position, dataset index)`` of the items ``is_done`` reports
+    missing; fully written batches are not yielded at all.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, rank: int = 0, world_size: int = 1, shuffle: bool = False,
+                 seed: int = 0, limit_batches: Optional[int] = None,
+                 is_done: Optional[Callable[[int, int], bool]] = None) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        order = list(range(num_items))
+        if shuffle:
+            random.Random(seed).shuffle(order)
+        mine = order[rank::world_size]
+        n_batches = (len(mine) + batch_size - 1) // batch_size
+        if limit_batches is not None:
+            n_batches = min(n_batches, limit_batches)
+        self.assigned = 0
+        self.batches: List[List[Key]] = []
+        for b in range(n_batches):
+            chunk = mine[b * batch_size:(b + 1) * batch_size]
+            self.assigned += len(chunk)
+            todo = [(b, i, idx) for i, idx in enumerate(chunk) if is_done is None or not is_done(b, i)]
+            if todo:
+                self.batches.append(todo)
+        self.pending = sum(len(batch) for batch in self.batches)
+
+    def __iter__(self) -> Iterator[List[Key]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _KeyedDataset(Dataset):
+    """``dataset[idx]`` plus the ``(batch, position)`` the item is written under."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Key) -> Tuple[Any, ...]:
+        audio, info = self.dataset[key[2]]
+        return audio, info, (key[0], key[1])
+
+
+def encode_latents(model: nn.Module, audio: torch.Tensor, is_discrete: bool = False,
+                   vae_mean: bool = False) -> torch.Tensor:
+    """What pre-encoding stores for ``audio [B, C, T]``.
+
+    Continuous: ``model.encode(audio)`` (a VAE *samples*), or with ``vae_mean`` the posterior mean (the
+    first half of the encoder's channels, before the bottleneck). Discrete: the bottleneck's token
+    tensor ``info[model.bottleneck.tokens_id]``.
+    """
+    if is_discrete:
+        _, info = model.encode(audio, return_info=True)
+        return info[model.bottleneck.tokens_id]
+    if vae_mean:
+        return model.encode(audio, skip_bottleneck=True).chunk(2, dim=1)[0]
+    return model.encode(audio)
+
+
+def _check_model(model: nn.Module, is_discrete: bool, vae_mean: bool) -> None:
+    if not callable(getattr(model, "encode", None)):
+        raise ValueError(f"pre-encoding needs a model with an encode() method (an autoencoder), got "
+                         f"{type(model).__name__}")
+    bottleneck = getattr(model, "bottleneck", None)
+    if is_discrete and getattr(bottleneck, "tokens_id", None) is None:
+        raise ValueError(f"--is-discrete needs a quantizing bottleneck (rvq, dac_rvq, fsq...), this model has "
+                         f"{type(bottleneck).__name__}; drop --is-discrete to store continuous latents")
+    if vae_mean and (is_discrete or type(bottleneck).__name__ != "VAEBottleneck"):
+        raise ValueError(f"--vae-mean needs a model with a 'vae' bottleneck, this one has {type(bottleneck).__name__}")
+
+
+def _to_json(value: Any, key: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(k): _to_json(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v, key) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"metadata entry '{key}' ({type(value).__name__}) cannot be stored as JSON; make the custom "
+                    f"metadata function return numbers, strings, lists, dicts or tensors")
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, mode) as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
+    """Runs under ``trainer.validate``: encodes every batch and writes one ``.npy``/``.json`` pair per item.
+
+    Args:
+        model: the autoencoder (eval mode, no grad; in float16 when ``model_half``).
+        output_path: output directory.
+        is_discrete: store tokens instead of latents.
+        model_half: the model runs in float16; audio is cast to it and latents are saved as float16.
+        model_config / dataset_config: what ``details.json`` records (upstream stores the paths).
+        sample_size: audio chunk length in samples (recorded in ``details.json``).
+        args_dict: all command-line arguments (recorded in ``details.json``).
+        data_loader: the dataset's loader. A map-style dataset is re-batched by
+            :class:`PreEncodeSampler` (resumable); an iterable one (WebDataset) is used as it is,
+            skipping batches whose files all exist (exact only when the stream is deterministic).
+        limit_batches: at most this many batches per process (map-style datasets).
+        shuffle / seed: shuffle the item order with this seed (fixed, so re-runs resume).
+        vae_mean: store the VAE mean instead of a sample.
+        progress: show a progress bar on rank 0.
+    """
+
+    def __init__(self, model: nn.Module, output_path: str, is_discrete: bool = False, model_half: bool = False,
+                 model_config: Any = None, dataset_config: Any = None, sample_size: int = 1320960,
+                 args_dict: Optional[Mapping[str, Any]] = None, data_loader: Optional[DataLoader] = None,
+                 limit_batches: Optional[int] = None, shuffle: bool = False, seed: int = 0, vae_mean: bool = False,
+                 progress: bool = True) -> None:
+        super().__init__()
+        _check_model(model, is_discrete, vae_mean)
+        self.model = model
+        self.output_path = Path(output_path)
+        self.is_discrete = is_discrete
+        self.model_half = model_half
+        self.model_config = model_config
+        self.dataset_config = dataset_config
+        self.sample_size = sample_size
+        self.args_dict = dict(args_dict or {})
+        self.data_loader = data_loader
+        self.limit_batches = limit_batches
+        self.shuffle = shuffle
+        self.seed = seed
+        self.vae_mean = vae_mean
+        self.progress = progress
+        self.sample_rate = getattr(model, "sample_rate", None)
+        self.stats: Dict[str, float] = {"encoded": 0, "skipped": 0, "audio_seconds": 0.0, "seconds": 0.0}
+        self._existing: set = set()
+        self._total: Optional[int] = None
+        self._bar: Any = None
+        self._start = 0.0
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def process_dir(self) -> Path:
+        return self.output_path / str(self.global_rank)
+
+    def _is_map_style(self) -> bool:
+        return self.data_loader is not None and not isinstance(self.data_loader.dataset, IterableDataset)
+
+    def _done(self, batch: int, item: int) -> bool:
+        name = latent_id(self.global_rank, batch, item)
+        return f"{name}.json" in self._existing and f"{name}.npy" in self._existing
+
+    def _layout(self) -> Dict[str, Any]:
+        layout = {k: self.args_dict[k] for k in LAYOUT_ARGS if k in self.args_dict}
+        layout["world_size"] = self.trainer.world_size
+        if self._is_map_style():
+            layout["num_items"] = len(self.data_loader.dataset)
+        return layout
+
+    def prepare_data(self) -> None:
+        """Create the output directory and write ``details.json`` unless it exists (local rank 0)."""
+        self.output_path.mkdir(parents=True, exist_ok=True)
+        details_path = self.output_path / "details.json"
+        if details_path.exists():
+            return
+        details = {"model_config": self.model_config, "dataset_config": self.dataset_config,
+                   "sample_size": self.sample_size, "args": _to_json(self.args_dict, "args"),
+                   "sample_rate": self.sample_rate, "layout": self._layout()}
+        _write_atomic(details_path, lambda f: json.dump(details, f, indent=1), mode="w")
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Create ``<output>/<rank>``, drop stale temporary files, refuse a re-run that changes the layout."""
+        details_path = self.output_path / "details.json"
+        if details_path.exists():
+            with open(details_path, encoding="utf-8") as f:
+                recorded = json.load(f).get("layout")
+            if recorded is not None:
+                current = _to_json(self._layout(), "layout")
+                changed = {k: (recorded[k], current[k]) for k in current if k in recorded and recorded[k] != current[k]}
+                if changed:
+                    what = ", ".join(f"{k}: {old!r} before, {new!r} now" for k, (old, new) in changed.items())
+                    raise ValueError(f"'{self.output_path}' holds a pre-encoding made with other settings ({what}); "
+                                     f"re-run with the same settings to resume it, or choose a new --output-path")
+        self.process_dir.mkdir(parents=True, exist_ok=True)
+        for entry in os.scandir(self.process_dir):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                os.remove(entry.path)
+        self._existing = {entry.name for entry in os.scandir(self.process_dir)}
+
+    def val_dataloader(self) -> Any:
+        """This process's batches (see :class:`PreEncodeSampler`), or the iterable loader as it is."""
+        if self.data_loader is None:
+            raise ValueError("PreEncodedLatentsInferenceWrapper needs a data_loader")
+        if not self._is_map_style():
+            return self.data_loader
+        loader = self.data_loader
+        sampler = PreEncodeSampler(len(loader.dataset), loader.batch_size or 1, self.global_rank,
+                                   self.trainer.world_size, self.shuffle, self.seed, self.limit_batches, self._done)
+        self.stats["skipped"] = sampler.assigned - sampler.pending
+        self._total = sampler.pending
+        if sampler.assigned > sampler.pending:
+            log.info("rank %d: %d of %d items already written, encoding the other %d", self.global_rank,
+                     sampler.assigned - sampler.pending, sampler.assigned, sampler.pending)
+        return DataLoader(_KeyedDataset(loader.dataset), batch_sampler=sampler, num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                          worker_init_fn=loader.worker_init_fn)
+
+    # ------------------------------------------------------------------ encoding
+    def on_validation_start(self) -> None:
+        self._start = time.perf_counter()
+        if self.progress and self.global_rank == 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._total, unit="file", desc="pre-encoding", dynamic_ncols=True)
+
+    def validation_step(self, batch: Sequence[Any], batch_idx: int) -> None:
+        audio, metadata = batch[0], batch[1]
+        if audio.ndim == 4 and audio.shape[0] == 1:  # legacy WebLoader batches
+            audio = audio[0]
+        if len(batch) > 2:
+            keys = list(batch[2])
+        else:
+            keys = [(batch_idx, i) for i in range(audio.shape[0])]
+            if all(self._done(b, i) for b, i in keys):
+                self.stats["skipped"] += len(keys)
+                return
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        audio = audio.to(next(self.model.parameters()).dtype)
+        with torch.no_grad():
+            latents = encode_latents(self.model, audio, self.is_discrete, self.vae_mean).cpu()
+        ratio = audio.shape[-1] / latents.shape[-1]
+        ratio = int(ratio) if float(ratio).is_integer() else ratio
+        for (b, i), latent, md in zip(keys, latents.numpy(), metadata):
+            self._write_item(b, i, latent, md, ratio)
+        seconds = audio.shape[0] * audio.shape[-1] / self.sample_rate if self.sample_rate else 0.0
+        self.stats["encoded"] += audio.shape[0]
+        self.stats["audio_seconds"] += seconds
+        if self._bar is not None:
+            elapsed = max(time.perf_counter() - self._start, 1e-9)
+            self._bar.update(audio.shape[0])
+            self._bar.set_postfix_str(f"{self.stats['audio_seconds'] / elapsed:.1f} s audio/s")
+
+    def _write_item(self, batch: int, item: int, latent: np.ndarray, metadata: Mapping[str, Any],
+                    ratio: float) -> None:
+        md = {k: v for k, v in metadata.items() if k != "audio"}
+        if isinstance(md.get("padding_mask"), torch.Tensor):
+            mask = md["padding_mask"].reshape(1, 1, -1).float()
+            md["padding_mask"] = F.interpolate(mask, size=latent.shape[-1], mode="nearest")[0, 0].int()
+        md["downsampling_ratio"] = ratio
+        if self.sample_rate is not None:
+            md.setdefault("sample_rate", self.sample_rate)
+        md = _to_json(md, "metadata")
+        name = latent_id(self.global_rank, batch, item)
+        _write_atomic(self.process_dir / f"{name}.npy", lambda f: np.save(f, latent))
+        _write_atomic(self.process_dir / f"{name}.json", lambda f: json.dump(md, f), mode="w")
+
+    def on_validation_end(self) -> None:
+        self.stats["seconds"] = time.perf_counter() - self._start
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        rate = self.stats["encoded"] / max(self.stats["seconds"], 1e-9)
+        log.info("rank %d: encoded %d files (%.1f files/s, %.1f s of audio per second), skipped %d already written",
+                 self.global_rank, self.stats["encoded"], rate,
+                 self.stats["audio_seconds"] / max(self.stats["seconds"], 1e-9), self.stats["skipped"])
+
+    def configure_optimizers(self) -> None:
+        return None
