@@ -370,8 +370,19 @@ def test_phoneme_conditioner_with_fake_g2p(monkeypatch):
 
 
 def test_missing_optional_packages_give_install_hints(monkeypatch):
-    from stable_audio_tools.models.text_conditioners import CLAPAudioConditioner, PhonemeConditioner
+    from stable_audio_tools.models.text_conditioners import (
+        CLAPAudioConditioner,
+        PhonemeConditioner,
+        T5Conditioner,
+        TokenizerLUTConditioner,
+    )
 
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    conditioner = T5Conditioner(output_dim=768)  # building needs no transformers
+    with pytest.raises(ImportError, match="pip install transformers sentencepiece"):
+        conditioner(["rain"], "cpu")
+    with pytest.raises(ImportError, match="pip install transformers sentencepiece"):
+        TokenizerLUTConditioner("t5-base", output_dim=4)
     monkeypatch.setitem(sys.modules, "g2p_en", None)
     with pytest.raises(ImportError, match="pip install g2p_en"):
         PhonemeConditioner(output_dim=4)

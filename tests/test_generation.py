@@ -244,3 +244,28 @@ def test_build_mask_and_default_device():
         build_mask(100, {"maskstart": 0, "maskend": 10})
     assert resolve_device(CondModel()) == torch.device("cpu")
     assert resolve_device(CondModel(), "cpu") == torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------------------ upstream goldens
+def _golden(name):
+    import json
+
+    from safetensors.torch import load_file
+
+    from conftest import FIXTURES
+    from stable_audio_tools.models.factory import create_model_from_config
+
+    folder = FIXTURES / "golden" / name
+    model = create_model_from_config(json.loads((folder / "model_config.json").read_text()))
+    model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
+    return model.eval(), load_file(str(folder / "io.safetensors"))
+
+
+def test_generate_uncond_reproduces_the_upstream_sample_k_golden():
+    """Upstream's generate_diffusion_uncond crashed; ours must give exactly what it intended: seed, noise, then
+    sample_k(model.model, noise, None, steps) with the default dpmpp-2m-sde sampler."""
+    model, io = _golden("adp_uncond")
+    with torch.no_grad():
+        out = generate_diffusion_uncond(model, steps=3, batch_size=2, sample_size=64, seed=7, device="cpu",
+                                        disable_tqdm=True)
+    torch.testing.assert_close(out, io["out.sample_k_dpmpp2msde_steps3_seed7"], atol=1e-4, rtol=1e-4)

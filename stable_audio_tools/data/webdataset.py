@@ -266,6 +266,11 @@ def _worker_init_fn(worker_id: int) -> None:
     torch.multiprocessing.set_sharing_strategy("file_system")
 
 
+def _as_is(batch: Any) -> Any:
+    """The DataLoader's per-item hook: keep the pipeline's batches exactly (no tuple -> list conversion)."""
+    return batch
+
+
 class _Preprocessor:
     """The per-sample transform of :class:`WebDatasetDataLoader` (a plain picklable object)."""
 
@@ -397,7 +402,7 @@ class WebDatasetDataLoader:
                                                    else epoch_steps)
         data_loader_kwargs.setdefault("persistent_workers", num_workers > 0)
         data_loader_kwargs.setdefault("pin_memory", torch.cuda.is_available())
-        self.data_loader = DataLoader(self.dataset, batch_size=None, num_workers=num_workers,
+        self.data_loader = DataLoader(self.dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
                                       worker_init_fn=_worker_init_fn, **data_loader_kwargs)
 
 

@@ -8,7 +8,7 @@ time variable ``t = -log(sigma)``. Callbacks receive ``{"x", "i", "t", "t_up", "
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -37,9 +37,10 @@ class PIDStepSizeController:
 
     @staticmethod
     def limiter(x: float) -> float:
+        """Smooth limiter ``1 + atan(x - 1)`` on the step-size factor."""
         return 1 + math.atan(x - 1)
 
-    def propose_step(self, error) -> bool:
+    def propose_step(self, error: Union[float, torch.Tensor]) -> bool:
         """Update ``h`` from the scaled error estimate; return whether the step is accepted."""
         inv_error = 1 / (float(error) + self.eps)
         if not self.errs:
@@ -67,13 +68,15 @@ class DPMSolver:
 
     @staticmethod
     def t(sigma: torch.Tensor) -> torch.Tensor:
+        """Solver time ``-log(sigma)``."""
         return -sigma.log()
 
     @staticmethod
     def sigma(t: torch.Tensor) -> torch.Tensor:
+        """Noise level ``exp(-t)``."""
         return t.neg().exp()
 
-    def eps(self, cache: dict, key: str, x: torch.Tensor, t: torch.Tensor):
+    def eps(self, cache: dict, key: str, x: torch.Tensor, t: torch.Tensor) -> Tuple[torch.Tensor, dict]:
         """eps prediction at ``(x, t)``, memoised in ``cache`` under ``key``."""
         if key in cache:
             return cache[key], cache
@@ -83,13 +86,17 @@ class DPMSolver:
             self.eps_callback()
         return eps, {key: eps, **cache}
 
-    def dpm_solver_1_step(self, x, t, t_next, eps_cache=None):
+    def dpm_solver_1_step(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
+                          eps_cache: Optional[dict] = None) -> Tuple[torch.Tensor, dict]:
+        """First-order step (DDIM in data space)."""
         eps_cache = {} if eps_cache is None else eps_cache
         h = t_next - t
         eps, eps_cache = self.eps(eps_cache, "eps", x, t)
         return x - self.sigma(t_next) * h.expm1() * eps, eps_cache
 
-    def dpm_solver_2_step(self, x, t, t_next, r1=1 / 2, eps_cache=None):
+    def dpm_solver_2_step(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 1 / 2,
+                          eps_cache: Optional[dict] = None) -> Tuple[torch.Tensor, dict]:
+        """Second-order single step (DPM-Solver-2, intermediate point at ``t + r1 h``)."""
         eps_cache = {} if eps_cache is None else eps_cache
         h = t_next - t
         eps, eps_cache = self.eps(eps_cache, "eps", x, t)
@@ -99,7 +106,9 @@ class DPMSolver:
         x_2 = x - self.sigma(t_next) * h.expm1() * eps - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
         return x_2, eps_cache
 
-    def dpm_solver_3_step(self, x, t, t_next, r1=1 / 3, r2=2 / 3, eps_cache=None):
+    def dpm_solver_3_step(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 1 / 3,
+                          r2: float = 2 / 3, eps_cache: Optional[dict] = None) -> Tuple[torch.Tensor, dict]:
+        """Third-order single step (DPM-Solver-3)."""
         eps_cache = {} if eps_cache is None else eps_cache
         h = t_next - t
         eps, eps_cache = self.eps(eps_cache, "eps", x, t)
@@ -119,7 +128,9 @@ class DPMSolver:
         t_next_ = torch.minimum(t_end, self.t(sd))
         return t_next_, (self.sigma(t_next) ** 2 - self.sigma(t_next_) ** 2) ** 0.5
 
-    def dpm_solver_fast(self, x, t_start, t_end, nfe, eta=0.0, s_noise=1.0, noise_sampler=None):
+    def dpm_solver_fast(self, x: torch.Tensor, t_start: torch.Tensor, t_end: torch.Tensor, nfe: int,
+                        eta: float = 0.0, s_noise: float = 1.0,
+                        noise_sampler: Optional[NoiseSampler] = None) -> torch.Tensor:
         """Fixed-step DPM-Solver-Fast: ``nfe`` model calls split into third-order steps (+ a 2/1-order tail)."""
         noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
         if not t_end > t_start and eta:
@@ -139,8 +150,11 @@ class DPMSolver:
             x = x + su * s_noise * noise_sampler(self.sigma(t), self.sigma(t_next))
         return x
 
-    def dpm_solver_adaptive(self, x, t_start, t_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0,
-                            icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0, noise_sampler=None):
+    def dpm_solver_adaptive(self, x: torch.Tensor, t_start: torch.Tensor, t_end: torch.Tensor, order: int = 3,
+                            rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, pcoeff: float = 0.0,
+                            icoeff: float = 1.0, dcoeff: float = 0.0, accept_safety: float = 0.81, eta: float = 0.0,
+                            s_noise: float = 1.0,
+                            noise_sampler: Optional[NoiseSampler] = None) -> Tuple[torch.Tensor, dict]:
         """Adaptive DPM-Solver-12 / 23: embedded low/high-order pair with PID step-size control."""
         noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
         if order not in {2, 3}:

@@ -53,7 +53,8 @@ def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.
     return (x - denoised) / append_dims(sigma, x.ndim)
 
 
-def get_ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
+def get_ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor,
+                       eta: float = 1.0) -> Tuple[Any, Any]:
     """Split a step ``sigma_from -> sigma_to`` into a deterministic step down to ``sigma_down`` plus fresh noise of
     std ``sigma_up`` (``sigma_down**2 + sigma_up**2 == sigma_to**2``); ``eta`` scales the noise (0 = deterministic)."""
     if not eta:
@@ -137,7 +138,7 @@ class BrownianTreeNoiseSampler:
         sigma_min, sigma_max: the interval the tree covers (the schedule's smallest positive and largest sigma).
         seed: int, list of per-item ints, or ``None`` to draw one from the global torch RNG (at construction).
         transform: maps sigma to the tree's internal time.
-    Calling it with ``(sigma, sigma_next)`` returns unit-variance noise ``W(t1) - W(t0)) / sqrt(|t1 - t0|)``.
+    Calling it with ``(sigma, sigma_next)`` returns unit-variance noise ``(W(t1) - W(t0)) / sqrt(|t1 - t0|)``.
     """
 
     def __init__(self, x: torch.Tensor, sigma_min, sigma_max, seed: Optional[Union[int, Sequence[int]]] = None,
@@ -258,7 +259,7 @@ def sample_dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_a
     return x
 
 
-def linear_multistep_coeff(order: int, t, i: int, j: int) -> float:
+def linear_multistep_coeff(order: int, t: Sequence[float], i: int, j: int) -> float:
     """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial through t_i, t_{i-1}, ... (LMS weights)."""
     if order - 1 > i:
         raise ValueError(f"Order {order} too high for step {i}")

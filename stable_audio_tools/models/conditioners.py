@@ -27,7 +27,6 @@ Deviations from upstream (numerics of upstream-trained checkpoints are unchanged
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -35,12 +34,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .adp_blocks import TimePositionalEmbedding
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
 __all__ = [
     "Conditioner",
-    "LearnedPositionalEmbedding",
-    "TimePositionalEmbedding",
     "NumberEmbedder",
     "IntConditioner",
     "NumberConditioner",
@@ -50,12 +48,6 @@ __all__ = [
     "MultiConditioner",
     "CONDITIONER_TYPES",
     "create_multi_conditioner_from_conditioning_config",
-    # re-exported lazily from .text_conditioners
-    "T5Conditioner",
-    "CLAPTextConditioner",
-    "CLAPAudioConditioner",
-    "PhonemeConditioner",
-    "TokenizerLUTConditioner",
 ]
 
 Device = Union[str, torch.device, None]
@@ -100,29 +92,7 @@ def _ones_mask(batch: int, length: int, device: Device) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# number embedding (ADP's NumberEmbedder: learned Fourier features + Linear)
-
-
-class LearnedPositionalEmbedding(nn.Module):
-    """``x [N] -> cat(x, sin(2 pi x w), cos(2 pi x w)) [N, dim + 1]`` with learned frequencies ``weights [dim/2]``."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        if dim % 2 != 0:
-            raise ValueError(f"LearnedPositionalEmbedding needs an even dim, got {dim}")
-        self.weights = nn.Parameter(torch.randn(dim // 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, None]
-        freqs = x * self.weights[None, :] * 2 * math.pi
-        return torch.cat((x, freqs.sin(), freqs.cos()), dim=-1)
-
-
-class TimePositionalEmbedding(nn.Sequential):
-    """``Sequential(LearnedPositionalEmbedding(dim), Linear(dim + 1, out_features))`` (keys ``0.weights``, ``1.*``)."""
-
-    def __init__(self, dim: int, out_features: int) -> None:
-        super().__init__(LearnedPositionalEmbedding(dim), nn.Linear(dim + 1, out_features))
+# number embedding (ADP's NumberEmbedder: learned Fourier features + Linear, adp_blocks.TimePositionalEmbedding)
 
 
 class NumberEmbedder(nn.Module):

@@ -219,6 +219,8 @@ class ConditionedDiffusionModelWrapper(nn.Module):
 
 # ---------------------------------------------------------------------- factories
 COND_BACKBONES = ("dit", "adp_cfg_1d", "adp_1d")
+# conditioning entries added at run time by inpainting (training wrapper / generate_diffusion_cond_inpaint)
+INPAINT_IDS = ("inpaint_mask", "inpaint_masked_input")
 UNCOND_BACKBONES = ("DAU1d", "adp_uncond_1d", "dit")
 
 
@@ -306,7 +308,7 @@ def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionMo
     for key in ("cross_attention_cond_ids", "global_cond_ids", "input_concat_ids", "prepend_cond_ids"):
         ids = list(diffusion.get(key, []))
         for i, cid in enumerate(ids):
-            if cid not in cond_ids:
+            if cid not in cond_ids and cid not in INPAINT_IDS:
                 raise ConfigError(f"model.diffusion.{key}[{i}]", f"'{cid}' is not a conditioner id",
                                   f"defined ids: {', '.join(map(str, cond_ids)) or 'none (model.conditioning missing)'}")
         routes[key] = ids

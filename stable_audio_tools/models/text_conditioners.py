@@ -90,17 +90,17 @@ def _quiet() -> Iterator[None]:
 
 
 def _unavailable(what: str, name: str, err: Exception, local_dir_hint: str) -> ExternalModelUnavailableError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE",
-                                                                                        "") not in ("", "0")
-    where = ("the local directory" if os.path.isdir(name)
-             else "the Hugging Face Hub cache" + (" (HF_HUB_OFFLINE is set, so nothing is downloaded)" if offline
-                                                  else " or the Hub"))
+    reason = str(err).strip().rstrip(".")
+    if os.path.isdir(name):
+        return ExternalModelUnavailableError(
+            f"could not load {what} from the local directory '{name}': {reason}. The directory must hold "
+            f"save_pretrained() output: {local_dir_hint}")
+    offline = any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    note = " (HF_HUB_OFFLINE is set, so nothing is downloaded)" if offline else ""
     return ExternalModelUnavailableError(
-        f"could not load {what} '{name}' from {where}: {err}. To supply it, either run once with network access "
-        f"(or `huggingface-cli download {name}`) so that it is cached, or point the config at a local directory "
-        f"holding save_pretrained() output: {local_dir_hint}")
-
-
+        f"could not load {what} '{name}' from the Hugging Face Hub or its cache{note}: {reason}. To supply it, either "
+        f"run once with network access (e.g. `hf download {name}`) so that it is cached, or point the config at a "
+        f"local directory holding save_pretrained() output: {local_dir_hint}")
 
 
 def _device(device: Device, fallback: nn.Module) -> torch.device:

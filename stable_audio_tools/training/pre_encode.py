@@ -114,19 +114,21 @@ class _KeyedDataset(Dataset):
 
 
 def encode_latents(model: nn.Module, audio: torch.Tensor, is_discrete: bool = False,
-                   vae_mean: bool = False) -> torch.Tensor:
-    """What pre-encoding stores for ``audio [B, C, T]``.
+                   vae_mean: bool = False) -> Tuple[torch.Tensor, int]:
+    """What pre-encoding stores for ``audio [B, C, T]``, and the number of latent frames.
 
     Continuous: ``model.encode(audio)`` (a VAE *samples*), or with ``vae_mean`` the posterior mean (the
     first half of the encoder's channels, before the bottleneck). Discrete: the bottleneck's token
-    tensor ``info[model.bottleneck.tokens_id]``.
+    tensor ``info[model.bottleneck.tokens_id]`` in the bottleneck's own layout (e.g. ``[B, Q, L]``).
     """
     if is_discrete:
-        _, info = model.encode(audio, return_info=True)
-        return info[model.bottleneck.tokens_id]
+        latents, info = model.encode(audio, return_info=True)
+        return info[model.bottleneck.tokens_id], latents.shape[-1]
     if vae_mean:
-        return model.encode(audio, skip_bottleneck=True).chunk(2, dim=1)[0]
-    return model.encode(audio)
+        latents = model.encode(audio, skip_bottleneck=True).chunk(2, dim=1)[0]
+    else:
+        latents = model.encode(audio)
+    return latents, latents.shape[-1]
 
 
 def _check_model(model: nn.Module, is_discrete: bool, vae_mean: bool) -> None:
@@ -303,11 +305,11 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
             torch.cuda.empty_cache()
         audio = audio.to(next(self.model.parameters()).dtype)
         with torch.no_grad():
-            latents = encode_latents(self.model, audio, self.is_discrete, self.vae_mean).cpu()
-        ratio = audio.shape[-1] / latents.shape[-1]
+            latents, frames = encode_latents(self.model, audio, self.is_discrete, self.vae_mean)
+        ratio = audio.shape[-1] / frames
         ratio = int(ratio) if float(ratio).is_integer() else ratio
-        for (b, i), latent, md in zip(keys, latents.numpy(), metadata):
-            self._write_item(b, i, latent, md, ratio)
+        for (b, i), latent, md in zip(keys, latents.cpu().numpy(), metadata):
+            self._write_item(b, i, latent, md, frames, ratio)
         seconds = audio.shape[0] * audio.shape[-1] / self.sample_rate if self.sample_rate else 0.0
         self.stats["encoded"] += audio.shape[0]
         self.stats["audio_seconds"] += seconds
@@ -316,12 +318,12 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
             self._bar.update(audio.shape[0])
             self._bar.set_postfix_str(f"{self.stats['audio_seconds'] / elapsed:.1f} s audio/s")
 
-    def _write_item(self, batch: int, item: int, latent: np.ndarray, metadata: Mapping[str, Any],
+    def _write_item(self, batch: int, item: int, latent: np.ndarray, metadata: Mapping[str, Any], frames: int,
                     ratio: float) -> None:
         md = {k: v for k, v in metadata.items() if k != "audio"}
         if isinstance(md.get("padding_mask"), torch.Tensor):
             mask = md["padding_mask"].reshape(1, 1, -1).float()
-            md["padding_mask"] = F.interpolate(mask, size=latent.shape[-1], mode="nearest")[0, 0].int()
+            md["padding_mask"] = F.interpolate(mask, size=frames, mode="nearest")[0, 0].int()
         md["downsampling_ratio"] = ratio
         if self.sample_rate is not None:
             md.setdefault("sample_rate", self.sample_rate)
