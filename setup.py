@@ -27,11 +27,15 @@ setup(
         "torchsde>=0.2.5",
         "wandb>=0.15",
         "tensorboard>=2.10",
+        "transformers>=4.30",
+        "sentencepiece>=0.1.99",
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],
         "torchaudio": ["torchaudio>=2.5"],
         "metrics": ["pesq>=0.0.4"],
+        "clap": ["laion-clap>=1.1.4"],
+        "phoneme": ["g2p_en>=2.1"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4"],
     },
 )

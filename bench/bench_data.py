@@ -96,10 +96,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING)
-    for name in ("pytorch_lightning", "lightning_fabric", "pre_encode", "stable_audio_tools"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    import pytorch_lightning  # noqa: F401  (sets its loggers' levels on import; quieten them afterwards)
 
     from stable_audio_tools.models.factory import create_model_from_config
+
+    for name in ("pytorch_lightning", "lightning_fabric", "pre_encode", "stable_audio_tools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     config = json.loads(Path(args.config).read_text())
     sample_rate = config["sample_rate"]
@@ -132,10 +134,10 @@ def main() -> None:
     print(f"\ndata benchmark: {Path(args.config).name}, {args.files} files x {args.seconds:g} s stereo at "
           f"{sample_rate} Hz, chunks of {sample_size} samples, batch {args.batch_size}, torch {torch.__version__}, "
           f"{args.threads} threads")
-    print(f"| {'what':<28} | {'throughput':>10} | unit           |")
-    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 16}|")
+    print(f"| {'what':<30} | {'throughput':>10} | unit           |")
+    print(f"|{'-' * 32}|{'-' * 12}|{'-' * 16}|")
     for what, value, unit in rows:
-        print(f"| {what:<28} | {value:>10.1f} | {unit:<14} |")
+        print(f"| {what:<30} | {value:>10.1f} | {unit:<14} |")
 
 
 if __name__ == "__main__":

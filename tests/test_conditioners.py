@@ -31,8 +31,6 @@ GOLDEN = FIXTURES / "golden"
 MANIFESTS = FIXTURES / "manifests"
 CONFIGS = ROOT / "stable_audio_tools" / "configs" / "model_configs"
 
-transformers = pytest.importorskip("transformers")
-
 
 def _golden(name):
     config = json.loads((GOLDEN / name / "model_config.json").read_text())
@@ -112,14 +110,28 @@ def test_clap_configs_keys_and_install_hint(name):
     with torch.device("meta"):
         conditioner = create_multi_conditioner_from_conditioning_config(without_clap)
     assert {k: tuple(v.shape) for k, v in conditioner.state_dict().items()} == expected
+    # a frozen CLAP conditioner builds without laion_clap (nothing of it is in the state dict) ...
+    with torch.device("meta"):
+        full = create_multi_conditioner_from_conditioning_config(conditioning)
+    assert {k: tuple(v.shape) for k, v in full.state_dict().items()} == expected
     if importlib.util.find_spec("laion_clap") is None:
+        # ... and says what to install on first use
         with pytest.raises(ImportError, match="pip install laion-clap"):
-            create_multi_conditioner_from_conditioning_config(conditioning)
+            full(_clap_metadata(conditioning), "cpu")
+        finetuned = json.loads(json.dumps(conditioning))
+        next(c for c in finetuned["configs"] if c["type"] == "clap_text")["config"]["finetune"] = True
+        with pytest.raises(ImportError, match="pip install laion-clap"):
+            create_multi_conditioner_from_conditioning_config(finetuned)
+
+
+def _clap_metadata(conditioning):
+    return [{c["id"]: ("rain" if c["type"] == "clap_text" else 1.0) for c in conditioning["configs"]}]
 
 
 def test_building_release_conditioner_offline_reads_nothing(tmp_path):
     """In a fresh interpreter with HF_HUB_OFFLINE=1: building opens no file and imports no transformers;
     the first call fails with an error that says how to supply the weights."""
+    pytest.importorskip("transformers")
     script = textwrap.dedent(f"""
         import json, sys
         import stable_audio_tools.models.conditioners as C
@@ -152,12 +164,16 @@ def test_building_release_conditioner_offline_reads_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_t5(tmp_path_factory):
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
     from tiny_t5 import make_tiny_t5
 
     return make_tiny_t5(tmp_path_factory.mktemp("tiny_t5"))
 
 
 def _reference_t5(path, texts, max_length):
+    import transformers
+
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     model = transformers.T5EncoderModel.from_pretrained(path).eval()
     encoded = tokenizer(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
@@ -388,7 +404,7 @@ def test_missing_optional_packages_give_install_hints(monkeypatch):
         PhonemeConditioner(output_dim=4)
     if importlib.util.find_spec("laion_clap") is None:
         with pytest.raises(ImportError, match="pip install laion-clap"):
-            CLAPAudioConditioner(output_dim=512, clap_ckpt_path="x.ckpt")
+            CLAPAudioConditioner(output_dim=512, clap_ckpt_path="x.ckpt")(torch.zeros(1, 1, 16), "cpu")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,3 +274,51 @@ def test_sampler_assignment():
     done = {(0, 0), (0, 1), (1, 1)}
     partial = PreEncodeSampler(6, 2, 0, 1, limit_batches=2, is_done=lambda b, i: (b, i) in done)
     assert list(partial) == [[(1, 0, 2)]] and partial.assigned == 4 and partial.pending == 1
+
+
+def latent_dit_config():
+    return {
+        "model_type": "diffusion_cond", "sample_size": 64 * RATIO, "sample_rate": SR, "audio_channels": 1,
+        "model": {
+            "pretransform": {"type": "autoencoder", "config": VAE["model"]},
+            "conditioning": {"cond_dim": 16, "configs": [
+                {"id": "seconds_start", "type": "number", "config": {"min_val": 0, "max_val": 16}},
+                {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 16}}]},
+            "diffusion": {"type": "dit", "diffusion_objective": "v",
+                          "cross_attention_cond_ids": ["seconds_start", "seconds_total"],
+                          "global_cond_ids": ["seconds_start", "seconds_total"],
+                          "config": {"io_channels": 4, "embed_dim": 32, "depth": 1, "num_heads": 1,
+                                     "cond_token_dim": 16, "global_cond_dim": 32,
+                                     "transformer_type": "continuous_transformer"}},
+            "io_channels": 4,
+        },
+        "training": {"learning_rate": 1e-3, "pre_encoded": True, "use_ema": True},
+    }
+
+
+def test_train_tiny_latent_dit_on_pre_encoded_output(ws, tmp_path):
+    import pytorch_lightning as pl
+
+    from stable_audio_tools.training import create_training_wrapper_from_config
+
+    out = tmp_path / "out"
+    SCRIPT.main(args(ws, out, "--batch-size", 4))
+    config = latent_dit_config()
+    loader = create_dataloader_from_config(
+        {"dataset_type": "pre_encoded", "datasets": [{"path": str(out)}], "latent_crop_length": 64,
+         "random_crop": True}, batch_size=2, sample_size=config["sample_size"], sample_rate=SR, num_workers=0)
+    model = create_model_from_config(config)
+    model.pretransform.load_state_dict(torch.load(ws / "vae.ckpt")["state_dict"])
+
+    def no_encoding(*a, **k):
+        raise AssertionError("pre-encoded latents must not be encoded again")
+
+    model.pretransform.encode = no_encoding
+    wrapper = create_training_wrapper_from_config(config, model)
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(wrapper, loader)
+    assert trainer.global_step == 3
+    assert any(not torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in model.model.state_dict().values())

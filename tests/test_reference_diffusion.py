@@ -25,11 +25,8 @@ def _config_of(name):
 def test_diffusion_manifest_keys_and_shapes(name):
     manifest, config = _config_of(name)
     frozen = copy.deepcopy(config)
-    try:
-        with torch.device("meta"):
-            model = create_model_from_config(config)
-    except ImportError as e:  # CLAP-conditioned configs need laion_clap
-        pytest.skip(f"optional dependency missing: {e}")
+    with torch.device("meta"):  # CLAP / T5 encoders are loaded lazily: building needs neither
+        model = create_model_from_config(config)
     assert config == frozen
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     ref = {k: shape for k, shape, _ in manifest["state_dict"]}

@@ -244,7 +244,8 @@ class _CLAPConditioner(Conditioner):
     def __init__(self, dim: int, output_dim: int, clap_ckpt_path: str, audio_model_type: str, enable_fusion: bool,
                  project_out: bool, finetune: bool) -> None:
         super().__init__(dim, output_dim, project_out=project_out)
-        _require_module("laion_clap", f"the {type(self).__name__}", CLAP_HINT)
+        if finetune:  # a frozen CLAP is loaded (and laion_clap imported) on the first forward only
+            _require_module("laion_clap", f"the {type(self).__name__}", CLAP_HINT)
         self.clap_ckpt_path = clap_ckpt_path
         self.audio_model_type = audio_model_type
         self.enable_fusion = enable_fusion
