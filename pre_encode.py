@@ -1,4 +1,4 @@
-"""Encode an audio dataset into autoencoder latents once, to train latent diffusion models on them (SPEC 1.4).
+"""Encode an audio dataset into autoencoder latents once, to train latent diffusion models on them.
 
     python pre_encode.py --model-config ae.json --ckpt-path ae.ckpt --dataset-config data.json \\
         --output-path latents/ [--batch-size 8] [--sample-size 1320960] [--model-half] [--is-discrete]
@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
     model_config = _load_json(args.model_config, "--model-config")
     dataset_config = _load_json(args.dataset_config, "--dataset-config")
-    pl.seed_everything(args.seed, workers=True, verbose=False)
+    pl.seed_everything(args.seed, workers=True)
     model = load_model(model_config, args.ckpt_path, args.model_half)
     ratio = getattr(model, "downsampling_ratio", 1) * (getattr(getattr(model, "pretransform", None),
                                                                "downsampling_ratio", 1) or 1)
@@ -146,5 +146,5 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # config, checkpoint, data and S3 problems: the message says what to do
         sys.exit(f"pre_encode.py: {e}")

@@ -466,6 +466,23 @@ def test_arc_alternates_generator_and_discriminator(tmp_path):
     assert all(torch.equal(unwrapped.state_dict()[f"model.{k}"], v) for k, v in ema.items())
 
 
+def test_arc_clips_each_optimizer_step(tmp_path):
+    config = arc_config(tmp_path, ode_warmup=None, discriminator={"dit_hidden_layer": 1, "type": "conv"})
+    sgd = {"optimizer": {"type": "SGD", "config": {"lr": 1.0}}}
+    config["training"]["optimizer_configs"] = {"diffusion": sgd, "discriminator": sgd}
+    config["training"]["clip_grad_norm"] = 1e-6
+    wrapper = build(config)
+    student = [p.detach().clone() for p in wrapper.diffusion.parameters()]
+    head = [p.detach().clone() for p in wrapper.discriminator_head.parameters()]
+    fit(wrapper, loader(ItemDataset(2, 256, ldm_metadata), batch_size=2), steps=2)  # generator, discriminator
+
+    def moved(before, module):
+        return torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(module.parameters(), before)))
+
+    assert 0 < moved(student, wrapper.diffusion) <= 1.01e-6  # one SGD step of lr 1 on a clipped gradient
+    assert 0 < moved(head, wrapper.discriminator_head) <= 1.01e-6
+
+
 def test_arc_convnext_head_and_config_errors(tmp_path):
     config = arc_config(tmp_path, ode_warmup=None, discriminator={
         "dit_hidden_layer": 0, "config": {"channels": 8, "c_mults": [1], "strides": [2], "num_blocks": [1]}})
@@ -519,6 +536,26 @@ def test_cond_demo_logs_every_cfg_scale(tmp_path, caplog):
                                                                       "demo_cond": [{}]}}))
     with pytest.raises(ConfigError, match="demo_cfg_scales"):
         create_demo_callback_from_config(with_training(LDM, {"demo": {"num_demos": 1, "demo_cond": [{}]}}))
+
+
+def test_cond_demo_from_batch_displays_conditioning_audio(tmp_path, caplog):
+    def metadata(i):
+        ref = torch.full((2, 256), 0.1 * (i + 1))
+        return dict(ldm_metadata(i), audio=ref, ref=ref, stems={"a": ref, "b": -ref / 2})
+
+    config = with_training(LDM, {"learning_rate": 1e-3, "demo": {
+        "demo_every": 1, "demo_steps": 2, "num_demos": 2, "demo_cfg_scales": [2], "demo_cond_from_batch": True,
+        "display_audio_cond": True, "cond_display_configs": [
+            {"id": "ref", "type": "audio", "config": {"display_mix": True}},
+            {"id": "stems", "type": "audio_dict"}]}})
+    files = run_demo_fit(config, build(config), ItemDataset(2, 256, metadata), tmp_path, caplog)
+    assert {"demo_cfg_2_00000001.wav", "demo_audio_cond_00000001.wav", "demo_ref_00000001.wav",
+            "demo_ref_mix_cfg_2_00000001.wav", "demo_stems_submix_cfg_2_00000001.wav",
+            "demo_stems_mix_cfg_2_00000001.wav"} <= files
+    with pytest.raises(ConfigError, match="cond_display_configs"):
+        create_demo_callback_from_config(with_training(LDM, {"demo": {
+            "num_demos": 1, "demo_cfg_scales": [1], "demo_cond_from_batch": True,
+            "cond_display_configs": [{"id": "ref", "type": "video"}]}}))
 
 
 def test_inpaint_demo_uses_the_ema_model(tmp_path, caplog):

@@ -375,7 +375,7 @@ def test_create_demo_callback_from_config():
                                                demo_dl=[1], max_demos=2)
     assert default.demo_every == 2000 and default.max_demos == 2
     with pytest.raises(ConfigError, match="model_type.*'autoencoder'"):
-        create_demo_callback_from_config({"model_type": "diffusion_cond", "sample_size": 8, "sample_rate": 8},
+        create_demo_callback_from_config({"model_type": "no_such_type", "sample_size": 8, "sample_rate": 8},
                                          demo_dl=[1])
     with pytest.raises(ConfigError, match="sample_rate"):
         create_demo_callback_from_config({"model_type": "autoencoder", "sample_size": 8}, demo_dl=[1])

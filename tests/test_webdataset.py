@@ -1,7 +1,7 @@
 """WebDataset loaders (wds / s3): local shards, a loopback S3 server (moto), pre-encoded shards, clear errors."""
 import io
-import json
 import os
+import shutil
 import socket
 
 import numpy as np
@@ -155,6 +155,8 @@ def s3(tmp_path_factory, shards):
     """A moto S3 server on 127.0.0.1 holding the shards in s3://sat-test-bucket/data/ (and a profile 'sat')."""
     pytest.importorskip("moto.server")
     boto3 = pytest.importorskip("boto3")
+    if shutil.which("aws") is None:
+        pytest.skip("the S3 tests stream shards through the AWS CLI: pip install awscli")
     from moto.server import ThreadedMotoServer
 
     home = tmp_path_factory.mktemp("aws")
@@ -215,6 +217,9 @@ def test_s3_errors(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="pip install awscli"):
         list(loader)
-    # no CLI at all
+
+
+def test_missing_aws_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `aws` anywhere
     with pytest.raises(AwsCliNotFoundError, match="pip install awscli"):
         load(s3_config())

@@ -188,6 +188,7 @@ class PreEncodedDataset(Dataset):
             found = get_latent_filenames(source.path, [self.latent_extension])
             self.filenames.extend(found)
             self._file_source.extend([index] * len(found))
+        self._num_unique_files = len(set(self.filenames))
         self.bad_files: Dict[str, str] = {}
         self._warned_unknown_rate = False
         logger.info("Found %d files", len(self.filenames))
@@ -215,7 +216,7 @@ class PreEncodedDataset(Dataset):
                     if isinstance(item, tuple):
                         return item
                     counts[item] += 1
-            if len(self.bad_files) >= len(set(self.filenames)):
+            if len(self.bad_files) >= self._num_unique_files:
                 raise RuntimeError(f"all {len(self.bad_files)} pre-encoded files are unusable, e.g. "
                                    f"{next(iter(self.bad_files.items()))}; check the dataset paths")
             idx = rng.randrange(len(self.filenames))

@@ -33,7 +33,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -71,11 +71,11 @@ MAX_CONSECUTIVE_SHARD_ERRORS = 32
 _LS_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(.*)$")
 
 
-class AwsCliNotFoundError(RuntimeError):
+class AwsCliNotFoundError(FileNotFoundError):
     """The ``aws`` command-line tool, needed for ``s3_path`` sources, is not installed."""
 
 
-class S3AccessError(RuntimeError):
+class S3AccessError(OSError):
     """An S3 prefix could not be listed (missing bucket, credentials, endpoint...)."""
 
 

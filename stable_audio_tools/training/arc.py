@@ -12,7 +12,9 @@ Differences from upstream (checkpoint keys unchanged):
 * the contrastive loss rolls prompts on copies of the metadata (upstream rewrote the batch's own metadata
   dicts, chaining the roll) and trimming trims the padding masks too;
 * in generator steps the real branch of the discriminator runs without autograd (it gets no gradient anyway);
-* ``train/std_data`` is logged (upstream's line was a no-op annotation).
+* ``train/std_data`` is logged (upstream's line was a no-op annotation);
+* gradients are clipped in ``on_before_optimizer_step``, i.e. after mixed-precision unscaling (upstream clipped
+  the still-scaled gradients).
 """
 from __future__ import annotations
 
@@ -178,15 +180,19 @@ class ARCTrainingWrapper(pl.LightningModule):
         schedulers = self.lr_schedulers()
         return schedulers[index] if isinstance(schedulers, list) else schedulers
 
-    def _optimizer_step(self, opt, loss: torch.Tensor, params: Sequence[nn.Parameter], group: str) -> None:
+    def _optimizer_step(self, opt, loss: torch.Tensor, group: str) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
-        if self.clip_grad_norm > 0.0:
-            torch.nn.utils.clip_grad_norm_(list(params), self.clip_grad_norm)
         opt.step()
         scheduler = self._scheduler(group)
         if scheduler is not None:
             scheduler.step()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the gradients of the optimizer about to step (after AMP unscaling, unlike upstream)."""
+        if self.clip_grad_norm > 0.0:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
     # ------------------------------------------------------------------ helpers
     def _inpaint(self, conditioning: Dict[str, Any], inpaint: Optional[List[torch.Tensor]]) -> Dict[str, Any]:
@@ -258,7 +264,7 @@ class ARCTrainingWrapper(pl.LightningModule):
 
         if self.global_step < self.ode_warmup_steps:
             loss = self._ode_warmup_loss(latents, metadata, padding_masks)
-            self._optimizer_step(opt_gen, loss, self.diffusion.parameters(), "diffusion")
+            self._optimizer_step(opt_gen, loss, "diffusion")
             if self.diffusion_ema is not None:
                 self.diffusion_ema.update()
             log_dict["train/ode_mse_loss"] = loss.detach()
@@ -292,15 +298,14 @@ class ARCTrainingWrapper(pl.LightningModule):
                              "gen_disc_scores_std": fake_scores.std().detach(),
                              "train/adv_loss": loss.detach(), "train/gen_loss": loss.detach(),
                              "train/gen_lr": opt_gen.param_groups[0]["lr"]})
-            self._optimizer_step(opt_gen, loss, self.diffusion.parameters(), "diffusion")
+            self._optimizer_step(opt_gen, loss, "diffusion")
             if self.diffusion_ema is not None:
                 self.diffusion_ema.update()
         else:
             loss = self._discriminator_loss(latents, denoised.detach(), noise, t_gan, fake_cond, metadata, inpaint,
                                             log_dict)
             log_dict["train/disc_lr"] = opt_disc.param_groups[0]["lr"]
-            self._optimizer_step(opt_disc, loss, list(self.discriminator_head.parameters())
-                                 + list(self.discriminator.parameters()), "discriminator")
+            self._optimizer_step(opt_disc, loss, "discriminator")
         self.log_dict(log_dict, prog_bar=True, on_step=True, batch_size=batch_size)
         return loss
 

@@ -38,21 +38,18 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..models.bottleneck import VAEBottleneck
+
 __all__ = [
     "PreEncodeSampler",
     "PreEncodedLatentsInferenceWrapper",
     "encode_latents",
     "latent_id",
-    "LAYOUT_ARGS",
 ]
 
 log = logging.getLogger(__name__)
 
 Key = Tuple[int, int, int]  # (batch index, position in batch, dataset index)
-
-LAYOUT_ARGS = ("batch_size", "sample_size", "shuffle", "seed", "is_discrete", "model_half", "vae_mean")
-"""Arguments that decide which item gets which file (or what a file holds); a re-run must keep them."""
-
 
 def latent_id(rank: int, batch: int, item: int) -> str:
     """Upstream's 13-digit file id: 3 digits of rank, 6 of batch index, 4 of position in the batch."""
@@ -139,7 +136,7 @@ def _check_model(model: nn.Module, is_discrete: bool, vae_mean: bool) -> None:
     if is_discrete and getattr(bottleneck, "tokens_id", None) is None:
         raise ValueError(f"--is-discrete needs a quantizing bottleneck (rvq, dac_rvq, fsq...), this model has "
                          f"{type(bottleneck).__name__}; drop --is-discrete to store continuous latents")
-    if vae_mean and (is_discrete or type(bottleneck).__name__ != "VAEBottleneck"):
+    if vae_mean and (is_discrete or not isinstance(bottleneck, VAEBottleneck)):
         raise ValueError(f"--vae-mean needs a model with a 'vae' bottleneck, this one has {type(bottleneck).__name__}")
 
 
@@ -228,8 +225,10 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
         return f"{name}.json" in self._existing and f"{name}.npy" in self._existing
 
     def _layout(self) -> Dict[str, Any]:
-        layout = {k: self.args_dict[k] for k in LAYOUT_ARGS if k in self.args_dict}
-        layout["world_size"] = self.trainer.world_size
+        """What decides which item goes to which file, and what the files hold; a re-run must keep it."""
+        layout = {"batch_size": getattr(self.data_loader, "batch_size", None), "sample_size": self.sample_size,
+                  "shuffle": self.shuffle, "seed": self.seed, "is_discrete": self.is_discrete,
+                  "model_half": self.model_half, "vae_mean": self.vae_mean, "world_size": self.trainer.world_size}
         if self._is_map_style():
             layout["num_items"] = len(self.data_loader.dataset)
         return layout
