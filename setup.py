@@ -29,6 +29,7 @@ setup(
         "tensorboard>=2.10",
         "transformers>=4.30",
         "sentencepiece>=0.1.99",
+        "webdataset>=0.2.100",
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],
@@ -36,6 +37,8 @@ setup(
         "metrics": ["pesq>=0.0.4"],
         "clap": ["laion-clap>=1.1.4"],
         "phoneme": ["g2p_en>=2.1"],
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4"],
+        "s3": ["awscli>=1.29"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4", "moto[server]>=5", "boto3>=1.28",
+                "awscli>=1.29"],
     },
 )

@@ -417,7 +417,7 @@ def test_config_errors(audio_tree, tmp_path):
     msg = _err({"datasets": [{"path": str(root)}]})
     assert "'dataset_type'" in msg and "missing" in msg and "'audio_dir'" in msg
     msg = _err({"dataset_type": "wds", "datasets": []})
-    assert "not supported" in msg and "'audio_dir'" in msg
+    assert "'datasets'" in msg and "is empty" in msg
     msg = _err({"dataset_type": "audio_dri", "datasets": []})
     assert "accepted values: 'audio_dir'" in msg and "did you mean 'audio_dir'" in msg
     assert "'datasets'" in _err({"dataset_type": "audio_dir"})

@@ -558,6 +558,18 @@ def test_cond_demo_from_batch_displays_conditioning_audio(tmp_path, caplog):
             "cond_display_configs": [{"id": "ref", "type": "video"}]}}))
 
 
+def test_cond_demo_of_an_inpainting_model_generates_everything(tmp_path, caplog):
+    config = with_training(LDM, {"learning_rate": 1e-3, "inpainting": {}, "demo": {
+        "demo_every": 1, "demo_steps": 2, "num_demos": 1, "demo_cfg_scales": [2], "demo_cond": [ldm_metadata(0)]}})
+    config["model"]["diffusion"]["input_concat_ids"] = ["inpaint_mask", "inpaint_masked_input"]
+    config["model"]["diffusion"]["config"]["input_concat_dim"] = 5
+    wrapper = build(config)
+    spy = ForwardSpy(wrapper.diffusion_ema.ema_model)
+    files = run_demo_fit(config, wrapper, ItemDataset(2, 256, ldm_metadata), tmp_path, caplog)
+    assert "demo_cfg_2_00000001.wav" in files
+    assert spy.calls and not spy.calls[0]["input_concat_cond"].any()
+
+
 def test_inpaint_demo_uses_the_ema_model(tmp_path, caplog):
     config = copy.deepcopy(LDM)
     config["model_type"] = "diffusion_cond_inpaint"

@@ -18,7 +18,7 @@ from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_s
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
 from .diffusion import encode_to_latents, padding_masks_from_metadata, split_batch
-from .inpainting import random_inpaint_mask
+from .inpainting import INPAINT_IDS, random_inpaint_mask
 
 __all__ = [
     "DiffusionUncondDemoCallback",
@@ -132,9 +132,9 @@ class DiffusionCondDemoCallback(_DiffusionDemo):
     """Conditioned samples for each CFG scale in ``demo_cfg_scales``, from the EMA model when there is one.
 
     Conditioning is ``demo_conditioning`` (one metadata dict per demo) or, with ``demo_cond_from_batch``, the
-    metadata of the training batch. Logs ``demo_cfg_{scale}`` and ``demo_melspec_left_cfg_{scale}``; optional
-    ``display_audio_cond`` (the ``audio`` entries of the conditioning: ``demo_audio_cond``) and
-    ``cond_display_configs`` (``[{id, type: audio | audio_dict, config: {pre_encoded, display_mix}}]``: the
+    metadata of the training batch; models with inpainting inputs get an all-zero mask (generate everything).
+    Logs ``demo_cfg_{scale}`` and ``demo_melspec_left_cfg_{scale}``; optional ``display_audio_cond`` (the
+    ``audio`` entries of the conditioning: ``demo_audio_cond``) and ``cond_display_configs`` (``[{id, type: audio | audio_dict, config: {pre_encoded, display_mix}}]``: the
     conditioning audio ``demo_{id}``, its mix with each generation ``demo_{id}_mix_cfg_{scale}`` and, for
     audio dicts, their submix ``demo_{id}_submix_cfg_{scale}``).
     """
@@ -196,6 +196,9 @@ class DiffusionCondDemoCallback(_DiffusionDemo):
             length //= diffusion.pretransform.downsampling_ratio
         noise = torch.randn([len(demo_cond), diffusion.io_channels, length], device=module.device)
         conditioning = diffusion.conditioner(demo_cond, module.device) if diffusion.conditioner is not None else {}
+        if any(i in diffusion.input_concat_ids for i in INPAINT_IDS):  # inpainting model: generate everything
+            conditioning["inpaint_mask"] = [torch.zeros_like(noise[:, :1])]
+            conditioning["inpaint_masked_input"] = [torch.zeros_like(noise)]
         cond_inputs = diffusion.get_conditioning_inputs(conditioning)
 
         if self.display_audio_cond:

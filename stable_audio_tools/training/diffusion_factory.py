@@ -199,7 +199,8 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
                       ConfigWarning, stacklevel=2)
 
     disc = require_mapping(require(arc, "discriminator", "training.arc", "the discriminator head settings "
-                                   "({'dit_hidden_layer': ..., 'type': 'convnext', ...})"), "training.arc.discriminator")
+                                   "({'dit_hidden_layer': ..., 'type': 'convnext', ...})"),
+                           "training.arc.discriminator")
     warn_unknown_keys(disc, ("dit_hidden_layer", "type", "config", "contrastive", "include_grad_penalties",
                              "weights"), "training.arc.discriminator")
     require(disc, "dit_hidden_layer", "training.arc.discriminator", "the DiT layer whose hidden states are scored",
