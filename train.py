@@ -116,6 +116,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Our checkpoints intentionally hold the post-step state; the validation loop is skipped without val data.
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
+    # frozen pretransforms / teachers are deliberately kept in eval mode
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     torch.multiprocessing.set_sharing_strategy("file_system")
     seed = args.seed + int(os.environ.get("SLURM_PROCID", 0))
     pl.seed_everything(seed, workers=True)

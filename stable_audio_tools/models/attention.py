@@ -30,13 +30,18 @@ Other choices:
   length and applied as ``q * scale``, ``k / scale`` (the x-transformers convention).
 * ``ENABLE_TORCH_COMPILE=1`` wraps the qk-norm kernel and ``TransformerBlock.forward`` in
   ``torch.compile`` (falling back to eager on errors), as upstream's ``utils.compile`` does.
+* Incremental decoding (extension, used by the audio LM): self-attention accepts an optional
+  ``kv_cache`` dict. The keys/values of the new tokens (after qk-norm and rotary, which then need
+  frequencies for the absolute positions, i.e. for ``cached + new`` positions) are appended to
+  ``kv_cache["k"]`` / ``kv_cache["v"]`` and the queries attend over all of them; causal masking is
+  aligned to the last key. Without a cache nothing changes.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -436,10 +441,17 @@ class Attention(nn.Module):
                 rotary_pos_emb: Optional[Tuple[torch.Tensor, Union[float, torch.Tensor]]] = None,
                 causal: Optional[bool] = None, flex_attention_block_mask: Any = None,
                 flex_attention_score_mod: Optional[Callable] = None,
-                flash_attn_sliding_window: Window = None) -> torch.Tensor:
-        """``x`` ``[b, n, dim]`` (and ``context`` ``[b, m, dim_context]`` for cross-attention) → ``[b, n, dim]``."""
+                flash_attn_sliding_window: Window = None,
+                kv_cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """``x`` ``[b, n, dim]`` (and ``context`` ``[b, m, dim_context]`` for cross-attention) → ``[b, n, dim]``.
+
+        ``kv_cache`` (self-attention only): a dict holding the keys/values of the previous tokens
+        (empty at the start); the new ones are appended in place and attended to (see module docs).
+        """
         if self.is_cross and context is None:
             raise ValueError("this Attention was built for cross-attention (dim_context set) and needs `context`")
+        if kv_cache is not None and self.is_cross:
+            raise ValueError("kv_cache is only supported for self-attention")
         kv_input = context if context is not None else x
         q, k, v = self._project(x, kv_input)
 
@@ -461,6 +473,15 @@ class Attention(nn.Module):
             k = apply_rotary_pos_emb(k.to(torch.float32), k_freqs, k_scale).to(v.dtype)
 
         causal = self.causal if causal is None else causal
+        if kv_cache is not None:
+            past = kv_cache["k"].shape[-2] if "k" in kv_cache else 0
+            if past:
+                k = torch.cat((kv_cache["k"], k), dim=-2)
+                v = torch.cat((kv_cache["v"], v), dim=-2)
+            kv_cache["k"], kv_cache["v"] = k, v
+            if past and causal and q.shape[-2] > 1 and _normalize_window(flash_attn_sliding_window) is None:
+                # queries are the last positions: a (-1, 0) window is causal masking aligned to the last key
+                flash_attn_sliding_window = (-1, 0)
         if q.shape[-2] == 1 and causal:
             causal = False
         kernel_kwargs = dict(causal=causal, flex_attention_block_mask=flex_attention_block_mask,

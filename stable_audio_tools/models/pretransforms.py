@@ -105,14 +105,32 @@ class AutoencoderPretransform(Pretransform):
             raise NotImplementedError(f"cannot {what} with a continuous autoencoder (its bottleneck is not "
                                       "discrete); use encode()/decode() instead")
 
+    def _tokens_time_major(self) -> bool:
+        """Whether the bottleneck's tokens are ``[B, T, Q]`` (rvq, rvq_vae, dithered_fsq) rather than ``[B, Q, T]``."""
+        from .bottleneck import DitheredFSQBottleneck, RVQBottleneck
+
+        return isinstance(self.model.bottleneck, (RVQBottleneck, DitheredFSQBottleneck))
+
+    def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Bottleneck tokens (``info[tokens_id]``, e.g. pre-encoded with ``--is-discrete``) -> int64 ``[B, Q, T]``."""
+        self._require_discrete("convert tokens")
+        return (tokens.transpose(-1, -2) if self._tokens_time_major() else tokens).long()
+
     def tokenize(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Codes ``info[model.bottleneck.tokens_id]`` from ``model.encode(x, return_info=True)``."""
+        """Codes ``[B, num_quantizers, T]`` (int64) of ``info[model.bottleneck.tokens_id]``.
+
+        Upstream returns the bottleneck's own layout, which is ``[B, T, Q]`` for rvq / rvq_vae /
+        dithered_fsq; here every bottleneck gives ``[B, Q, T]``, the layout the audio LM works on.
+        """
         self._require_discrete("tokenize")
         _, info = self.model.encode(x, return_info=True, **kwargs)
-        return info[self.model.bottleneck.tokens_id]
+        return self.tokens_to_codes(info[self.model.bottleneck.tokens_id])
 
     def decode_tokens(self, tokens: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Codes ``[B, Q, T]`` (as :meth:`tokenize` returns them) -> audio."""
         self._require_discrete("decode tokens")
+        if self._tokens_time_major():
+            tokens = tokens.transpose(-1, -2)
         return self.model.decode_tokens(tokens, **kwargs)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):

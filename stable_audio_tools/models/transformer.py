@@ -15,11 +15,15 @@ Differences from upstream (none changes keys or numerics of working configuratio
 * a rotary dimension larger than the attention head dimension (which crashes upstream at the first
   forward) is rejected when the ContinuousTransformer is built;
 * ``FeedForward(glu=True, use_conv=True)`` keeps upstream's module tree: the GLU input projection
-  stays a Linear (upstream never passes ``use_conv`` to it), only the output projection is a conv.
+  stays a Linear (upstream never passes ``use_conv`` to it), only the output projection is a conv;
+* extension for incremental decoding: ``ContinuousTransformer.forward(..., kv_cache=[{} per layer])``
+  and ``TransformerBlock.forward(..., kv_cache={})`` keep each layer's self-attention keys/values
+  so a causal model can be fed one new step at a time (positions continue after the cached ones;
+  memory tokens are only inserted on the first call). ``kv_cache=None`` is the unchanged default.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -312,13 +316,20 @@ class TransformerBlock(nn.Module):
                 self_attention_block_mask: Any = None, self_attention_score_mod: Any = None,
                 cross_attention_block_mask: Any = None, cross_attention_score_mod: Any = None,
                 self_attention_flash_sliding_window: Any = None,
-                cross_attention_flash_sliding_window: Any = None) -> torch.Tensor:
-        """``x`` ``[b, n, dim]`` → ``[b, n, dim]``; ``context`` ``[b, m, dim_context]`` for cross-attention."""
+                cross_attention_flash_sliding_window: Any = None,
+                kv_cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """``x`` ``[b, n, dim]`` → ``[b, n, dim]``; ``context`` ``[b, m, dim_context]`` for cross-attention.
+
+        ``kv_cache``: optional dict of this block's cached self-attention keys/values (updated in place).
+        """
         if rotary_pos_emb is None and self.add_rope:
-            rotary_pos_emb = self.rope.forward_from_seq_len(x.shape[-2])
+            past = kv_cache["k"].shape[-2] if kv_cache is not None and "k" in kv_cache else 0
+            rotary_pos_emb = self.rope.forward_from_seq_len(past + x.shape[-2])
         self_kwargs = dict(rotary_pos_emb=rotary_pos_emb, flex_attention_block_mask=self_attention_block_mask,
                            flex_attention_score_mod=self_attention_score_mod,
                            flash_attn_sliding_window=self_attention_flash_sliding_window)
+        if kv_cache is not None:
+            self_kwargs["kv_cache"] = kv_cache
         cross_args = (cross_attention_block_mask, cross_attention_score_mod, cross_attention_flash_sliding_window)
 
         if self.global_cond_dim is not None and self.global_cond_dim > 0 and global_cond is not None:
@@ -395,13 +406,22 @@ class ContinuousTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, prepend_embeds: Optional[torch.Tensor] = None,
                 global_cond: Optional[torch.Tensor] = None, return_info: bool = False,
-                use_checkpointing: bool = True, exit_layer_ix: Optional[int] = None, **kwargs: Any):
+                use_checkpointing: bool = True, exit_layer_ix: Optional[int] = None,
+                kv_cache: Optional[List[Dict[str, torch.Tensor]]] = None, **kwargs: Any):
         """``x`` ``[b, n, dim_in]`` → ``[b, n + prepend, dim_out]`` (``(x, info)`` if ``return_info``).
 
         ``kwargs`` (e.g. ``context``) go to every block. ``exit_layer_ix`` returns the hidden states
-        after that layer (memory tokens removed, no ``project_out``).
+        after that layer (memory tokens removed, no ``project_out``). ``kv_cache``: one dict per layer
+        (empty ones to start) for incremental decoding of causal models: ``x`` continues the cached
+        sequence, its positions start after the cached ones and only its outputs are returned.
         """
         batch = x.shape[0]
+        past = 0
+        if kv_cache is not None:
+            if len(kv_cache) != len(self.layers):
+                raise ValueError(f"kv_cache has {len(kv_cache)} entries but the transformer has "
+                                 f"{len(self.layers)} layers; pass one dict per layer")
+            past = kv_cache[0]["k"].shape[-2] if "k" in kv_cache[0] else 0
         x = x.to(next(self.parameters()).dtype)
         info: Dict[str, Any] = {"hidden_states": []}
         x = self.project_in(x)
@@ -410,20 +430,24 @@ class ContinuousTransformer(nn.Module):
                 raise ValueError(f"prepend_embeds have dimension {prepend_embeds.shape[-1]} but the transformer "
                                  f"sequence has {x.shape[-1]}")
             x = torch.cat((prepend_embeds, x), dim=-2)
-        if self.num_memory_tokens > 0:
+        num_memory = self.num_memory_tokens if past == 0 else 0
+        if num_memory > 0:
             x = torch.cat((self.memory_tokens.expand(batch, -1, -1), x), dim=1)
         rotary_pos_emb = None
         if self.rotary_pos_emb is not None:
-            rotary_pos_emb = self.rotary_pos_emb.forward_from_seq_len(x.shape[1])
+            rotary_pos_emb = self.rotary_pos_emb.forward_from_seq_len(past + x.shape[1])
         if self.use_sinusoidal_emb or self.use_abs_pos_emb:
-            x = x + self.pos_emb(x)
+            positions = torch.arange(past, past + x.shape[1], device=x.device) if past else None
+            x = x + self.pos_emb(x, pos=positions)
         if global_cond is not None and self.global_cond_embedder is not None:
             global_cond = self.global_cond_embedder(global_cond)
 
-        checkpointed = use_checkpointing and torch.is_grad_enabled()
+        checkpointed = use_checkpointing and torch.is_grad_enabled() and kv_cache is None
         for layer_ix, layer in enumerate(self.layers):
             layer_kwargs = dict(rotary_pos_emb=rotary_pos_emb, global_cond=global_cond,
                                 self_attention_flash_sliding_window=self.sliding_window, **kwargs)
+            if kv_cache is not None:
+                layer_kwargs["kv_cache"] = kv_cache[layer_ix]
             if checkpointed:
                 x = checkpoint(layer, x, use_reentrant=False, **layer_kwargs)
             else:
@@ -431,8 +455,8 @@ class ContinuousTransformer(nn.Module):
             if return_info:
                 info["hidden_states"].append(x)
             if exit_layer_ix is not None and layer_ix == exit_layer_ix:
-                x = x[:, self.num_memory_tokens:, :]
+                x = x[:, num_memory:, :]
                 return (x, info) if return_info else x
 
-        x = self.project_out(x[:, self.num_memory_tokens:, :])
+        x = self.project_out(x[:, num_memory:, :])
         return (x, info) if return_info else x

@@ -309,7 +309,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                 info["loss_dis"] = torch.zeros((), device=reals.device)
             loss, losses = self.losses_disc(info)
             log_dict["train/disc_lr"] = opt.param_groups[0]["lr"]
-            self._optimizer_step(opt, loss, self.discriminator.parameters(), self._scheduler("discriminator"))
+            self._optimizer_step(opt, loss, self._scheduler("discriminator"))
         else:
             if self.use_disc:
                 if self.warmed_up:
@@ -319,7 +319,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                     info["loss_adv"] = info["feature_matching_distance"] = torch.zeros((), device=reals.device)
             opt = optimizers[0]
             loss, losses = self.losses_gen(info)
-            self._optimizer_step(opt, loss, self.autoencoder.parameters(), self._scheduler("autoencoder"))
+            self._optimizer_step(opt, loss, self._scheduler("autoencoder"))
             if self.use_ema:
                 self.autoencoder_ema.update()
             log_dict.update({"train/loss": loss.detach(), "train/latent_std": latents.std().detach(),
@@ -330,14 +330,17 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
         self.log_dict(log_dict, prog_bar=True, on_step=True)
         return loss
 
-    def _optimizer_step(self, opt, loss: torch.Tensor, params, scheduler) -> None:
+    def _optimizer_step(self, opt, loss: torch.Tensor, scheduler) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
-        if self.clip_grad_norm > 0.0:
-            torch.nn.utils.clip_grad_norm_(list(params), self.clip_grad_norm)
-        opt.step()
+        opt.step()  # gradients are clipped in on_before_optimizer_step, after mixed-precision unscaling
         if scheduler is not None:
             scheduler.step()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.clip_grad_norm > 0.0:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -37,7 +37,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 SUPPORTED_DEMO_MODEL_TYPES: Tuple[str, ...] = ("autoencoder", "diffusion_uncond", "diffusion_cond",
-                                                "diffusion_cond_inpaint", "diffusion_autoencoder")
+                                                "diffusion_cond_inpaint", "diffusion_autoencoder", "lm")
 
 
 @contextlib.contextmanager
@@ -247,7 +247,8 @@ class AutoencoderDemoCallback(DemoCallbackBase):
 def create_demo_callback_from_config(model_config: Mapping[str, Any], **kwargs: Any) -> pl.Callback:
     """The demo callback for ``model_config["model_type"]``.
 
-    Diffusion model types are built by :func:`.diffusion_demos.create_diffusion_demo_callback`.
+    Diffusion model types are built by :func:`.diffusion_demos.create_diffusion_demo_callback`, ``lm`` by
+    :func:`.lm_demos.create_lm_demo_callback`.
 
     ``autoencoder``: ``AutoencoderDemoCallback(demo_dl=kwargs["demo_dl"], demo_every=training.demo.demo_every
     (default 2000), sample_size=model_config["sample_size"], sample_rate=model_config["sample_rate"])``; other
@@ -257,6 +258,10 @@ def create_demo_callback_from_config(model_config: Mapping[str, Any], **kwargs: 
     model_type = require(model_config, "model_type", "", "a model type such as 'autoencoder'", (str,))
     training = require_mapping(model_config.get("training", {}), "training")
     demo = require_mapping(training.get("demo", {}), "training.demo")
+    if model_type == "lm":
+        from .lm_demos import create_lm_demo_callback
+
+        return create_lm_demo_callback(model_config, **kwargs)
     if model_type in SUPPORTED_DEMO_MODEL_TYPES[1:]:
         from .diffusion_demos import create_diffusion_demo_callback
 

@@ -67,6 +67,12 @@ def _diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module, trai
     return create_diffusion_autoencoder_wrapper(model_config, model, training, **overrides)
 
 
+def _lm_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
+    from .lm import create_lm_training_wrapper
+
+    return create_lm_training_wrapper(model_config, model, training, **overrides)
+
+
 # model_type -> builder(model_config, model, training_config, **overrides). Later model families register here.
 TRAINING_WRAPPERS: Dict[str, Callable[..., pl.LightningModule]] = {
     "autoencoder": _autoencoder_wrapper,
@@ -74,6 +80,7 @@ TRAINING_WRAPPERS: Dict[str, Callable[..., pl.LightningModule]] = {
     "diffusion_cond": _diffusion_cond_wrapper,
     "diffusion_cond_inpaint": _diffusion_cond_wrapper,
     "diffusion_autoencoder": _diffusion_autoencoder_wrapper,
+    "lm": _lm_wrapper,
 }
 
 

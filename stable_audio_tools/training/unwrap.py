@@ -59,12 +59,22 @@ def _unwrap_diffusion_autoencoder(model_config: Mapping, state_dict: Mapping[str
     return model
 
 
+def _unwrap_lm(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The EMA copy of the language model (``model_ema.ema_model.*``), else the online ``model.*``."""
+    model = create_model_from_config(model_config)
+    ema = extract_prefixed(state_dict, "model_ema.ema_model.")
+    log.info("exporting the %s language model", "EMA" if ema else "online")
+    model.load_state_dict(ema or extract_prefixed(state_dict, "model."), strict=True)
+    return model
+
+
 UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]] = {
     "autoencoder": _unwrap_autoencoder,
     "diffusion_uncond": _unwrap_diffusion,
     "diffusion_cond": _unwrap_diffusion,
     "diffusion_cond_inpaint": _unwrap_diffusion,
     "diffusion_autoencoder": _unwrap_diffusion_autoencoder,
+    "lm": _unwrap_lm,
 }
 
 

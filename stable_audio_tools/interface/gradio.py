@@ -1,0 +1,186 @@
+"""The Gradio demo (SPEC 1.5, 8): model loading, device selection and one UI per model type.
+
+``create_ui`` loads a model (a Hugging Face repo id or local directory via ``get_pretrained_model``, or a config
+plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_type``:
+
+========================================= ==========================================================
+``diffusion_cond``, ``diffusion_cond_inpaint`` text/timing-conditioned generation (+ inpainting)
+``diffusion_uncond``                       unconditional generation
+``autoencoder``, ``diffusion_autoencoder`` encode/decode round trip
+``lm``                                     language-model generation
+========================================= ==========================================================
+
+Differences from upstream: half precision is opt-in (``model_half=True``) and only used on CUDA; the device is
+CUDA, else MPS, else CPU (or the one given); a checkpoint that does not fit the config is refused with a
+:class:`CheckpointMismatchError` naming the keys (upstream copied the matching tensors and silently left the
+rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import gradio as gr
+import torch
+from torch import nn
+
+from ..models.factory import create_model_from_config, load_model_config
+from ..models.pretrained import get_pretrained_model
+from ..models.utils import load_ckpt_state_dict
+from .interfaces.common import launch_style_kwargs
+
+__all__ = ["CheckpointMismatchError", "select_device", "check_state_dict", "load_model", "create_ui",
+           "create_ui_for_model", "launch_ui"]
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+_MAX_LISTED = 8
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model built from the config."""
+
+
+def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else Apple MPS when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _listing(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                     allow_missing: Sequence[str] = ()) -> None:
+    """Raise :class:`CheckpointMismatchError` unless every tensor of ``state_dict`` fits ``model`` and every model
+    tensor is in it (keys starting with a prefix in ``allow_missing`` may be absent). The message names the keys
+    with another shape, the checkpoint keys unknown to the model and the model keys the checkpoint lacks."""
+    own = model.state_dict()
+    shape = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state_dict.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    unexpected = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict and not any(k.startswith(p) for p in allow_missing)]
+    if not (shape or unexpected or missing):
+        return
+    problems = []
+    if shape:
+        problems.append(f"{len(shape)} tensor(s) have another shape: {_listing(shape)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} checkpoint key(s) are not in the model: {_listing(unexpected)}")
+    if missing:
+        problems.append(f"{len(missing)} model key(s) are missing from the checkpoint: {_listing(missing)}")
+    raise CheckpointMismatchError(
+        f"{source} does not fit the model config: " + "; ".join(problems) + ". Use the model config the checkpoint "
+        "was trained with (training checkpoints embed it under 'model_config'), and an unwrapped checkpoint "
+        "(python unwrap_model.py ...).")
+
+
+def _load_pretransform(model: nn.Module, path: PathLike) -> None:
+    pretransform = getattr(model, "pretransform", None)
+    if pretransform is None:
+        raise ValueError(f"--pretransform-ckpt-path {path}: this model has no pretransform to load it into")
+    state_dict = load_ckpt_state_dict(path)
+    target = getattr(pretransform, "model", pretransform)  # an autoencoder pretransform loads into its model
+    check_state_dict(target, state_dict, f"pretransform checkpoint {path}")
+    target.load_state_dict(state_dict)
+
+
+def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: Optional[PathLike] = None,
+               pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
+               device: Optional[Union[str, torch.device]] = None,
+               model_half: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Build and load a model for inference; returns ``(model, model_config)``.
+
+    Either ``pretrained_name`` (a Hub repo id or a local directory with ``model_config.json`` and
+    ``model.safetensors`` / ``model.ckpt``) or ``model_config`` plus ``model_ckpt_path`` (an unwrapped checkpoint,
+    checked against the config). ``pretransform_ckpt_path`` then replaces the pretransform's weights. The model is
+    moved to ``device`` (see :func:`select_device`), put in eval mode without gradients and, with ``model_half``
+    on a CUDA device, converted to float16 (elsewhere the flag is ignored with a warning).
+    """
+    if pretrained_name is not None and (model_config is not None or model_ckpt_path is not None):
+        raise ValueError("give either a pretrained model name or a model config with a checkpoint, not both")
+    if pretrained_name is not None:
+        log.info("loading pretrained model %s", pretrained_name)
+        try:
+            model, model_config = get_pretrained_model(pretrained_name)
+        except RuntimeError as e:  # load_state_dict(strict=True) names missing/unexpected/mismatched keys
+            raise CheckpointMismatchError(f"pretrained model {pretrained_name}: {e}") from e
+    elif model_config is not None and model_ckpt_path is not None:
+        model = create_model_from_config(model_config)
+        log.info("loading model checkpoint %s", model_ckpt_path)
+        state_dict = load_ckpt_state_dict(model_ckpt_path)
+        allow = ("pretransform.",) if pretransform_ckpt_path is not None else ()
+        check_state_dict(model, state_dict, f"checkpoint {model_ckpt_path}", allow_missing=allow)
+        model.load_state_dict(state_dict, strict=False)
+    else:
+        raise ValueError("give a pretrained model name (--pretrained-name) or both a model config (--model-config) "
+                         "and a checkpoint (--ckpt-path)")
+    if pretransform_ckpt_path is not None:
+        log.info("loading pretransform checkpoint %s", pretransform_ckpt_path)
+        _load_pretransform(model, pretransform_ckpt_path)
+
+    device = select_device(device)
+    model.to(device).eval().requires_grad_(False)
+    if model_half:
+        if device.type == "cuda":
+            model.to(torch.float16)
+        else:
+            log.warning("--model-half is ignored on %s (float16 is only used on CUDA); running in float32",
+                        device.type)
+    log.info("model ready on %s (%s)", device, next(model.parameters()).dtype)
+    return model, model_config
+
+
+def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "") -> gr.Blocks:
+    """The ``gr.Blocks`` app for an already loaded ``model`` (chosen by ``model_config["model_type"]``)."""
+    model_type = model_config.get("model_type")
+    if model_type in ("diffusion_cond", "diffusion_cond_inpaint"):
+        from .interfaces.diffusion_cond import create_diffusion_cond_ui as build
+    elif model_type == "diffusion_uncond":
+        from .interfaces.diffusion_uncond import create_diffusion_uncond_ui as build
+    elif model_type in ("autoencoder", "diffusion_autoencoder"):
+        from .interfaces.autoencoder import create_autoencoder_ui as build
+    elif model_type == "lm":
+        from .interfaces.lm import create_lm_ui as build
+    else:
+        raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: diffusion_cond, "
+                         "diffusion_cond_inpaint, diffusion_uncond, autoencoder, diffusion_autoencoder, lm")
+    return build(model, model_config, gradio_title=gradio_title)
+
+
+def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[PathLike] = None,
+              pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
+              model_half: bool = False, gradio_title: str = "",
+              device: Optional[Union[str, torch.device]] = None) -> gr.Blocks:
+    """Load a model (see :func:`load_model`) and build its UI.
+
+    Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``.
+    """
+    if (pretrained_name is not None) == (model_config_path is not None or ckpt_path is not None):
+        raise ValueError("give either --pretrained-name, or --model-config together with --ckpt-path")
+    model_config = None
+    if model_config_path is not None:
+        if ckpt_path is None:
+            raise ValueError("--model-config needs --ckpt-path (an unwrapped checkpoint of that model)")
+        model_config = load_model_config(model_config_path)
+    elif ckpt_path is not None:
+        raise ValueError("--ckpt-path needs --model-config (the config the checkpoint was trained with)")
+    model, model_config = load_model(model_config, ckpt_path, pretrained_name=pretrained_name,
+                                     pretransform_ckpt_path=pretransform_ckpt_path, device=device,
+                                     model_half=model_half)
+    return create_ui_for_model(model, model_config, gradio_title=gradio_title)
+
+
+def launch_ui(ui: gr.Blocks, **launch_kwargs: Any) -> Any:
+    """``ui.queue().launch(**launch_kwargs)`` with the demo's theme and script (Gradio 6 takes them here)."""
+    return ui.queue().launch(**launch_style_kwargs(), **launch_kwargs)

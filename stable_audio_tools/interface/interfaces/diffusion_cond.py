@@ -1,0 +1,258 @@
+"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), SPEC 8.
+
+One "Generation" tab: prompt and negative prompt, timing sliders (when the model has ``seconds_start`` /
+``seconds_total`` conditioners), steps, CFG scale, sampler parameters (seed, CFG interval and rescale, sampler type,
+sigma schedule), output parameters (file format and naming, spectrogram previews, cut to seconds total, autoplay,
+infinite radio, auto download), init audio for variations and, for inpainting models, inpaint audio with a mask.
+The handler is :meth:`DiffusionCondInterface.generate` (API name ``generate``, same inputs as upstream).
+
+Differences from upstream: the output is cut to "Seconds total" (upstream's checkbox existed but the cut used an
+integer slice of the whole batch), a length beyond the model's, an empty prompt for a text-conditioned model, an
+unreadable init/inpaint file or a bad seed are reported in the UI, progress is shown while sampling, previews work
+with every sampler, and each request writes its file into its own temporary folder.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import gradio as gr
+import torch
+from torch import nn
+
+from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
+from ...inference.sampling import RF_SAMPLER_TYPES
+from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, model_dtype, new_blocks,
+                     output_basename, parse_seed, prepare_input_audio, report_errors, required_sample_size,
+                     seconds_slider_settings, spectrogram)
+
+__all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS"]
+
+V_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "dpmpp-2m", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2",
+              "k-dpm-adaptive", "k-dpm-fast", "v-ddim", "v-ddim-cfgpp"]
+RF_SAMPLERS = [s for s in ("euler", "rk4", "dpmpp") if s in RF_SAMPLER_TYPES]
+DENOISER_SAMPLERS = ["pingpong"]
+
+
+class DiffusionCondInterface:
+    """State and handlers of the conditioned-diffusion UI.
+
+    Args:
+        model: a ``ConditionedDiffusionModelWrapper`` (already on its device, in eval mode).
+        model_config: its config (``sample_rate``, ``sample_size``, ``model_type``, ``model.conditioning``).
+        writer: where result files go (default: a private temporary directory).
+    """
+
+    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None) -> None:
+        self.model = model
+        self.model_config = model_config
+        self.sample_rate = int(model_config["sample_rate"])
+        self.sample_size = required_sample_size(model_config)
+        self.inpainting = model_config.get("model_type") == "diffusion_cond_inpaint"
+        self.objective = getattr(model, "diffusion_objective", "v")
+        conditioning = (model_config.get("model") or {}).get("conditioning") or {}
+        ids = [c.get("id") for c in conditioning.get("configs", [])]
+        default_keys = conditioning.get("default_keys") or {}
+        self.has_seconds_start = "seconds_start" in ids
+        self.has_seconds_total = "seconds_total" in ids
+        self.prompt_required = any(default_keys.get(cid, cid) == "prompt" for cid in ids)
+        self.writer = writer or OutputWriter()
+
+    # ------------------------------------------------------------------------------------------- settings
+    @property
+    def model_seconds(self) -> float:
+        """Length the model generates, in seconds."""
+        return self.sample_size / self.sample_rate
+
+    @property
+    def sampler_types(self) -> List[str]:
+        """Sampler choices for the model's diffusion objective."""
+        if self.objective == "rf_denoiser":
+            return DENOISER_SAMPLERS
+        return RF_SAMPLERS if self.objective == "rectified_flow" else V_SAMPLERS
+
+    @property
+    def default_steps(self) -> int:
+        return {"rectified_flow": 50, "rf_denoiser": 8}.get(self.objective, 100)
+
+    @property
+    def default_cfg_scale(self) -> float:
+        return 1.0 if self.objective == "rf_denoiser" else 7.0
+
+    @property
+    def default_sampler(self) -> str:
+        return {"rectified_flow": "euler", "rf_denoiser": "pingpong"}.get(self.objective, "dpmpp-3m-sde")
+
+    # ------------------------------------------------------------------------------------------- handler
+    def _check_inputs(self, prompt: str, seconds_total: float, cut: bool, steps: int, sampler_type: str,
+                      cfg_interval: Tuple[float, float]) -> None:
+        if self.prompt_required and not (prompt or "").strip():
+            raise gr.Error("Enter a prompt: this model is conditioned on text.")
+        if seconds_total > self.model_seconds + 1e-9:
+            raise gr.Error(f"Seconds total ({seconds_total:g} s) is longer than this model generates "
+                           f"({self.model_seconds:.2f} s: sample_size {self.sample_size} at {self.sample_rate} Hz). "
+                           f"Choose at most {self.model_seconds:.2f} s.")
+        if cut and seconds_total * self.sample_rate < 1:
+            raise gr.Error("Seconds total must be above 0 to cut the output to it (or untick 'Cut to seconds "
+                           "total').")
+        if steps < 1:
+            raise gr.Error(f"Steps must be at least 1, got {steps}")
+        if sampler_type not in self.sampler_types:
+            raise gr.Error(f"Sampler type {sampler_type!r} does not fit this {self.objective!r} model; choose one of "
+                           f"{', '.join(self.sampler_types)}")
+        if cfg_interval[0] > cfg_interval[1]:
+            raise gr.Error(f"CFG interval min ({cfg_interval[0]}) must not exceed CFG interval max "
+                           f"({cfg_interval[1]})")
+
+    def _inpaint_mask(self, mask_start: Optional[float], mask_end: Optional[float]) -> torch.Tensor:
+        start = 0.0 if mask_start is None else max(0.0, float(mask_start))
+        end = self.model_seconds if mask_end is None else min(self.model_seconds, float(mask_end))
+        if start >= end:
+            raise gr.Error(f"Mask Start ({start:g} s) must be before Mask End ({end:g} s)")
+        mask = torch.ones(1, self.sample_size)
+        mask[:, int(start * self.sample_rate):int(end * self.sample_rate)] = 0
+        return mask
+
+    @report_errors
+    def generate(self, prompt: str, negative_prompt: Optional[str] = None, seconds_start: float = 0,
+                 seconds_total: Optional[float] = None, cfg_scale: float = 7.0, steps: int = 100,
+                 preview_every: int = 0, seed: Any = -1, sampler_type: Optional[str] = None, sigma_min: float = 0.01,
+                 sigma_max: float = 100.0, rho: float = 1.0, cfg_interval_min: float = 0.0,
+                 cfg_interval_max: float = 1.0, cfg_rescale: float = 0.0, file_format: str = "wav",
+                 file_naming: str = "output.wav", cut_to_seconds_total: bool = True, init_audio: AudioValue = None,
+                 init_noise_level: float = 0.1, mask_start: Optional[float] = None, mask_end: Optional[float] = None,
+                 inpaint_audio: AudioValue = None,
+                 progress: Any = gr.Progress()) -> Tuple[str, List[Any]]:
+        """Generate one clip; returns ``(audio file path, [spectrogram, *preview (image, label) pairs])``.
+
+        ``seconds_total`` defaults to the model's length; with ``cut_to_seconds_total`` the output is cut to it.
+        ``init_audio`` / ``inpaint_audio`` are file paths or ``(sample_rate, numpy array)`` values.
+        """
+        prompt = prompt or ""
+        seconds_total = self.model_seconds if seconds_total is None else float(seconds_total)
+        steps = int(steps)
+        sampler_type = sampler_type or self.default_sampler
+        cfg_interval = (float(cfg_interval_min), float(cfg_interval_max))
+        self._check_inputs(prompt, seconds_total, cut_to_seconds_total, steps, sampler_type, cfg_interval)
+        seed = parse_seed(seed)
+        dtype = model_dtype(self.model)
+        init = prepare_input_audio(init_audio, self.sample_rate, dtype, "Init audio", self.sample_size)
+        inpaint = prepare_input_audio(inpaint_audio, self.sample_rate, dtype, "Inpaint audio", self.sample_size) \
+            if self.inpainting else None
+
+        conditioning = [{"prompt": prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}]
+        negative = [{"prompt": negative_prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}] \
+            if negative_prompt else None
+        monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress, preview_every=preview_every,
+                                  objective=self.objective)
+        args = dict(steps=steps, cfg_scale=float(cfg_scale), conditioning=conditioning,
+                    negative_conditioning=negative, batch_size=1, sample_size=self.sample_size, seed=seed,
+                    sampler_type=sampler_type, sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho),
+                    init_audio=init, init_noise_level=float(init_noise_level), cfg_interval=cfg_interval,
+                    scale_phi=float(cfg_rescale), callback=monitor)
+        if self.inpainting:
+            if inpaint is not None:
+                args.update(inpaint_audio=inpaint, inpaint_mask=self._inpaint_mask(mask_start, mask_end))
+            audio = generate_diffusion_cond_inpaint(self.model, **args)
+        else:
+            audio = generate_diffusion_cond(self.model, **args)
+        monitor.done()
+
+        if cut_to_seconds_total:
+            audio = audio[..., :int(round(seconds_total * self.sample_rate))]
+        audio = audio.float().permute(1, 0, 2).reshape(audio.shape[1], -1)
+        basename = output_basename(file_naming, prompt, negative_prompt or "", cfg_scale, seed)
+        path = self.writer.write(audio, self.sample_rate, basename, file_format, normalize=True)
+        return path, [spectrogram(audio, self.sample_rate), *monitor.previews]
+
+    # ------------------------------------------------------------------------------------------- layout
+    def render(self) -> Dict[str, Any]:
+        """Create the controls inside the current ``gr.Blocks`` and wire them; returns the components by name."""
+        c: Dict[str, Any] = {}
+        is_rf = self.objective in ("rectified_flow", "rf_denoiser")
+        step, default_seconds = seconds_slider_settings(self.sample_size, self.sample_rate)
+        with gr.Row():
+            with gr.Column(scale=6):
+                c["prompt"] = gr.Textbox(show_label=False, placeholder="Prompt", elem_id="prompt")
+                c["negative_prompt"] = gr.Textbox(show_label=False, placeholder="Negative prompt",
+                                                  elem_id="negative-prompt")
+            c["generate"] = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                with gr.Row(visible=self.has_seconds_start or self.has_seconds_total):
+                    c["seconds_start"] = gr.Slider(0, 512, step=1, value=0, label="Seconds start",
+                                                   visible=self.has_seconds_start, elem_id="seconds-start")
+                    c["seconds_total"] = gr.Slider(0, 512, step=step, value=default_seconds, label="Seconds total",
+                                                   visible=self.has_seconds_total, elem_id="seconds-total")
+                with gr.Row():
+                    c["steps"] = gr.Slider(1, 500, step=1, value=self.default_steps, label="Steps", elem_id="steps")
+                    c["cfg_scale"] = gr.Slider(0.0, 25.0, step=0.1, value=self.default_cfg_scale, label="CFG scale",
+                                               elem_id="cfg-scale")
+                with gr.Accordion("Sampler params", open=False):
+                    with gr.Row():
+                        c["seed"] = gr.Textbox(label="Seed (set to -1 for random seed)", value="-1", elem_id="seed")
+                        c["cfg_interval_min"] = gr.Slider(0.0, 1.0, step=0.01, value=0.0, label="CFG interval min")
+                        c["cfg_interval_max"] = gr.Slider(0.0, 1.0, step=0.01, value=1.0, label="CFG interval max")
+                    with gr.Row():
+                        c["cfg_rescale"] = gr.Slider(0.0, 1.0, step=0.01, value=0.0, label="CFG rescale amount")
+                    with gr.Row():
+                        c["sampler_type"] = gr.Dropdown(self.sampler_types, value=self.default_sampler,
+                                                        label="Sampler type", elem_id="sampler-type")
+                        c["sigma_min"] = gr.Slider(0.0, 2.0, step=0.01, value=0.01, label="Sigma min",
+                                                   visible=not is_rf)
+                        c["sigma_max"] = gr.Slider(0.0, 1000.0, step=0.1, value=100, label="Sigma max",
+                                                   visible=not is_rf)
+                        c["rho"] = gr.Slider(0.0, 10.0, step=0.01, value=1.0, label="Sigma curve strength",
+                                             visible=not is_rf)
+                with gr.Accordion("Output params", open=False):
+                    with gr.Row():
+                        c["file_format"] = gr.Dropdown(FILE_FORMATS, value="wav", label="File format")
+                        c["file_naming"] = gr.Dropdown(FILE_NAMING, value="output.wav", label="File naming")
+                        c["preview_every"] = gr.Slider(0, 100, step=1, value=0, label="Spec Preview Every",
+                                                       elem_id="preview-every")
+                        c["cut"] = gr.Checkbox(label="Cut to seconds total", value=True, elem_id="cut-to-seconds")
+                        c["autoplay"] = gr.Checkbox(label="Autoplay", value=False, elem_id="autoplay")
+                        c["infinite_radio"] = gr.Checkbox(label="Infinite Radio", value=False, elem_id="infinite-radio")
+                        c["auto_download"] = gr.Checkbox(label="Auto Download", value=False,
+                                                         elem_id="automatic-download")
+                with gr.Accordion("Init audio", open=False):
+                    c["init_audio"] = gr.Audio(label="Init audio", type="filepath", elem_id="init-audio")
+                    c["init_noise_level"] = gr.Slider(0.01 if is_rf else 0.1, 1.0 if is_rf else 100.0, step=0.01,
+                                                      value=0.1, label="Init noise level")
+                seconds = self.model_seconds
+                with gr.Accordion("Inpainting", open=False, visible=self.inpainting):
+                    c["inpaint_audio"] = gr.Audio(label="Inpaint audio", type="filepath", elem_id="inpaint-audio")
+                    c["mask_start"] = gr.Slider(0.0, seconds, step=min(0.1, step), value=min(10.0, seconds / 2),
+                                                label="Mask Start (sec)", elem_id="mask-start")
+                    c["mask_end"] = gr.Slider(0.0, seconds, step=min(0.1, step), value=seconds,
+                                              label="Mask End (sec)", elem_id="mask-end")
+            with gr.Column():
+                c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
+                                             elem_id="output-audio")
+                c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
+                                                     elem_id="output-spectrogram")
+                c["send_to_init"] = gr.Button("Send to init audio", scale=1, elem_id="send-to-init")
+                c["send_to_init"].click(fn=lambda audio: audio, inputs=[c["output_audio"]], outputs=[c["init_audio"]])
+                if self.inpainting:
+                    c["send_to_inpaint"] = gr.Button("Send to inpaint audio", scale=1, elem_id="send-to-inpaint")
+                    c["send_to_inpaint"].click(fn=lambda audio: audio, inputs=[c["output_audio"]],
+                                               outputs=[c["inpaint_audio"]])
+        inputs = [c[k] for k in ("prompt", "negative_prompt", "seconds_start", "seconds_total", "cfg_scale", "steps",
+                                 "preview_every", "seed", "sampler_type", "sigma_min", "sigma_max", "rho",
+                                 "cfg_interval_min", "cfg_interval_max", "cfg_rescale", "file_format", "file_naming",
+                                 "cut", "init_audio", "init_noise_level", "mask_start", "mask_end", "inpaint_audio")]
+        c["generate"].click(fn=self.generate, inputs=inputs, outputs=[c["output_audio"], c["output_spectrogram"]],
+                            api_name="generate")
+        return c
+
+
+def create_diffusion_cond_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
+                             writer: Optional[OutputWriter] = None) -> gr.Blocks:
+    """The ``gr.Blocks`` app for a ``diffusion_cond`` / ``diffusion_cond_inpaint`` model."""
+    interface = DiffusionCondInterface(model, model_config, writer=writer)
+    with new_blocks(gradio_title) as ui:
+        if gradio_title:
+            gr.Markdown(f"### {gradio_title}")
+        with gr.Tab("Generation"):
+            interface.render()
+    return ui
+

@@ -1,0 +1,260 @@
+"""Lightning training wrapper for ``lm`` models (multi-codebook audio language models, SPEC 5.6).
+
+The LM learns to predict the discrete tokens of its (frozen) pretransform: for every codebook, a masked
+cross-entropy between the pattern-reverted logits and the codes, averaged over the codebooks.
+
+Differences from upstream (checkpoint keys and numerics unchanged):
+
+* the pretransform is kept in eval mode while tokenizing (Lightning switches the whole module to train mode,
+  which made an ``rvq`` pretransform update its codebooks and a ``dac_rvq`` one apply quantizer dropout);
+* tokens are brought to ``[batch, codebooks, frames]`` whatever the bottleneck's own layout (``rvq`` and
+  ``dithered_fsq`` give ``[batch, frames, codebooks]``), for tokenized audio and pre-encoded tokens alike;
+* items without a ``padding_mask`` count as all real (upstream raised a KeyError), and pre-encoded masks
+  (1-element lists) are accepted;
+* ``training.cfg_dropout_prob`` sets the classifier-free-guidance dropout (upstream hard-coded 0.1, the
+  default here);
+* a codebook with no valid target in the batch (possible for very short sequences with the ``delay``
+  pattern) is left out of the average instead of making the loss NaN, and a batch with no valid target at all
+  is skipped with a warning;
+* the cross-entropy is computed in float32 under mixed precision;
+* an optional ``validation_step`` logs ``val/cross_entropy`` and ``val/perplexity`` (no CFG dropout);
+* ``export_model`` writes safetensors with ``save_model`` (upstream's ``save_file`` fails on shared tensors).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.bottleneck import DitheredFSQBottleneck, RVQBottleneck
+from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from .diffusion import padding_masks_from_metadata, split_batch
+from .ema import EMA
+from .utils import create_optimizer_from_config, create_scheduler_from_config
+
+__all__ = [
+    "AudioLanguageModelTrainingWrapper",
+    "codebook_cross_entropy",
+    "tokens_to_codes",
+    "create_lm_training_wrapper",
+    "LM_TRAINING_KEYS",
+]
+
+LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo")
+
+# Bottlenecks whose token tensor is ``[batch, frames, codebooks]`` (vector-quantize-pytorch's layout).
+_FRAMES_FIRST_BOTTLENECKS = (RVQBottleneck, DitheredFSQBottleneck)
+
+
+def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                           mask: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Cross-entropy per codebook over the valid positions, and its mean over the codebooks.
+
+    Args:
+        logits: ``[B, Q, T, K]`` (NaN where the pattern has no prediction is fine: those positions are masked).
+        targets: codes ``[B, Q, T]``.
+        mask: boolean ``[B, Q, T]``, True where a target counts.
+
+    Returns:
+        ``(mean cross-entropy, [per-codebook cross-entropy (detached)])``. A codebook without any valid
+        target gets NaN in the list and is left out of the mean.
+
+    Raises:
+        ValueError: on mismatched shapes, or when no position at all is valid.
+    """
+    if logits.shape[:-1] != targets.shape or mask.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} must be [B, Q, T, K] and mask {tuple(mask.shape)} "
+                         f"[B, Q, T] for codes {tuple(targets.shape)}")
+    if not bool(mask.any()):
+        raise ValueError("no valid target position (the pattern and padding masks exclude everything)")
+    total = logits.new_zeros((), dtype=torch.float32)
+    counted = 0
+    per_codebook: List[torch.Tensor] = []
+    for q in range(targets.shape[1]):
+        mask_q = mask[:, q].reshape(-1)
+        if not bool(mask_q.any()):
+            per_codebook.append(torch.full((), float("nan"), device=logits.device))
+            continue
+        logits_q = logits[:, q].reshape(-1, logits.shape[-1])[mask_q].float()
+        ce_q = F.cross_entropy(logits_q, targets[:, q].reshape(-1)[mask_q].long())
+        total = total + ce_q
+        counted += 1
+        per_codebook.append(ce_q.detach())
+    return total / counted, per_codebook
+
+
+def tokens_to_codes(tokens: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Tokens of ``model.pretransform`` (its bottleneck's own layout) as long codes ``[B, Q, T]``.
+
+    ``rvq`` / ``rvq_vae`` / ``dithered_fsq`` bottlenecks store ``[B, T, Q]``; other discrete pretransforms
+    ``[B, Q, T]``. Raises a ValueError if the codebook count does not match ``model.num_quantizers``.
+    """
+    if tokens.is_floating_point():
+        raise ValueError("the LM trains on integer token codes, got a floating-point tensor; pre-encode the "
+                         "dataset with `pre_encode.py --is-discrete` (or set training.pre_encoded to false to "
+                         "tokenize audio on the fly)")
+    if tokens.ndim != 3:
+        raise ValueError(f"expected tokens [batch, codebooks, frames], got shape {tuple(tokens.shape)}")
+    num_quantizers = model.num_quantizers
+    bottleneck = getattr(getattr(model.pretransform, "model", None), "bottleneck", None)
+    frames_first = isinstance(bottleneck, _FRAMES_FIRST_BOTTLENECKS)
+    if frames_first and tokens.shape[2] == num_quantizers:
+        tokens = tokens.transpose(1, 2)
+    elif tokens.shape[1] != num_quantizers and tokens.shape[2] == num_quantizers:
+        tokens = tokens.transpose(1, 2)
+    if tokens.shape[1] != num_quantizers:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)} have no axis of {num_quantizers} codebooks (the "
+                         f"model's num_quantizers); were they encoded with this model's pretransform?")
+    return tokens.long().contiguous()
+
+
+class AudioLanguageModelTrainingWrapper(pl.LightningModule):
+    """Trains an ``AudioLanguageModelWrapper`` (pretransform frozen).
+
+    Attributes (state-dict prefixes): ``model`` and, with ``use_ema``, ``model_ema`` (ema-pytorch-compatible
+    EMA of the whole ``model``, online model included: beta 0.99, update every 10 optimizer steps, after step
+    100, power 2/3).
+
+    Step: codes = ``pretransform.tokenize(audio)`` (or the pre-encoded tokens) -> padding masks resized
+    (nearest) to the code length -> conditioner outputs -> ``model.compute_logits(codes, condition_tensors,
+    cfg_dropout_prob)`` -> loss = mean over codebooks of the cross-entropy over positions valid in both the
+    pattern mask and the padding mask. Logs ``train/loss``, ``train/cross_entropy``, ``train/perplexity``,
+    ``train/lr`` and ``cross_entropy_q{k}`` / ``perplexity_q{k}`` (k from 1).
+
+    Args:
+        model: the LM (``AudioLanguageModelWrapper``).
+        lr: AdamW learning rate (betas (0.9, 0.95), weight decay 0.1), used when ``optimizer_configs`` is None.
+        use_ema: keep an EMA copy of the model.
+        ema_copy: module to hold the EMA weights (default: a deep copy of ``model``).
+        optimizer_configs: ``{"lm": {"optimizer": ..., "scheduler"?: ...}}``.
+        pre_encoded: batches hold tokens from ``pre_encode.py --is-discrete`` instead of audio.
+        cfg_dropout_prob: per-item probability of zeroing the conditioning (classifier-free guidance).
+    """
+
+    def __init__(self, model: nn.Module, lr: Optional[float] = 1e-4, use_ema: bool = False,
+                 ema_copy: Optional[nn.Module] = None, optimizer_configs: Optional[Mapping[str, Any]] = None,
+                 pre_encoded: bool = False, cfg_dropout_prob: float = 0.1) -> None:
+        super().__init__()
+        if lr is None and optimizer_configs is None:
+            raise ValueError("AudioLanguageModelTrainingWrapper needs lr or optimizer_configs "
+                             "(training.learning_rate or training.optimizer_configs)")
+        if not 0.0 <= cfg_dropout_prob <= 1.0:
+            raise ValueError(f"cfg_dropout_prob must be in [0, 1], got {cfg_dropout_prob}")
+        self.model = model
+        self.model.pretransform.requires_grad_(False)
+        self.model_ema = EMA(self.model, ema_model=ema_copy, beta=0.99, update_every=10) if use_ema else None
+        if optimizer_configs is None:
+            optimizer_configs = {"lm": {"optimizer": {"type": "AdamW", "config": {
+                "lr": lr, "betas": (0.9, 0.95), "weight_decay": 0.1}}}}
+        self.optimizer_configs = optimizer_configs
+        self.pre_encoded = pre_encoded
+        self.cfg_dropout_prob = cfg_dropout_prob
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self):
+        group = self.optimizer_configs["lm"]
+        path = "training.optimizer_configs.lm"
+        opt = create_optimizer_from_config(group["optimizer"], self.model.parameters(), f"{path}.optimizer")
+        if "scheduler" in group:
+            scheduler = create_scheduler_from_config(group["scheduler"], opt, f"{path}.scheduler")
+            return [opt], [{"scheduler": scheduler, "interval": "step"}]
+        return [opt]
+
+    # ------------------------------------------------------------------ shared pieces
+    def codes_from_batch(self, reals: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, Q, T]`` of a batch: the pre-encoded tokens, or the frozen pretransform's tokens."""
+        if self.pre_encoded:
+            return tokens_to_codes(reals, self.model)
+        pretransform = self.model.pretransform
+        pretransform.eval()
+        with torch.no_grad():
+            return tokens_to_codes(pretransform.tokenize(reals), self.model)
+
+    def _loss(self, batch: Any, cfg_dropout_prob: float) -> Optional[Tuple[torch.Tensor, List[torch.Tensor], int]]:
+        reals, metadata = split_batch(batch)
+        codes = self.codes_from_batch(reals)
+        padding = padding_masks_from_metadata(metadata, codes.shape[-1], self.device) if metadata else None
+        conditioner = self.model.conditioner
+        condition_tensors = conditioner(list(metadata), self.device) if conditioner is not None else None
+        output = self.model.compute_logits(codes, condition_tensors=condition_tensors,
+                                           cfg_dropout_prob=cfg_dropout_prob)
+        mask = output.mask.to(self.device).bool()
+        if padding is not None:
+            mask = mask & padding[:, None, :]
+        if not bool(mask.any()):
+            warnings.warn("skipping an LM batch with no valid target (all padding, or sequences shorter than "
+                          "the codebook pattern's delay)", RuntimeWarning, stacklevel=2)
+            return None
+        loss, per_codebook = codebook_cross_entropy(output.logits, codes, mask)
+        return loss, per_codebook, codes.shape[0]
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[torch.Tensor]:
+        result = self._loss(batch, self.cfg_dropout_prob)
+        if result is None:
+            return None
+        loss, per_codebook, batch_size = result
+        log_dict: Dict[str, Any] = {
+            "train/loss": loss.detach(),
+            "train/cross_entropy": loss.detach(),
+            "train/perplexity": torch.exp(loss.detach()),
+            "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        for k, ce in enumerate(per_codebook, start=1):
+            log_dict[f"cross_entropy_q{k}"] = ce
+            log_dict[f"perplexity_q{k}"] = torch.exp(ce)
+        self.log_dict(log_dict, prog_bar=True, on_step=True, batch_size=batch_size)
+        return loss
+
+    def on_before_zero_grad(self, *args: Any, **kwargs: Any) -> None:
+        if self.model_ema is not None:
+            self.model_ema.update()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        with torch.no_grad():
+            result = self._loss(batch, 0.0)
+        if result is None:
+            return
+        loss, _, batch_size = result
+        self.log_dict({"val/cross_entropy": loss, "val/perplexity": torch.exp(loss)}, on_epoch=True,
+                      batch_size=batch_size, sync_dist=True)
+
+    # ------------------------------------------------------------------ export
+    def export_model(self, path: str, use_safetensors: bool = False) -> None:
+        """Save the bare LM (the EMA copy when there is one): keys ``pretransform.*``, ``lm.*``,
+        ``conditioner.*``."""
+        from .export import save_unwrapped
+
+        model = self.model_ema.ema_model if self.model_ema is not None else self.model
+        save_unwrapped(model, path, use_safetensors)
+
+
+def create_lm_training_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
+                               **overrides: Any) -> pl.LightningModule:
+    """``AudioLanguageModelTrainingWrapper`` from ``model_config["training"]`` (SPEC 2.6): ``learning_rate``
+    or ``optimizer_configs`` (group ``lm``; wins with a warning when both are set), ``use_ema`` (false),
+    ``pre_encoded`` (false), ``cfg_dropout_prob`` (0.1). ``overrides`` go to the wrapper."""
+    from .diffusion_factory import _bool, _learning_rate, _number, _optimizer_configs
+
+    warn_unknown_keys(training, LM_TRAINING_KEYS, "training")
+    lr = _learning_rate(training, required=False)
+    optimizer_configs = _optimizer_configs(training, ("lm",))
+    if lr is None and optimizer_configs is None:
+        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given",
+                          "e.g. \"learning_rate\": 1e-4")
+    if lr is not None and optimizer_configs is not None:
+        warnings.warn("both training.learning_rate and training.optimizer_configs are set; optimizer_configs wins",
+                      ConfigWarning, stacklevel=2)
+    params: Dict[str, Any] = dict(
+        lr=lr,
+        use_ema=_bool(training, "use_ema", False),
+        optimizer_configs=optimizer_configs,
+        pre_encoded=_bool(training, "pre_encoded", False),
+        cfg_dropout_prob=_number(training, "cfg_dropout_prob", 0.1, high=1.0),
+    )
+    params.update(overrides)
+    return AudioLanguageModelTrainingWrapper(model, **params)
