@@ -105,8 +105,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning_fabric",
+                 "stable_audio_tools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     variants = [("pre-encoded tokens, fp32", True, "32-true"),
                 ("pre-encoded tokens, bf16-mixed", True, "bf16-mixed"),

@@ -120,11 +120,15 @@ def _finish(model: nn.Module, sampled: torch.Tensor, return_latents: bool, decod
                           overlap=decode_overlap)
 
 
-def _conditioning(model: nn.Module, conditioning, conditioning_tensors, device) -> Dict[str, Any]:
+def _conditioning(model: nn.Module, conditioning, conditioning_tensors, device,
+                  batch_size: Optional[int] = None) -> Dict[str, Any]:
     if conditioning_tensors is None:
         if conditioning is None:
             raise ValueError("pass conditioning (a list of per-item metadata dicts, e.g. [{'prompt': ..., "
                              "'seconds_total': 30}]) or precomputed conditioning_tensors")
+        if batch_size is not None and len(conditioning) != batch_size:
+            raise ValueError(f"got {len(conditioning)} conditioning dict(s) for batch_size={batch_size}: pass one "
+                             f"dict per output, e.g. conditioning=[{{...}}] * {batch_size}")
         conditioning_tensors = model.conditioner(conditioning, device)
     return dict(conditioning_tensors)
 
@@ -190,11 +194,11 @@ def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float
     _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
     _disable_reduced_precision()
 
-    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device)
+    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device, batch_size)
     conditioning_inputs = model.get_conditioning_inputs(cond_tensors)
     negative_inputs: Dict[str, Any] = {}
     if negative_conditioning is not None or negative_conditioning_tensors is not None:
-        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device)
+        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device, batch_size)
         negative_inputs = model.get_conditioning_inputs(negative, negative=True)
 
     init = None
@@ -247,10 +251,10 @@ def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scal
     _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
     _disable_reduced_precision()
 
-    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device)
+    cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device, batch_size)
     negative = None
     if negative_conditioning is not None or negative_conditioning_tensors is not None:
-        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device)
+        negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device, batch_size)
 
     init = None
     if init_audio is not None:

@@ -32,9 +32,10 @@ Other choices:
   ``torch.compile`` (falling back to eager on errors), as upstream's ``utils.compile`` does.
 * Incremental decoding (extension, used by the audio LM): self-attention accepts an optional
   ``kv_cache`` dict. The keys/values of the new tokens (after qk-norm and rotary, which then need
-  frequencies for the absolute positions, i.e. for ``cached + new`` positions) are appended to
-  ``kv_cache["k"]`` / ``kv_cache["v"]`` and the queries attend over all of them; causal masking is
-  aligned to the last key. Without a cache nothing changes.
+  frequencies for the absolute positions, i.e. for ``cached + new`` positions) are written after
+  the cached ones (``kv_cache["k"]`` / ``["v"]`` are buffers that grow by doubling, ``["length"]``
+  counts the valid positions) and the queries attend over all of them; causal masking is aligned
+  to the last key. Inference only (the buffers are written in place). Without a cache nothing changes.
 """
 from __future__ import annotations
 
@@ -334,6 +335,28 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = Fal
 # attention module
 
 
+def _append_to_cache(cache: Dict[str, Any], k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Write new keys/values ``[..., n, d]`` after the cached ones and return views of all of them.
+
+    ``cache`` holds buffers ``k`` / ``v`` whose sequence capacity doubles when full (amortised
+    linear copying) and the number of valid positions ``length``.
+    """
+    past = cache.get("length", 0)
+    needed = past + k.shape[-2]
+    if "k" not in cache or cache["k"].shape[-2] < needed:
+        capacity = max(needed, 2 * cache["k"].shape[-2]) if "k" in cache else needed
+        for name, new in (("k", k), ("v", v)):
+            buffer = new.new_empty(*new.shape[:-2], capacity, new.shape[-1])
+            if past:
+                buffer[..., :past, :] = cache[name][..., :past, :]
+            cache[name] = buffer
+    cache["k"][..., past:needed, :] = k
+    cache["v"][..., past:needed, :] = v
+    cache["length"] = needed
+    return cache["k"][..., :needed, :], cache["v"][..., :needed, :]
+
+
+
 def _check_heads(dim: int, dim_kv: int, dim_heads: int, heads: int, kv_heads: int, qk_norm: str) -> None:
     """Reject head layouts that upstream accepts at construction but cannot run."""
     where = f"(dim {dim}, context dim {dim_kv}, dim_heads {dim_heads})"
@@ -442,7 +465,7 @@ class Attention(nn.Module):
                 causal: Optional[bool] = None, flex_attention_block_mask: Any = None,
                 flex_attention_score_mod: Optional[Callable] = None,
                 flash_attn_sliding_window: Window = None,
-                kv_cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                kv_cache: Optional[Dict[str, Any]] = None) -> torch.Tensor:
         """``x`` ``[b, n, dim]`` (and ``context`` ``[b, m, dim_context]`` for cross-attention) → ``[b, n, dim]``.
 
         ``kv_cache`` (self-attention only): a dict holding the keys/values of the previous tokens
@@ -474,11 +497,8 @@ class Attention(nn.Module):
 
         causal = self.causal if causal is None else causal
         if kv_cache is not None:
-            past = kv_cache["k"].shape[-2] if "k" in kv_cache else 0
-            if past:
-                k = torch.cat((kv_cache["k"], k), dim=-2)
-                v = torch.cat((kv_cache["v"], v), dim=-2)
-            kv_cache["k"], kv_cache["v"] = k, v
+            past = kv_cache.get("length", 0)
+            k, v = _append_to_cache(kv_cache, k, v)
             if past and causal and q.shape[-2] > 1 and _normalize_window(flash_attn_sliding_window) is None:
                 # queries are the last positions: a (-1, 0) window is causal masking aligned to the last key
                 flash_attn_sliding_window = (-1, 0)

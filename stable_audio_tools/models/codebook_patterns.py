@@ -151,7 +151,7 @@ class Pattern:
 
     def _build_pattern_sequence_scatter_indexes(self, timesteps: int, n_q: int, keep_only_valid_steps: bool,
                                                 device: Device = "cpu") -> Tuple[torch.Tensor, torch.Tensor]:
-        """Gather indexes ``[K, S]`` into the flattened codes (``n_q * timesteps`` = special token) and validity mask."""
+        """Gather indexes ``[K, S]`` into the flattened codes (``n_q * timesteps`` = special token), and mask."""
         self._check_n_q(n_q)
         if timesteps > self.timesteps:
             raise ValueError(f"cannot build a sequence of {timesteps} timesteps from a pattern of {self.timesteps}")
@@ -368,7 +368,7 @@ class CoarseFirstPattern(CodebooksPatternProvider):
 
 
 class MusicLMPattern(CodebooksPatternProvider):
-    """Full flattening grouped by codebooks: every timestep of codebooks ``0..g-1`` (interleaved), then the next group."""
+    """Full flattening by codebook groups: all timesteps of codebooks ``0..g-1`` (interleaved), then the next group."""
 
     def __init__(self, n_q: int, group_by: int = 2) -> None:
         super().__init__(n_q)

@@ -94,6 +94,8 @@ class UNet1DCondWrapper(ConditionedDiffusionModel):
                 prepend_cond=None, prepend_cond_mask=None, cfg_scale=1.0, cfg_dropout_prob=0.0, batch_cfg=False,
                 rescale_cfg=False, negative_cross_attn_cond=None, negative_cross_attn_mask=None,
                 negative_global_cond=None, negative_input_concat_cond=None, **kwargs):
+        for unused in ("cfg_interval", "scale_phi"):  # no CFG in this backbone
+            kwargs.pop(unused, None)
         return self.model(x, t, features=global_cond,
                           channels_list=_resize_input_concat(input_concat_cond, x.shape[2]), **kwargs)
 

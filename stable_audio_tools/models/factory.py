@@ -60,6 +60,12 @@ def _build_diffusion_autoencoder(config: Mapping) -> nn.Module:
     return create_diffAE_from_config(config)
 
 
+def _build_lm(config: Mapping) -> nn.Module:
+    from .lm import create_audio_lm_from_config
+
+    return create_audio_lm_from_config(config)
+
+
 # model_type -> builder. Later model families register here.
 MODEL_TYPES: Dict[str, Callable[[Mapping], nn.Module]] = {
     "autoencoder": _build_autoencoder,
@@ -67,6 +73,7 @@ MODEL_TYPES: Dict[str, Callable[[Mapping], nn.Module]] = {
     "diffusion_cond": _build_diffusion_cond,
     "diffusion_cond_inpaint": _build_diffusion_cond,
     "diffusion_autoencoder": _build_diffusion_autoencoder,
+    "lm": _build_lm,
 }
 
 

@@ -17,7 +17,11 @@ Fixes over upstream (whose LM path crashes at HEAD, SPEC 9.3 #4): the padding ``
 masks; with causal attention trailing padding cannot influence earlier positions and the training
 loss masks it out); a missing cross-attention projection is an ``Identity`` that is never indexed;
 ``global_cond`` reaches the ContinuousTransformer, so a config with ``global_cond_dim`` gets adaLN
-global conditioning (upstream drops it); x-transformers' ``use_abs_pos_emb`` goes to the wrapper
+global conditioning (upstream drops it); cross-attention is not causal: every position sees the
+whole conditioning sequence (upstream's causal blocks also mask the context causally, so position
+``i`` saw only the first ``i + 1`` conditioning tokens with torch's SDPA and, with flash-attn's
+bottom-right alignment, early positions saw none; with a single conditioning token, as in the
+golden test, all agree); x-transformers' ``use_abs_pos_emb`` goes to the wrapper
 (current x-transformers rejects it on the ``Decoder``; with ``max_seq_len=0`` there is no absolute
 position embedding either way).
 """
@@ -41,13 +45,12 @@ class KVCache:
     """Self-attention keys/values of every layer for the positions processed so far."""
 
     def __init__(self, num_layers: int) -> None:
-        self.layers: List[Dict[str, torch.Tensor]] = [{} for _ in range(num_layers)]
+        self.layers: List[Dict[str, Any]] = [{} for _ in range(num_layers)]
 
     @property
     def length(self) -> int:
         """Cached positions (prepend and memory tokens included)."""
-        first = self.layers[0] if self.layers else {}
-        return first["k"].shape[-2] if "k" in first else 0
+        return self.layers[0].get("length", 0) if self.layers else 0
 
     def reset(self) -> None:
         for layer in self.layers:
@@ -131,7 +134,7 @@ class ContinuousTransformerAudioLMBackbone(AudioLMBackbone):
         if cross_attn_cond is not None:
             cross_attn_cond = self.to_cross_attn_embed(cross_attn_cond.to(x.dtype))
         out = self.model(x, prepend_embeds=prepend_cond, global_cond=global_cond, context=cross_attn_cond,
-                         kv_cache=None if kv_cache is None else kv_cache.layers)
+                         cross_attn_causal=False, kv_cache=None if kv_cache is None else kv_cache.layers)
         return out[:, prepend_length:, :]
 
 

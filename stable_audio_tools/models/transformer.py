@@ -19,7 +19,10 @@ Differences from upstream (none changes keys or numerics of working configuratio
 * extension for incremental decoding: ``ContinuousTransformer.forward(..., kv_cache=[{} per layer])``
   and ``TransformerBlock.forward(..., kv_cache={})`` keep each layer's self-attention keys/values
   so a causal model can be fed one new step at a time (positions continue after the cached ones;
-  memory tokens are only inserted on the first call). ``kv_cache=None`` is the unchanged default.
+  memory tokens are only inserted on the first call). ``kv_cache=None`` is the unchanged default;
+* ``TransformerBlock.forward(..., cross_attn_causal=False)`` (also accepted by ``ContinuousTransformer``,
+  which forwards it to the blocks) makes the cross-attention of a causal block non-causal; the default
+  ``None`` keeps upstream's behaviour (a causal block masks its context causally too).
 """
 from __future__ import annotations
 
@@ -300,10 +303,10 @@ class TransformerBlock(nn.Module):
         self.rope = RotaryEmbedding(self.dim_heads // 2) if add_rope else None
 
     def _cross_and_conformer(self, x: torch.Tensor, context: Optional[torch.Tensor], block_mask: Any,
-                             score_mod: Any, sliding_window: Any) -> torch.Tensor:
+                             score_mod: Any, sliding_window: Any, causal: Optional[bool]) -> torch.Tensor:
         if context is not None and self.cross_attend:
             x = x + self.cross_attn_scale(self.cross_attn(
-                self.cross_attend_norm(x), context=context, flex_attention_block_mask=block_mask,
+                self.cross_attend_norm(x), context=context, causal=causal, flex_attention_block_mask=block_mask,
                 flex_attention_score_mod=score_mod, flash_attn_sliding_window=sliding_window))
         if self.conformer is not None:
             x = x + self.conformer_scale(self.conformer(x))
@@ -317,20 +320,24 @@ class TransformerBlock(nn.Module):
                 cross_attention_block_mask: Any = None, cross_attention_score_mod: Any = None,
                 self_attention_flash_sliding_window: Any = None,
                 cross_attention_flash_sliding_window: Any = None,
-                kv_cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                kv_cache: Optional[Dict[str, Any]] = None,
+                cross_attn_causal: Optional[bool] = None) -> torch.Tensor:
         """``x`` ``[b, n, dim]`` → ``[b, n, dim]``; ``context`` ``[b, m, dim_context]`` for cross-attention.
 
         ``kv_cache``: optional dict of this block's cached self-attention keys/values (updated in place).
+        ``cross_attn_causal``: overrides the block's ``causal`` flag for cross-attention only (``None``:
+        as built, upstream's behaviour, where a causal block also masks the context causally).
         """
         if rotary_pos_emb is None and self.add_rope:
-            past = kv_cache["k"].shape[-2] if kv_cache is not None and "k" in kv_cache else 0
+            past = kv_cache.get("length", 0) if kv_cache is not None else 0
             rotary_pos_emb = self.rope.forward_from_seq_len(past + x.shape[-2])
         self_kwargs = dict(rotary_pos_emb=rotary_pos_emb, flex_attention_block_mask=self_attention_block_mask,
                            flex_attention_score_mod=self_attention_score_mod,
                            flash_attn_sliding_window=self_attention_flash_sliding_window)
         if kv_cache is not None:
             self_kwargs["kv_cache"] = kv_cache
-        cross_args = (cross_attention_block_mask, cross_attention_score_mod, cross_attention_flash_sliding_window)
+        cross_args = (cross_attention_block_mask, cross_attention_score_mod, cross_attention_flash_sliding_window,
+                      cross_attn_causal)
 
         if self.global_cond_dim is not None and self.global_cond_dim > 0 and global_cond is not None:
             scale_self, shift_self, gate_self, scale_ff, shift_ff, gate_ff = (
@@ -407,7 +414,7 @@ class ContinuousTransformer(nn.Module):
     def forward(self, x: torch.Tensor, prepend_embeds: Optional[torch.Tensor] = None,
                 global_cond: Optional[torch.Tensor] = None, return_info: bool = False,
                 use_checkpointing: bool = True, exit_layer_ix: Optional[int] = None,
-                kv_cache: Optional[List[Dict[str, torch.Tensor]]] = None, **kwargs: Any):
+                kv_cache: Optional[List[Dict[str, Any]]] = None, **kwargs: Any):
         """``x`` ``[b, n, dim_in]`` → ``[b, n + prepend, dim_out]`` (``(x, info)`` if ``return_info``).
 
         ``kwargs`` (e.g. ``context``) go to every block. ``exit_layer_ix`` returns the hidden states
@@ -421,7 +428,7 @@ class ContinuousTransformer(nn.Module):
             if len(kv_cache) != len(self.layers):
                 raise ValueError(f"kv_cache has {len(kv_cache)} entries but the transformer has "
                                  f"{len(self.layers)} layers; pass one dict per layer")
-            past = kv_cache[0]["k"].shape[-2] if "k" in kv_cache[0] else 0
+            past = kv_cache[0].get("length", 0)
         x = x.to(next(self.parameters()).dtype)
         info: Dict[str, Any] = {"hidden_states": []}
         x = self.project_in(x)

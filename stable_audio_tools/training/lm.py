@@ -7,8 +7,8 @@ Differences from upstream (checkpoint keys and numerics unchanged):
 
 * the pretransform is kept in eval mode while tokenizing (Lightning switches the whole module to train mode,
   which made an ``rvq`` pretransform update its codebooks and a ``dac_rvq`` one apply quantizer dropout);
-* tokens are brought to ``[batch, codebooks, frames]`` whatever the bottleneck's own layout (``rvq`` and
-  ``dithered_fsq`` give ``[batch, frames, codebooks]``), for tokenized audio and pre-encoded tokens alike;
+* pre-encoded tokens are brought to ``[batch, codebooks, frames]`` whatever the bottleneck's own layout
+  (``rvq`` and ``dithered_fsq`` store ``[frames, codebooks]``);
 * items without a ``padding_mask`` count as all real (upstream raised a KeyError), and pre-encoded masks
   (1-element lists) are accepted;
 * ``training.cfg_dropout_prob`` sets the classifier-free-guidance dropout (upstream hard-coded 0.1, the
@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.bottleneck import DitheredFSQBottleneck, RVQBottleneck
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
 from .diffusion import padding_masks_from_metadata, split_batch
 from .ema import EMA
@@ -45,9 +44,6 @@ __all__ = [
 ]
 
 LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo")
-
-# Bottlenecks whose token tensor is ``[batch, frames, codebooks]`` (vector-quantize-pytorch's layout).
-_FRAMES_FIRST_BOTTLENECKS = (RVQBottleneck, DitheredFSQBottleneck)
 
 
 def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
@@ -87,11 +83,16 @@ def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     return total / counted, per_codebook
 
 
-def tokens_to_codes(tokens: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Tokens of ``model.pretransform`` (its bottleneck's own layout) as long codes ``[B, Q, T]``.
+def tokens_to_codes(tokens: torch.Tensor, model: nn.Module, pre_encoded: bool = False) -> torch.Tensor:
+    """Long codes ``[B, Q, T]`` for ``model`` (an ``AudioLanguageModelWrapper``).
 
-    ``rvq`` / ``rvq_vae`` / ``dithered_fsq`` bottlenecks store ``[B, T, Q]``; other discrete pretransforms
-    ``[B, Q, T]``. Raises a ValueError if the codebook count does not match ``model.num_quantizers``.
+    ``pre_encoded`` tokens (``pre_encode.py --is-discrete``) may be in the bottleneck's own layout, which is
+    ``[B, T, Q]`` for ``rvq`` / ``rvq_vae`` / ``dithered_fsq``: unless axis 1 already holds the codebooks they
+    go through the pretransform's ``tokens_to_codes`` when it has one. Tokens from ``pretransform.tokenize``
+    are already ``[B, Q, T]``.
+
+    Raises:
+        ValueError: floating-point tokens, or no axis of ``model.num_quantizers`` codebooks.
     """
     if tokens.is_floating_point():
         raise ValueError("the LM trains on integer token codes, got a floating-point tensor; pre-encode the "
@@ -99,16 +100,12 @@ def tokens_to_codes(tokens: torch.Tensor, model: nn.Module) -> torch.Tensor:
                          "tokenize audio on the fly)")
     if tokens.ndim != 3:
         raise ValueError(f"expected tokens [batch, codebooks, frames], got shape {tuple(tokens.shape)}")
-    num_quantizers = model.num_quantizers
-    bottleneck = getattr(getattr(model.pretransform, "model", None), "bottleneck", None)
-    frames_first = isinstance(bottleneck, _FRAMES_FIRST_BOTTLENECKS)
-    if frames_first and tokens.shape[2] == num_quantizers:
-        tokens = tokens.transpose(1, 2)
-    elif tokens.shape[1] != num_quantizers and tokens.shape[2] == num_quantizers:
-        tokens = tokens.transpose(1, 2)
-    if tokens.shape[1] != num_quantizers:
-        raise ValueError(f"tokens of shape {tuple(tokens.shape)} have no axis of {num_quantizers} codebooks (the "
-                         f"model's num_quantizers); were they encoded with this model's pretransform?")
+    convert = getattr(model.pretransform, "tokens_to_codes", None)
+    if pre_encoded and convert is not None and tokens.shape[1] != model.num_quantizers:
+        tokens = convert(tokens)
+    if tokens.shape[1] != model.num_quantizers:
+        raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not have the model's {model.num_quantizers} "
+                         f"codebooks on axis 1; were they encoded with this model's pretransform?")
     return tokens.long().contiguous()
 
 
@@ -168,7 +165,7 @@ class AudioLanguageModelTrainingWrapper(pl.LightningModule):
     def codes_from_batch(self, reals: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, Q, T]`` of a batch: the pre-encoded tokens, or the frozen pretransform's tokens."""
         if self.pre_encoded:
-            return tokens_to_codes(reals, self.model)
+            return tokens_to_codes(reals, self.model, pre_encoded=True)
         pretransform = self.model.pretransform
         pretransform.eval()
         with torch.no_grad():

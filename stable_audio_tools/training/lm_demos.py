@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
-import torch
 
 from ..interface.aeiou import audio_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys

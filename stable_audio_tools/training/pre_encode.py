@@ -1,7 +1,7 @@
 """Pre-encoding an audio dataset into autoencoder latents: the LightningModule behind ``pre_encode.py``.
 
 Output layout (upstream's, SPEC 1.4): ``<output>/details.json`` and, per process (global rank ``r``),
-``<output>/<r>/<id>.npy`` (latents ``[C, L]`` or tokens ``[n_q, L]``) with ``<id>.json`` (the item's
+``<output>/<r>/<id>.npy`` (latents ``[C, L]`` or tokens ``[n_q, L]``, codebook-major for every bottleneck) with ``<id>.json`` (the item's
 metadata, ``padding_mask`` resized to ``L`` frames). ``id = f"{r:03d}{batch:06d}{item:04d}"``.
 
 Differences from upstream, all deliberate:
@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from ..models.bottleneck import VAEBottleneck
+from ..models.bottleneck import DitheredFSQBottleneck, RVQBottleneck, RVQVAEBottleneck, VAEBottleneck
 
 __all__ = [
     "PreEncodeSampler",
@@ -116,11 +116,15 @@ def encode_latents(model: nn.Module, audio: torch.Tensor, is_discrete: bool = Fa
 
     Continuous: ``model.encode(audio)`` (a VAE *samples*), or with ``vae_mean`` the posterior mean (the
     first half of the encoder's channels, before the bottleneck). Discrete: the bottleneck's token
-    tensor ``info[model.bottleneck.tokens_id]`` in the bottleneck's own layout (e.g. ``[B, Q, L]``).
+    tensor ``info[model.bottleneck.tokens_id]``, always stored codebook-major ``[B, Q, L]`` (rvq and
+    dithered_fsq bottlenecks report ``[B, L, Q]``; upstream stored that as is, so latent crops cut codebooks).
     """
     if is_discrete:
         latents, info = model.encode(audio, return_info=True)
-        return info[model.bottleneck.tokens_id], latents.shape[-1]
+        tokens = info[model.bottleneck.tokens_id]
+        if isinstance(model.bottleneck, (RVQBottleneck, RVQVAEBottleneck, DitheredFSQBottleneck)):
+            tokens = tokens.transpose(1, 2)
+        return tokens, latents.shape[-1]
     if vae_mean:
         latents = model.encode(audio, skip_bottleneck=True).chunk(2, dim=1)[0]
     else:

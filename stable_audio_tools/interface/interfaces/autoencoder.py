@@ -80,7 +80,7 @@ class AutoencoderInterface:
                                            visible=self.is_diffusion, elem_id="decoder-steps")
         c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False, elem_id="output-audio")
         c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                             elem_id="output-spectrogram")
+                                             object_fit="contain", elem_id="output-spectrogram")
         c["process"].click(fn=self.process, inputs=[c["input_audio"], c["n_quantizers"], c["latent_noise"],
                                                     c["decoder_steps"]],
                            outputs=[c["output_audio"], c["output_spectrogram"]], api_name="process")

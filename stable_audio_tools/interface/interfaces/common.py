@@ -30,10 +30,10 @@ from ...inference.utils import decode_latents
 from ..aeiou import audio_spectrogram_image
 
 __all__ = [
-    "GRADIO_MAJOR", "UI_JS", "new_blocks", "launch_style_kwargs", "report_errors", "AudioValue", "load_audio_value",
-    "prepare_input_audio", "model_dtype", "parse_seed", "condense_prompt", "output_basename", "FILE_FORMATS",
-    "FILE_NAMING", "OutputWriter", "spectrogram", "SamplingMonitor", "seconds_slider_settings",
-    "required_sample_size",
+    "GRADIO_MAJOR", "UI_JS", "new_blocks", "launch_style_kwargs", "copy_event_kwargs", "report_errors", "AudioValue",
+    "load_audio_value", "prepare_input_audio", "model_dtype", "parse_seed", "required_sample_size",
+    "seconds_slider_settings", "condense_prompt", "output_basename", "FILE_FORMATS", "FILE_NAMING", "OutputWriter",
+    "spectrogram", "SamplingMonitor",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,35 @@ GRADIO_MAJOR = int(gr.__version__.split(".")[0])
 AudioValue = Union[None, str, os.PathLike, Tuple[int, np.ndarray]]
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Client-side behaviour of the "Autoplay", "Infinite Radio" and "Auto Download" checkboxes (elem_ids below) and
-# media-key handlers. Elements are looked up on use, so the script is harmless on pages without them.
+# Client-side behaviour of the "Autoplay", "Infinite Radio" and "Auto Download" checkboxes and media-key handlers.
+# Gradio's audio player keeps its playing <audio> element inside a shadow root, so the script looks for it there
+# (every 250 ms, scoped to the output component) and listens to its events. Elements are looked up on use, so the
+# script is harmless on pages without these controls.
 UI_JS = """
 () => {
   const checked = (id) => !!document.querySelector(`#${id} input[type="checkbox"]`)?.checked;
   const generateButton = () => document.querySelector('#generate-button');
-  const player = () => document.querySelector('#output-audio audio');
+  const downloadLink = () => document.querySelector('#output-audio [data-testid="download-link"]');
+  const findMedia = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'AUDIO' && el.src) return el;
+      const inner = el.shadowRoot && findMedia(el.shadowRoot);
+      if (inner) return inner;
+    }
+    return null;
+  };
+  const player = () => {
+    const output = document.querySelector('#output-audio');
+    return output ? findMedia(output) : null;
+  };
   let playNext = false;
-  let watched = null;
-  const download = (src) => {
-    if (!src) return;
+  const watched = new WeakSet();
+  const download = () => {
+    const source = downloadLink();
+    if (!source?.href) return;
     const link = document.createElement('a');
-    link.href = src;
-    link.download = decodeURIComponent(src.split('?')[0].split('/').pop() || 'output.wav');
+    link.href = source.href;
+    link.download = source.getAttribute('download') || 'output.wav';
     document.body.appendChild(link);
     link.click();
     link.remove();
@@ -64,7 +79,7 @@ UI_JS = """
   const onLoaded = (event) => {
     const audio = event.target;
     audio.dataset.radioQueued = '';
-    if (checked('automatic-download')) download(audio.currentSrc || audio.src);
+    if (checked('automatic-download')) download();
     if (checked('autoplay') || playNext) {
       playNext = false;
       audio.play().catch(() => {});
@@ -79,15 +94,14 @@ UI_JS = """
       generateButton()?.click();
     }
   };
-  const attach = () => {
+  setInterval(() => {
     const audio = player();
-    if (!audio || audio === watched) return;
-    watched = audio;
+    if (!audio || watched.has(audio)) return;
+    watched.add(audio);
     audio.addEventListener('loadedmetadata', onLoaded);
     audio.addEventListener('timeupdate', onTimeUpdate);
-  };
-  new MutationObserver(attach).observe(document.body, {childList: true, subtree: true});
-  attach();
+    if (audio.readyState >= 1) onLoaded({target: audio});
+  }, 250);
   if ('mediaSession' in navigator) {
     navigator.mediaSession.setActionHandler('nexttrack', () => generateButton()?.click());
     navigator.mediaSession.setActionHandler('play', () => player()?.play());
@@ -110,6 +124,13 @@ def new_blocks(title: str = "") -> gr.Blocks:
 def launch_style_kwargs() -> dict:
     """Theme and script keywords for ``Blocks.launch`` (empty before Gradio 6, where ``new_blocks`` sets them)."""
     return {"theme": _theme(), "js": UI_JS} if GRADIO_MAJOR >= 6 else {}
+
+
+def copy_event_kwargs(source: Any, target: Any) -> dict:
+    """``.click`` keywords that copy ``source`` into ``target`` (e.g. "Send to init audio"): a UI-only event, not
+    an API endpoint."""
+    hidden = {"api_visibility": "private"} if GRADIO_MAJOR >= 6 else {"api_name": False, "show_api": False}
+    return {"fn": lambda audio: audio, "inputs": [source], "outputs": [target], "queue": False, **hidden}
 
 
 def report_errors(fn: F) -> F:
@@ -157,11 +178,15 @@ def load_audio_value(value: AudioValue, what: str = "Audio") -> Optional[Tuple[i
     if isinstance(value, (tuple, list)) and len(value) == 2:
         sample_rate, audio = int(value[0]), _array_to_tensor(np.asarray(value[1]), what)
     elif isinstance(value, (str, os.PathLike)):
+        if not Path(value).is_file():
+            raise gr.Error(f"{what}: file {Path(value).name} not found (upload it again)")
         try:
             audio, sample_rate = load_audio(str(value))
-        except (AudioDecodeError, FileNotFoundError) as e:
-            raise gr.Error(f"{what} could not be read: {Path(value).name} is not an audio file that libsndfile "
-                           f"can decode (use WAV, FLAC, OGG or MP3). Details: {e}") from e
+        except AudioDecodeError as e:
+            name = Path(value).name
+            detail = str(e.__cause__ or e).replace(str(value), name)
+            raise gr.Error(f"{what} could not be read: {name} is not an audio file that libsndfile can decode "
+                           f"(use WAV, FLAC, OGG or MP3). {detail}") from e
     else:
         raise gr.Error(f"{what}: unexpected value of type {type(value).__name__}")
     if audio.shape[-1] == 0:

@@ -21,9 +21,9 @@ from torch import nn
 
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
 from ...inference.sampling import RF_SAMPLER_TYPES
-from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, model_dtype, new_blocks,
-                     output_basename, parse_seed, prepare_input_audio, report_errors, required_sample_size,
-                     seconds_slider_settings, spectrogram)
+from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs,
+                     model_dtype, new_blocks, output_basename, parse_seed, prepare_input_audio, report_errors,
+                     required_sample_size, seconds_slider_settings, spectrogram)
 
 __all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS"]
 
@@ -229,13 +229,12 @@ class DiffusionCondInterface:
                 c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                              elem_id="output-audio")
                 c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     elem_id="output-spectrogram")
+                                                     object_fit="contain", elem_id="output-spectrogram")
                 c["send_to_init"] = gr.Button("Send to init audio", scale=1, elem_id="send-to-init")
-                c["send_to_init"].click(fn=lambda audio: audio, inputs=[c["output_audio"]], outputs=[c["init_audio"]])
+                c["send_to_init"].click(**copy_event_kwargs(c["output_audio"], c["init_audio"]))
                 if self.inpainting:
                     c["send_to_inpaint"] = gr.Button("Send to inpaint audio", scale=1, elem_id="send-to-inpaint")
-                    c["send_to_inpaint"].click(fn=lambda audio: audio, inputs=[c["output_audio"]],
-                                               outputs=[c["inpaint_audio"]])
+                    c["send_to_inpaint"].click(**copy_event_kwargs(c["output_audio"], c["inpaint_audio"]))
         inputs = [c[k] for k in ("prompt", "negative_prompt", "seconds_start", "seconds_total", "cfg_scale", "steps",
                                  "preview_every", "seed", "sampler_type", "sigma_min", "sigma_max", "rho",
                                  "cfg_interval_min", "cfg_interval_max", "cfg_rescale", "file_format", "file_naming",

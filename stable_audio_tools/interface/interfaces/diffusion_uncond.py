@@ -13,8 +13,8 @@ import gradio as gr
 from torch import nn
 
 from ...inference.generation import generate_diffusion_uncond
-from .common import (AudioValue, OutputWriter, SamplingMonitor, model_dtype, new_blocks, parse_seed,
-                     prepare_input_audio, report_errors, required_sample_size, spectrogram)
+from .common import (AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs, model_dtype, new_blocks,
+                     parse_seed, prepare_input_audio, report_errors, required_sample_size, spectrogram)
 
 __all__ = ["DiffusionUncondInterface", "create_diffusion_uncond_ui", "UNCOND_SAMPLERS"]
 
@@ -78,9 +78,9 @@ class DiffusionUncondInterface:
                 c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                              elem_id="output-audio")
                 c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     elem_id="output-spectrogram")
+                                                     object_fit="contain", elem_id="output-spectrogram")
                 c["send_to_init"] = gr.Button("Send to init audio", scale=1, elem_id="send-to-init")
-                c["send_to_init"].click(fn=lambda audio: audio, inputs=[c["output_audio"]], outputs=[c["init_audio"]])
+                c["send_to_init"].click(**copy_event_kwargs(c["output_audio"], c["init_audio"]))
         inputs = [c[k] for k in ("steps", "seed", "sampler_type", "sigma_min", "sigma_max", "use_init", "init_audio",
                                  "init_noise_level")]
         c["generate"].click(fn=self.generate, inputs=inputs, outputs=[c["output_audio"], c["output_spectrogram"]],

@@ -7,7 +7,6 @@ the audio is cut to the requested seconds.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -36,7 +35,6 @@ class LMInterface:
         self.has_prompt = any(default_keys.get(cid, cid) == "prompt" for cid in ids)
         self.has_seconds_start = "seconds_start" in ids
         self.has_seconds_total = "seconds_total" in ids
-        self.accepts_callback = "callback" in inspect.signature(model.generate).parameters
         self.writer = writer or OutputWriter()
 
     @property
@@ -60,15 +58,13 @@ class LMInterface:
             raise gr.Error("Temperature, top p and top k must not be negative")
         samples = int(round(seconds_total * self.sample_rate))
         tokens = math.ceil(samples / self.ratio)
-        torch.manual_seed(parse_seed(seed))
         kwargs: Dict[str, Any] = dict(batch_size=1, max_gen_len=tokens, temp=float(temperature), top_p=float(top_p),
-                                      top_k=int(top_k), use_cache=True)
+                                      top_k=int(top_k), use_cache=True, seed=parse_seed(seed))
         if self.conditioned:
             kwargs.update(conditioning=[{"prompt": prompt or "", "seconds_start": seconds_start,
                                          "seconds_total": seconds_total}], cfg_scale=float(cfg_scale))
-        if self.accepts_callback and progress is not None:
-            kwargs["callback"] = lambda step, total, *_: progress((min(int(step), int(total)), int(total)),
-                                                                  desc="Generating tokens")
+        if progress is not None:
+            kwargs["callback"] = lambda step, total: progress((int(step), int(total)), desc="Generating tokens")
         with torch.no_grad():
             audio = self.model.generate_audio(**kwargs)
         audio = audio[..., :samples].float()
@@ -105,7 +101,7 @@ class LMInterface:
                 c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
                                              elem_id="output-audio")
                 c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     elem_id="output-spectrogram")
+                                                     object_fit="contain", elem_id="output-spectrogram")
         inputs = [c[k] for k in ("temperature", "top_p", "top_k", "prompt", "seconds_start", "seconds_total",
                                  "cfg_scale", "seed")]
         c["generate"].click(fn=self.generate, inputs=inputs, outputs=[c["output_audio"], c["output_spectrogram"]],
