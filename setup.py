@@ -38,6 +38,7 @@ setup(
         "clap": ["laion-clap>=1.1.4"],
         "phoneme": ["g2p_en>=2.1"],
         "s3": ["awscli>=1.29"],
+        "lm": ["x-transformers>=1.27"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4", "moto[server]>=5", "boto3>=1.28",
                 "awscli>=1.29"],
     },
