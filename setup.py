@@ -39,7 +39,8 @@ setup(
         "phoneme": ["g2p_en>=2.1"],
         "s3": ["awscli>=1.29"],
         "lm": ["x-transformers>=1.27"],
+        "gradio": ["gradio>=5.0"],
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4", "moto[server]>=5", "boto3>=1.28",
-                "awscli>=1.29"],
+                "awscli>=1.29", "gradio>=5.0", "playwright>=1.40"],
     },
 )

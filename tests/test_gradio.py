@@ -278,6 +278,11 @@ def test_create_ui_needs_exactly_one_model_source(tmp_path):
 
 def test_select_device():
     assert demo.select_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a torch device"):
+        demo.select_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            demo.select_device("cuda")
     expected = "cuda" if torch.cuda.is_available() else (
         "mps" if torch.backends.mps.is_available() else "cpu")
     assert demo.select_device().type == expected

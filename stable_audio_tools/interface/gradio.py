@@ -44,15 +44,22 @@ class CheckpointMismatchError(ValueError):
 
 
 def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else Apple MPS when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    """``device`` if given (checked to exist), else CUDA when available, else Apple MPS when available, else CPU."""
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    mps_available = mps is not None and mps.is_available()
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cuda, cuda:1, mps, cpu): {e}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if chosen.type == "mps" and not mps_available:
+        raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
+    return chosen
 
 
 def _listing(keys: Sequence[str]) -> str:

@@ -6,6 +6,7 @@ shows a message in the browser (``gr.Error``) while the server keeps serving.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import math
@@ -51,7 +52,7 @@ UI_JS = """
 () => {
   const checked = (id) => !!document.querySelector(`#${id} input[type="checkbox"]`)?.checked;
   const generateButton = () => document.querySelector('#generate-button');
-  const downloadLink = () => document.querySelector('#output-audio [data-testid="download-link"]');
+  const downloadLink = () => document.querySelector('#output-audio a.download-link');
   const findMedia = (root) => {
     for (const el of root.querySelectorAll('*')) {
       if (el.tagName === 'AUDIO' && el.src) return el;
@@ -289,10 +290,14 @@ _FFMPEG_ARGS = {
 
 class OutputWriter:
     """Writes result files into a private temporary directory, one sub-directory per request (so concurrent
-    users never overwrite each other), and deletes each after ``keep_seconds`` (Gradio serves its own copy)."""
+    users never overwrite each other), and deletes each after ``keep_seconds`` (Gradio serves its own copy).
+    A temporary ``root`` created here is removed when the process exits."""
 
     def __init__(self, root: Optional[Union[str, os.PathLike]] = None, keep_seconds: float = 30.0) -> None:
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="stable_audio_tools_gradio_"))
+        if root is None:
+            root = tempfile.mkdtemp(prefix="stable_audio_tools_gradio_")
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_seconds = keep_seconds
 
