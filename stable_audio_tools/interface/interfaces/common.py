@@ -31,7 +31,7 @@ from ...inference.utils import decode_latents
 from ..aeiou import audio_spectrogram_image
 
 __all__ = [
-    "GRADIO_MAJOR", "UI_JS", "new_blocks", "launch_style_kwargs", "copy_event_kwargs", "report_errors", "AudioValue",
+    "GRADIO_MAJOR", "UI_JS", "new_blocks", "single_tab_ui", "launch_style_kwargs", "copy_event_kwargs", "report_errors", "AudioValue",
     "load_audio_value", "prepare_input_audio", "model_dtype", "parse_seed", "required_sample_size",
     "seconds_slider_settings", "condense_prompt", "output_basename", "FILE_FORMATS", "FILE_NAMING", "OutputWriter",
     "spectrogram", "SamplingMonitor",
@@ -120,6 +120,16 @@ def new_blocks(title: str = "") -> gr.Blocks:
     """A ``gr.Blocks`` with the demo's theme and script (Gradio 5 takes them here, Gradio 6 in ``launch``)."""
     style = {"theme": _theme(), "js": UI_JS} if GRADIO_MAJOR < 6 else {}
     return gr.Blocks(title=title or "stable-audio-tools", analytics_enabled=False, **style)
+
+
+def single_tab_ui(interface: Any, gradio_title: str = "", tab: str = "Generation") -> gr.Blocks:
+    """An app with an optional title and one tab rendered by ``interface.render()``."""
+    with new_blocks(gradio_title) as ui:
+        if gradio_title:
+            gr.Markdown(f"### {gradio_title}")
+        with gr.Tab(tab):
+            interface.render()
+    return ui
 
 
 def launch_style_kwargs() -> dict:

@@ -22,7 +22,7 @@ from torch import nn
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
 from ...inference.sampling import RF_SAMPLER_TYPES
 from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs,
-                     model_dtype, new_blocks, output_basename, parse_seed, prepare_input_audio, report_errors,
+                     model_dtype, single_tab_ui, output_basename, parse_seed, prepare_input_audio, report_errors,
                      required_sample_size, seconds_slider_settings, spectrogram)
 
 __all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS"]
@@ -248,10 +248,5 @@ def create_diffusion_cond_ui(model: nn.Module, model_config: Dict[str, Any], gra
                              writer: Optional[OutputWriter] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for a ``diffusion_cond`` / ``diffusion_cond_inpaint`` model."""
     interface = DiffusionCondInterface(model, model_config, writer=writer)
-    with new_blocks(gradio_title) as ui:
-        if gradio_title:
-            gr.Markdown(f"### {gradio_title}")
-        with gr.Tab("Generation"):
-            interface.render()
-    return ui
+    return single_tab_ui(interface, gradio_title)
 

@@ -13,7 +13,7 @@ import gradio as gr
 from torch import nn
 
 from ...inference.generation import generate_diffusion_uncond
-from .common import (AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs, model_dtype, new_blocks,
+from .common import (AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs, model_dtype, single_tab_ui,
                      parse_seed, prepare_input_audio, report_errors, required_sample_size, spectrogram)
 
 __all__ = ["DiffusionUncondInterface", "create_diffusion_uncond_ui", "UNCOND_SAMPLERS"]
@@ -92,9 +92,4 @@ def create_diffusion_uncond_ui(model: nn.Module, model_config: Dict[str, Any], g
                                writer: Optional[OutputWriter] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for a ``diffusion_uncond`` model."""
     interface = DiffusionUncondInterface(model, model_config, writer=writer)
-    with new_blocks(gradio_title) as ui:
-        if gradio_title:
-            gr.Markdown(f"### {gradio_title}")
-        with gr.Tab("Generation"):
-            interface.render()
-    return ui
+    return single_tab_ui(interface, gradio_title)

@@ -14,7 +14,7 @@ import gradio as gr
 import torch
 from torch import nn
 
-from .common import (OutputWriter, new_blocks, parse_seed, report_errors, required_sample_size,
+from .common import (OutputWriter, single_tab_ui, parse_seed, report_errors, required_sample_size,
                      seconds_slider_settings, spectrogram)
 
 __all__ = ["LMInterface", "create_lm_ui"]
@@ -113,9 +113,4 @@ def create_lm_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: s
                  writer: Optional[OutputWriter] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for an ``lm`` model."""
     interface = LMInterface(model, model_config, writer=writer)
-    with new_blocks(gradio_title) as ui:
-        if gradio_title:
-            gr.Markdown(f"### {gradio_title}")
-        with gr.Tab("Generation"):
-            interface.render()
-    return ui
+    return single_tab_ui(interface, gradio_title)
