@@ -31,7 +31,8 @@ from ...inference.utils import decode_latents
 from ..aeiou import audio_spectrogram_image
 
 __all__ = [
-    "GRADIO_MAJOR", "UI_JS", "new_blocks", "single_tab_ui", "launch_style_kwargs", "copy_event_kwargs", "report_errors", "AudioValue",
+    "GRADIO_MAJOR", "UI_JS", "new_blocks", "single_tab_ui", "launch_style_kwargs", "copy_event_kwargs",
+    "report_errors", "AudioValue",
     "load_audio_value", "prepare_input_audio", "model_dtype", "parse_seed", "required_sample_size",
     "seconds_slider_settings", "condense_prompt", "output_basename", "FILE_FORMATS", "FILE_NAMING", "OutputWriter",
     "spectrogram", "SamplingMonitor",
