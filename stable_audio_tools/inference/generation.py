@@ -195,25 +195,34 @@ def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float
     _disable_reduced_precision()
 
     cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device, batch_size)
-    conditioning_inputs = model.get_conditioning_inputs(cond_tensors)
-    negative_inputs: Dict[str, Any] = {}
+    negative = None
     if negative_conditioning is not None or negative_conditioning_tensors is not None:
         negative = _conditioning(model, negative_conditioning, negative_conditioning_tensors, device, batch_size)
-        negative_inputs = model.get_conditioning_inputs(negative, negative=True)
-
     init = None
     if init_audio is not None:
         init = _encode_audio(model, init_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
-        sampler_kwargs["sigma_max"] = init_noise_level
+    sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
+                                  sampler_kwargs, device)
+    return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
 
+
+def _sample_conditioned(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], init_noise_level: float,
+                        steps: int, cfg_scale: float, cond_tensors: Mapping[str, Any],
+                        negative: Optional[Mapping[str, Any]], sampler_kwargs: Dict[str, Any],
+                        device: Device) -> torch.Tensor:
+    """Conditioner outputs -> backbone kwargs (batch CFG, negative branch) -> the objective's sampler."""
+    if init is not None:
+        sampler_kwargs["sigma_max"] = init_noise_level
     dtype = _model_dtype(model)
-    model_kwargs = {**_cast(conditioning_inputs, dtype), **_cast(negative_inputs, dtype), "cfg_scale": cfg_scale,
+    model_kwargs = {**_cast(model.get_conditioning_inputs(cond_tensors), dtype), "cfg_scale": cfg_scale,
                     "batch_cfg": True, "rescale_cfg": True}
+    if negative is not None:
+        model_kwargs.update(_cast(model.get_conditioning_inputs(negative, negative=True), dtype))
     sampled = _run_sampler(model, noise.type(dtype), init, steps, sampler_kwargs, model_kwargs, device,
                            dist_shift=getattr(model, "dist_shift", None))
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
-    return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+    return sampled
 
 
 def _resize_mask(mask: torch.Tensor, length: int) -> torch.Tensor:
@@ -274,23 +283,10 @@ def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scal
     else:
         inpaint_input = torch.zeros((batch_size, model.io_channels, sample_size), device=device)
 
-    cond_tensors["inpaint_mask"] = [mask]
-    cond_tensors["inpaint_masked_input"] = [inpaint_input]
-    conditioning_inputs = model.get_conditioning_inputs(cond_tensors)
-    negative_inputs: Dict[str, Any] = {}
-    if negative is not None:
-        negative["inpaint_mask"] = [mask]
-        negative["inpaint_masked_input"] = [inpaint_input]
-        negative_inputs = model.get_conditioning_inputs(negative, negative=True)
-
-    if init is not None:
-        sampler_kwargs["sigma_max"] = init_noise_level
-
-    dtype = _model_dtype(model)
-    model_kwargs = {**_cast(conditioning_inputs, dtype), **_cast(negative_inputs, dtype), "cfg_scale": cfg_scale,
-                    "batch_cfg": True, "rescale_cfg": True}
-    sampled = _run_sampler(model, noise.type(dtype), init, steps, sampler_kwargs, model_kwargs, device,
-                           dist_shift=getattr(model, "dist_shift", None))
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()
+    for tensors in (cond_tensors, negative):
+        if tensors is not None:
+            tensors["inpaint_mask"] = [mask]
+            tensors["inpaint_masked_input"] = [inpaint_input]
+    sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
+                                  sampler_kwargs, device)
     return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
