@@ -403,23 +403,27 @@ def _check_positive_int(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _parse_local_sources(dataset_config: Mapping) -> List[LocalDatasetConfig]:
-    sources = require(dataset_config, "datasets", "", "a list of sources such as [{\"id\": \"my_audio\", "
-                      "\"path\": \"/path/to/audio\"}]", types=(list, tuple))
+def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/audio",
+                        directory_hint: str = "point it at the directory that holds the audio files",
+                        ignored_keys: Sequence[str] = ()) -> List[LocalDatasetConfig]:
+    """``datasets`` entries with a local ``path`` (and optional ``id``, ``custom_metadata_module``), validated.
+
+    ``ignored_keys`` are accepted without an unknown-key warning (the caller reports them itself).
+    """
+    sources = require(dataset_config, "datasets", "", f"a list of sources such as [{{\"id\": \"my_data\", "
+                      f"\"path\": \"{example_path}\"}}]", types=(list, tuple))
     if not sources:
-        raise ConfigError("datasets", "is empty", "add at least one source such as {\"path\": \"/path/to/audio\"}")
+        raise ConfigError("datasets", "is empty", f"add at least one source such as {{\"path\": \"{example_path}\"}}")
     configs = []
     for index, source in enumerate(sources):
         path = f"datasets[{index}]"
         require_mapping(source, path)
-        warn_unknown_keys(source, ("id", "path", "custom_metadata_module"), path)
-        directory = require(source, "path", path, "set it to the directory that holds the audio files", (str,))
-        if not os.path.exists(directory):
-            raise ConfigError(f"{path}.path", f"directory '{directory}' does not exist",
-                              "fix the path (relative paths are resolved from the working directory)")
+        warn_unknown_keys(source, ("id", "path", "custom_metadata_module", *ignored_keys), path)
+        directory = require(source, "path", path, directory_hint, (str,))
         if not os.path.isdir(directory):
-            raise ConfigError(f"{path}.path", f"'{directory}' is not a directory",
-                              "point it at the directory that holds the audio files")
+            reason = "it is not a directory" if os.path.exists(directory) else "it does not exist"
+            raise ConfigError(f"{path}.path", f"'{directory}' is not an existing directory: {reason}",
+                              f"{directory_hint} (relative paths are resolved from the working directory)")
         metadata_fn = None
         if source.get("custom_metadata_module") is not None:
             metadata_fn = load_custom_metadata_fn(source["custom_metadata_module"], f"{path}.custom_metadata_module")
@@ -431,7 +435,7 @@ def _parse_local_sources(dataset_config: Mapping) -> List[LocalDatasetConfig]:
 def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
                                  force_channels: str, num_workers: int, shuffle: bool) -> DataLoader:
     warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last"), "")
-    sources = _parse_local_sources(dataset_config)
+    sources = parse_local_sources(dataset_config)
     random_crop = _require_bool(dataset_config, "random_crop", True, "random_crop")
     drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
     try:

@@ -36,9 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..models.config import ConfigError, ConfigWarning, require, require_mapping, warn_unknown_keys
-from .dataset import LocalDatasetConfig, _is_within, _require_bool, collation_fn, fast_scandir, \
-    load_custom_metadata_fn
+from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from .dataset import LocalDatasetConfig, _is_within, _require_bool, collation_fn, fast_scandir, parse_local_sources
 
 __all__ = [
     "get_latent_filenames",
@@ -295,30 +294,14 @@ def _optional_number(cfg: Mapping, key: str, integer: bool = False) -> Optional[
 
 
 def _parse_pre_encoded_sources(dataset_config: Mapping) -> List[LocalDatasetConfig]:
-    sources = require(dataset_config, "datasets", "", "a list of sources such as [{\"id\": \"latents\", \"path\": "
-                      "\"/path/to/pre_encode/output\"}]", types=(list, tuple))
-    if not sources:
-        raise ConfigError("datasets", "is empty", "add a source such as {\"path\": \"/path/to/pre_encode/output\"}")
-    configs = []
-    for index, source in enumerate(sources):
-        path = f"datasets[{index}]"
-        require_mapping(source, path)
-        if "latent_crop_length" in source:
-            warnings.warn(f"ignoring '{path}.latent_crop_length': the crop length is read from the top-level "
-                          f"'latent_crop_length' key of the dataset config; move it there", ConfigWarning,
+    for index, source in enumerate(dataset_config.get("datasets") or []):
+        if isinstance(source, Mapping) and "latent_crop_length" in source:
+            warnings.warn(f"ignoring 'datasets[{index}].latent_crop_length': the crop length is read from the "
+                          f"top-level 'latent_crop_length' key of the dataset config; move it there", ConfigWarning,
                           stacklevel=4)
-        warn_unknown_keys({k: v for k, v in source.items() if k != "latent_crop_length"},
-                          ("id", "path", "custom_metadata_module"), path)
-        directory = require(source, "path", path, "set it to a pre_encode.py output directory", (str,))
-        if not os.path.isdir(directory):
-            raise ConfigError(f"{path}.path", f"'{directory}' is not an existing directory",
-                              "point it at the --output-path of pre_encode.py")
-        metadata_fn = None
-        if source.get("custom_metadata_module") is not None:
-            metadata_fn = load_custom_metadata_fn(source["custom_metadata_module"], f"{path}.custom_metadata_module")
-        configs.append(LocalDatasetConfig(id=str(source.get("id", index)), path=directory,
-                                          custom_metadata_fn=metadata_fn))
-    return configs
+    return parse_local_sources(dataset_config, example_path="/path/to/pre_encode/output",
+                               directory_hint="point it at the --output-path of pre_encode.py",
+                               ignored_keys=("latent_crop_length",))
 
 
 def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
