@@ -125,7 +125,34 @@ def _local_t5_dim(path: str) -> int:
                          f"tokenizer with AutoTokenizer.save_pretrained(DIR)") from err
 
 
-class T5Conditioner(Conditioner):
+class _ExternalModelConditioner(Conditioner):
+    """A conditioner around a pretrained external encoder (T5, CLAP) that is loaded on first use.
+
+    A frozen encoder is kept outside the module tree, so it is not in the state dict (as upstream); a trainable
+    one is registered as the child ``model`` and loaded at construction (its keys must exist from the start).
+    """
+
+    def _init_external(self, trainable: bool) -> None:
+        self.__dict__["model"] = None
+        if trainable:
+            self.load()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the external model has been loaded."""
+        return self.model is not None
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def _store_model(self, model: nn.Module, trainable: bool) -> None:
+        if trainable:
+            self.model = model
+        else:
+            self.__dict__["model"] = model
+
+
+class T5Conditioner(_ExternalModelConditioner):
     """Text -> frozen (or trainable) T5 encoder ``last_hidden_state`` ``[B, max_length, output_dim]``.
 
     ``t5_model_name`` is one of :attr:`T5_MODELS` (a Hugging Face Hub name) or a local directory with
@@ -162,14 +189,7 @@ class T5Conditioner(Conditioner):
         self.max_length = max_length
         self.enable_grad = enable_grad
         self.tokenizer: Any = None
-        self.__dict__["model"] = None
-        if enable_grad:
-            self.load()
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the T5 encoder and tokenizer have been loaded."""
-        return self.model is not None
+        self._init_external(enable_grad)
 
     def load(self) -> None:
         """Load the tokenizer and encoder now (otherwise done by the first forward)."""
@@ -188,10 +208,7 @@ class T5Conditioner(Conditioner):
                                f"t5_model_name to DIR") from err
         model.train(self.enable_grad).requires_grad_(self.enable_grad)
         self.tokenizer = tokenizer
-        if self.enable_grad:
-            self.model = model
-        else:
-            self.__dict__["model"] = model
+        self._store_model(model, self.enable_grad)
 
     def forward(self, texts: Sequence[str], device: Device = None) -> List[torch.Tensor]:
         self.load()
@@ -235,7 +252,7 @@ def clap_load_state_dict(clap_ckpt_path: str, clap_model: nn.Module) -> None:
     clap_model.load_state_dict(state_dict, strict=False)
 
 
-class _CLAPConditioner(Conditioner):
+class _CLAPConditioner(_ExternalModelConditioner):
     """Shared loading logic: ``laion_clap.CLAP_Module`` with one branch kept (``keep``) and the other deleted."""
 
     _keep = ""
@@ -250,14 +267,7 @@ class _CLAPConditioner(Conditioner):
         self.audio_model_type = audio_model_type
         self.enable_fusion = enable_fusion
         self.finetune = finetune
-        self.__dict__["model"] = None
-        if finetune:
-            self.load()
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the CLAP model has been loaded."""
-        return self.model is not None
+        self._init_external(finetune)
 
     def load(self) -> None:
         """Load the CLAP model now (otherwise done by the first forward)."""
@@ -274,10 +284,7 @@ class _CLAPConditioner(Conditioner):
         branch = getattr(model.model, self._keep)
         branch.requires_grad_(self.finetune).train(self.finetune)
         delattr(model.model, self._drop)
-        if self.finetune:
-            self.model = model
-        else:
-            self.__dict__["model"] = model
+        self._store_model(model, self.finetune)
         gc.collect()
 
     def _finish(self, embedding: torch.Tensor, device: torch.device) -> List[torch.Tensor]:
