@@ -20,6 +20,8 @@ from stable_audio_tools.models.utils import load_ckpt_state_dict
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 SR = 8000
 SAMPLE_SIZE = 2048
 AE_MODEL = {

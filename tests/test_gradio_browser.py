@@ -34,6 +34,8 @@ from conftest import ROOT  # noqa: E402
 from test_gradio import (SAMPLE_SIZE, SR, autoencoder_config, cond_config, inpaint_config,  # noqa: E402
                          lm_available, lm_config, save_model, save_pretrained_dir, uncond_config, write_tone)
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 60_000

@@ -23,6 +23,8 @@ from stable_audio_tools.training import create_training_wrapper_from_config
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 pytestmark = [pytest.mark.filterwarnings("ignore:.*eval mode at the start of training"),
               pytest.mark.filterwarnings("ignore:.*LeafSpec")]
 

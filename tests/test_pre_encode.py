@@ -204,6 +204,7 @@ def test_interrupt_and_resume(ws, tmp_path, monkeypatch):
         SCRIPT.main(args(ws, out, "--batch-size", 3))
 
 
+@pytest.mark.slow
 def test_two_cpu_processes(ws, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))

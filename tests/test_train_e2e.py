@@ -15,6 +15,8 @@ from stable_audio_tools.models.utils import load_ckpt_state_dict
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 TINY_AE = {
     "model_type": "autoencoder", "sample_size": 2048, "sample_rate": 8000, "audio_channels": 1,
     "model": {

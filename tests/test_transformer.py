@@ -68,7 +68,7 @@ def test_upstream_layer_numerics():
         out, info = model(data["in.x_tokens"], prepend_embeds=data["in.prepend_embeds"],
                           context=data["in.context"], return_info=True)
     assert out.shape == (2, 18, 8)
-    torch.testing.assert_close(info["hidden_states"][0], data["out.hidden0"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(info["hidden_states"][0], data["out.hidden0"], atol=1e-4, rtol=1e-4)
 
 
 def test_layernorm_buffers_and_variants():

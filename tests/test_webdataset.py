@@ -191,6 +191,7 @@ def s3_config(path="s3://sat-test-bucket/data/", **extra):
     return {"dataset_type": "s3", "datasets": [source], **extra}
 
 
+@pytest.mark.slow
 def test_s3_shards(s3):
     batches = list(load(s3_config(resampled_shards=False), num_workers=2))
     seen = sorted(info["idx"] for _, infos in batches for info in infos)
@@ -203,6 +204,7 @@ def test_s3_shards(s3):
     assert len(list(load(cfg))) == 2
 
 
+@pytest.mark.slow
 def test_s3_errors(s3, tmp_path, monkeypatch):
     with pytest.raises(S3AccessError) as info:
         load(s3_config("s3://no-such-bucket/data/"))
