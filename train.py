@@ -6,9 +6,10 @@ Every flag is declared in defaults.ini (``python train.py --help`` lists them wi
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -71,28 +72,79 @@ def create_logger(kind: str, name: str, save_dir: str):
         logger = CSVLogger(save_dir=root, name=name)
         return logger, os.path.join(logger.log_dir, "checkpoints")
     if kind in ("none", "", "false"):
-        return None, os.path.join(root, "checkpoints")
+        from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+        from stable_audio_tools.training.run_dirs import new_version_dir
+
+        # like csv/tensorboard: <save-dir>/<name>/version_<k>; only rank 0 creates it (ModelCheckpoint broadcasts it)
+        run_dir = new_version_dir(Path(root) / name, create=getattr(rank_zero_only, "rank", 0) == 0)
+        return None, str(run_dir / "checkpoints")
     raise SystemExit(f"--logger {kind!r}: unknown logger; use wandb, tensorboard, csv, comet or none")
 
 
-def resolve_resume_path(ckpt_path: str, save_dir: str) -> Optional[str]:
-    """'' -> None; 'last' -> newest .ckpt under save_dir; a path -> checked to be a training checkpoint."""
+def resolve_resume_path(ckpt_path: str, save_dir: str,
+                        model_config: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """'' -> None; 'last' -> the newest .ckpt under save_dir written with the same model config; a path -> checked
+    to be a training checkpoint (with a warning when its embedded model config differs from ``model_config``)."""
     from stable_audio_tools.models.utils import checkpoint_kind
+    from stable_audio_tools.training.run_dirs import (config_differences, find_resume_checkpoint,
+                                                      read_embedded_model_config)
 
     if not ckpt_path:
         return None
     if ckpt_path == "last":
-        found = sorted(Path(save_dir or ".").rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        found = [p for p in found if not p.name.startswith(".")]
-        if not found:
-            raise SystemExit(f"--ckpt-path last: no checkpoint found under {save_dir or '.'}")
-        ckpt_path = str(found[-1])
-        log.info("resuming from the newest checkpoint %s", ckpt_path)
+        if model_config is None:
+            raise ValueError("--ckpt-path last needs the run's model config to pick a matching checkpoint")
+        try:
+            ckpt_path = str(find_resume_checkpoint(save_dir or ".", model_config))
+        except FileNotFoundError as e:
+            raise SystemExit(f"--ckpt-path last: {e}") from None
+        log.info("resuming from the newest checkpoint of this model config: %s", ckpt_path)
     kind = checkpoint_kind(ckpt_path)
     if kind != "wrapped":
         raise SystemExit(f"--ckpt-path {ckpt_path} is an unwrapped model checkpoint ({kind}), which has no optimizer "
                          f"or step state to resume. To start from its weights use --pretrained-ckpt-path instead.")
+    if model_config is not None:
+        embedded, _ = read_embedded_model_config(ckpt_path)
+        diff = config_differences(embedded, model_config) if embedded is not None else []
+        if diff:
+            log.warning("--ckpt-path %s was written with a different model config (differs at %s)", ckpt_path,
+                        ", ".join(diff[:5]))
     return ckpt_path
+
+
+def validate_args(args: Any) -> None:
+    """Exit with every invalid flag value named (before anything is built)."""
+    errors = []
+    if args.checkpoint_every < 1:
+        errors.append(f"--checkpoint-every {args.checkpoint_every}: must be a positive number of steps (a final "
+                      f"checkpoint is also written when training ends or is stopped)")
+    if args.max_steps == 0 or args.max_steps < -1:
+        errors.append(f"--max-steps {args.max_steps}: use a positive number of steps, or -1 for no limit")
+    if args.batch_size < 1:
+        errors.append(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.nonfinite_skip_steps < 0:
+        errors.append(f"--nonfinite-skip-steps {args.nonfinite_skip_steps}: must be 0 (stop at the first NaN/inf "
+                      f"loss or gradient) or a positive number of steps to skip")
+    if errors:
+        raise SystemExit("train.py: invalid flags:\n  " + "\n  ".join(errors))
+
+
+def check_batch_fits(loader: Any, batch_size: int, world_size: int, flag: str, path: str) -> None:
+    """Exit when a device's share of a map-style dataset is smaller than one batch (with ``drop_last`` such a
+    loader yields no batch at all; without, every batch is smaller than asked). Streaming datasets are not checked."""
+    dataset = loader.dataset
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return
+    try:
+        size = len(dataset)
+    except TypeError:
+        return
+    share = math.ceil(size / world_size)
+    if batch_size > share:
+        devices = f", {share} per device over {world_size} devices" if world_size > 1 else ""
+        raise SystemExit(f"--batch-size {batch_size} is larger than the dataset of {flag} {path} ({size} items"
+                         f"{devices}); lower --batch-size to at most {max(share, 1)} or add data")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -101,21 +153,26 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     default_ini = "defaults.ini" if Path("defaults.ini").exists() else str(HERE / "defaults.ini")
     args = get_all_args(default_ini, argv, description=__doc__)
+    validate_args(args)
 
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from stable_audio_tools.data.dataset import create_dataloader_from_config
     from stable_audio_tools.models.factory import create_model_from_config
     from stable_audio_tools.models.utils import copy_state_dict, load_ckpt_state_dict, remove_weight_norm_from_model
     from stable_audio_tools.training import create_demo_callback_from_config, create_training_wrapper_from_config
-    from stable_audio_tools.training.callbacks import ExceptionCallback, ModelConfigEmbedderCallback
-    from stable_audio_tools.training.export import AtomicCheckpointIO
+    from stable_audio_tools.training.callbacks import ExceptionCallback, ModelConfigEmbedderCallback, RunCheckpoint
+    from stable_audio_tools.training.export import AtomicCheckpointIO, NonFiniteError, remove_orphaned_temporaries
+    from stable_audio_tools.training.nonfinite import NonFiniteGuard
     from stable_audio_tools.training.pretransform_check import warn_if_pretransform_untrained
 
     # Our checkpoints intentionally hold the post-step state; the validation loop is skipped without val data.
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
     warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
+    # each run has its own checkpoint folder, so a resumed run's top-k bookkeeping starts afresh there
+    warnings.filterwarnings("ignore", message=".*The dirpath has changed from.*")
     # frozen pretransforms / teachers are deliberately kept in eval mode
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     torch.multiprocessing.set_sharing_strategy("file_system")
@@ -132,6 +189,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     train_dl = create_dataloader_from_config(dataset_config, shuffle=True, **loader_kwargs)
     val_dl = create_dataloader_from_config(val_dataset_config, shuffle=False, **loader_kwargs) \
         if val_dataset_config else None
+
+    accelerator = args.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    devices = args.num_gpus if args.num_gpus > 0 else ("auto" if accelerator == "gpu" else 1)
+    n_devices = torch.cuda.device_count() if devices == "auto" else devices
+    world_size = max(int(n_devices), 1) * max(args.num_nodes, 1)
+    check_batch_fits(train_dl, args.batch_size, world_size, "--dataset-config", args.dataset_config)
+    if val_dl is not None:
+        check_batch_fits(val_dl, args.batch_size, world_size, "--val-dataset-config", args.val_dataset_config)
+    resume = resolve_resume_path(args.ckpt_path, args.save_dir, model_config)
 
     model = create_model_from_config(model_config)
     if args.pretrained_ckpt_path:
@@ -154,10 +222,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         {"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
 
     logger, checkpoint_dir = create_logger(args.logger, args.name, args.save_dir)
+    if rank_zero_only.rank == 0:  # unfinished writes of killed runs of this experiment / of the resumed run
+        for folder in {Path(checkpoint_dir).parent.parent, *([Path(resume).parent] if resume else [])}:
+            remove_orphaned_temporaries(folder)
     top_k = {"save_top_k": -1} if args.save_top_k < 0 else {"save_top_k": args.save_top_k, "monitor": "step",
                                                             "mode": "max"}
+    run_checkpoint = RunCheckpoint(every_n_train_steps=args.checkpoint_every, dirpath=checkpoint_dir, **top_k)
     callbacks = [
-        ModelCheckpoint(every_n_train_steps=args.checkpoint_every, dirpath=checkpoint_dir, **top_k),
+        NonFiniteGuard(skip_steps=args.nonfinite_skip_steps),
+        run_checkpoint,
         create_demo_callback_from_config(model_config, demo_dl=val_dl if val_dl is not None else train_dl),
         ExceptionCallback(),
         ModelConfigEmbedderCallback(model_config),
@@ -166,11 +239,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         logger.log_hyperparams({**vars(args), "model_config": model_config, "dataset_config": dataset_config,
                                 "val_dataset_config": val_dataset_config})
 
-    accelerator = args.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    devices = args.num_gpus if args.num_gpus > 0 else ("auto" if accelerator == "gpu" else 1)
-    n_devices = torch.cuda.device_count() if devices == "auto" else devices
     strategy = args.strategy or "auto"
     if strategy == "deepspeed":
         try:
@@ -187,6 +255,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                  precision)
         precision = "32-true"
 
+    # without a logger, demo media (and Lightning's own files) go to the run's folder too
+    root_dir = str(Path(checkpoint_dir).parent) if logger is None else (args.save_dir or None)
     trainer_kwargs: Dict[str, Any] = {}
     if args.val_every > 0:
         trainer_kwargs.update(check_val_every_n_epoch=None, val_check_interval=args.val_every)
@@ -195,10 +265,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     trainer = pl.Trainer(
         devices=devices, accelerator=accelerator, num_nodes=args.num_nodes, strategy=strategy, precision=precision,
         accumulate_grad_batches=args.accum_batches, callbacks=callbacks, logger=logger if logger else False,
-        log_every_n_steps=1, max_epochs=10_000_000, max_steps=args.max_steps, default_root_dir=args.save_dir or None,
+        log_every_n_steps=1, max_epochs=10_000_000, max_steps=args.max_steps, default_root_dir=root_dir,
         reload_dataloaders_every_n_epochs=0, num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()],
         **trainer_kwargs)
-    trainer.fit(wrapper, train_dl, val_dl, ckpt_path=resolve_resume_path(args.ckpt_path, args.save_dir))
+    try:
+        trainer.fit(wrapper, train_dl, val_dl, ckpt_path=resume)
+    except SIGTERMException:
+        name = run_checkpoint.stop_signal or "SIGTERM"
+        saved = run_checkpoint.final_checkpoint
+        if trainer.is_global_zero:
+            log.warning("training stopped by %s at step %d; %s", name, trainer.global_step,
+                        f"resume with --ckpt-path {saved}" if saved else "no step was completed, nothing was saved")
+        raise SystemExit(128 + int(signal.Signals[name]))
+    except NonFiniteError as e:
+        raise SystemExit(f"train.py: {e}") from None
 
 
 def _automatic(model_config: Dict[str, Any]) -> bool:

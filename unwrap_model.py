@@ -3,9 +3,12 @@
     python unwrap_model.py --model-config model.json --ckpt-path run.ckpt --name my_model [--use-safetensors]
 
 Writes ``<name>.ckpt`` (``{"state_dict": ...}``) or ``<name>.safetensors`` holding the bare model's weights
-(the EMA weights when the run used EMA), loadable with ``load_ckpt_state_dict`` + strict ``load_state_dict``
-or ``get_pretrained_model`` (as ``model.safetensors`` / ``model.ckpt`` beside ``model_config.json``).
-If ``--model-config`` is omitted, the config embedded in the checkpoint is used.
+(the EMA weights when the run used EMA), loadable with ``load_ckpt_state_dict`` + strict ``load_state_dict``,
+and the model config beside it as ``<name>_config.json``. With ``--name DIR/model`` the folder DIR holds
+``model.ckpt`` (or ``model.safetensors``) + ``model_config.json``: ``get_pretrained_model("DIR")`` loads it.
+If ``--model-config`` is omitted, the config embedded in the checkpoint is used. An existing
+``<name>_config.json`` describing a different model is never overwritten (the run fails before writing anything);
+weights holding NaN/inf values are refused.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-config", default="", help="model config JSON (default: the one embedded in the ckpt)")
     parser.add_argument("--ckpt-path", required=True, help="wrapped (training) checkpoint to unwrap")
-    parser.add_argument("--name", default="exported_model", help="output file name without extension")
+    parser.add_argument("--name", default="exported_model",
+                        help="output path without extension: writes NAME.ckpt / NAME.safetensors and "
+                             "NAME_config.json (use DIR/model for a get_pretrained_model folder)")
     parser.add_argument("--use-safetensors", action="store_true", help="write .safetensors instead of .ckpt")
     args = parser.parse_args(argv)
 
@@ -34,7 +39,9 @@ def main(argv: Optional[List[str]] = None) -> str:
 
 
 if __name__ == "__main__":
+    from stable_audio_tools.training.export import NonFiniteError
+
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, NonFiniteError) as e:
         sys.exit(f"unwrap_model.py: {e}")

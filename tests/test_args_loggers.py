@@ -57,6 +57,8 @@ def test_loggers(tmp_path, monkeypatch, caplog):
     for kind in ("tensorboard", "csv"):
         logger, ckpt_dir = train.create_logger(kind, "proj", str(tmp_path))
         assert ckpt_dir.endswith("checkpoints") and logger is not None
-    assert train.create_logger("none", "proj", str(tmp_path)) == (None, str(tmp_path / "checkpoints"))
+    # runs without a logger get their own version folder too, like csv / tensorboard
+    assert train.create_logger("none", "proj", str(tmp_path)) == (None, str(tmp_path / "proj/version_0/checkpoints"))
+    assert train.create_logger("none", "proj", str(tmp_path)) == (None, str(tmp_path / "proj/version_1/checkpoints"))
     with pytest.raises(SystemExit, match="unknown logger"):
         train.create_logger("mlflow", "proj", str(tmp_path))

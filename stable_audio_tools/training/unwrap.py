@@ -5,7 +5,9 @@ config, the wrapped state dict and returning the bare model (with the weights to
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
@@ -14,9 +16,11 @@ from torch import nn
 from ..models.config import check_choice
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.utils import CheckpointKindError, checkpoint_kind
-from .export import save_unwrapped
+from .export import atomic_write, save_unwrapped
+from .run_dirs import config_differences
 
-__all__ = ["unwrap_checkpoint", "UNWRAPPERS", "extract_prefixed"]
+__all__ = ["unwrap_checkpoint", "UNWRAPPERS", "extract_prefixed", "model_config_path_for", "check_model_config_file",
+           "write_model_config_file"]
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +82,40 @@ UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]
 }
 
 
+def model_config_path_for(name: str) -> Path:
+    """The config file written beside the weights ``name`` + extension: ``<name>_config.json`` (so ``DIR/model``
+    gives ``DIR/model.ckpt`` + ``DIR/model_config.json``, the layout ``get_pretrained_model(DIR)`` reads)."""
+    return Path(f"{name}_config.json")
+
+
+def check_model_config_file(path: Path, model_config: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when ``path`` exists and holds a different model config (it is never overwritten)."""
+    if not path.exists():
+        return
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} already exists and is not a readable JSON model config ({e}); remove it or "
+                         f"choose another --name") from None
+    diff = config_differences(existing, model_config)
+    if diff:
+        raise ValueError(f"{path} already exists and describes a different model (differs at "
+                         f"{', '.join(diff[:5])}); it is not overwritten: remove it or choose another --name")
+
+
+def write_model_config_file(path: Path, model_config: Mapping[str, Any]) -> None:
+    """Write ``model_config`` as indented JSON to ``path`` atomically (after :func:`check_model_config_file`)."""
+    text = json.dumps(model_config, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: str,
                       use_safetensors: bool = False) -> str:
-    """Unwrap ``ckpt_path``; returns the written file name (``name`` + ``.ckpt`` / ``.safetensors``)."""
+    """Unwrap ``ckpt_path``; returns the written file name (``name`` + ``.ckpt`` / ``.safetensors``).
+
+    The model config is written beside it as ``<name>_config.json``; an existing file of that name holding a
+    different config is an error (checked before anything is written), one holding the same config is kept.
+    """
     kind = checkpoint_kind(ckpt_path)
     if kind != "wrapped":
         raise CheckpointKindError(f"{ckpt_path} is already an unwrapped model checkpoint ({kind}); it can be used "
@@ -94,7 +129,12 @@ def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: st
     else:
         raise ValueError(f"{ckpt_path} has no embedded model_config; pass --model-config")
     model_type = check_choice(model_config.get("model_type"), UNWRAPPERS, "model_type")
+    config_path = model_config_path_for(name)
+    check_model_config_file(config_path, model_config)
     model = UNWRAPPERS[model_type](model_config, ckpt["state_dict"])
     out = f"{name}.safetensors" if use_safetensors else f"{name}.ckpt"
     save_unwrapped(model, out, use_safetensors)
+    if not config_path.exists():
+        write_model_config_file(config_path, model_config)
+    log.info("model config: %s", config_path)
     return out
