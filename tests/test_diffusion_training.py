@@ -19,7 +19,7 @@ from stable_audio_tools.models.factory import create_model_from_config
 from stable_audio_tools.models.utils import load_ckpt_state_dict
 from stable_audio_tools.training import create_demo_callback_from_config, create_training_wrapper_from_config
 from stable_audio_tools.training.diffusion import encode_to_latents, padding_masks_from_metadata
-from stable_audio_tools.training.inpainting import random_inpaint_mask
+from stable_audio_tools.models.inpainting import random_inpaint_mask
 from stable_audio_tools.training.pretransform_check import pretransform_is_untrained, warn_if_pretransform_untrained
 from stable_audio_tools.training.timesteps import TimestepSampler, noise_inputs
 from stable_audio_tools.training.unwrap import UNWRAPPERS

@@ -26,6 +26,7 @@ from torch import nn
 __all__ = [
     "ACTIVATIONS",
     "snake",
+    "snake_beta",
     "SnakeBeta",
     "Snake1d",
     "kaiser_sinc_filter1d",
@@ -105,6 +106,11 @@ def snake(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch
     return _snake_forward(x, alpha, inv_beta)
 
 
+def snake_beta(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """BigVGAN snake ``x + 1/(beta + 1e-9) * sin(alpha * x)^2`` (``alpha``, ``beta`` broadcast against ``x``)."""
+    return snake(x, alpha, 1.0 / (beta + _SNAKE_EPS))
+
+
 class SnakeBeta(nn.Module):
     """BigVGAN snake with trainable frequency ``alpha`` and magnitude ``beta`` (both ``[C]``).
 
@@ -129,7 +135,7 @@ class SnakeBeta(nn.Module):
         if self.alpha_logscale:
             alpha = torch.exp(alpha)
             beta = torch.exp(beta)
-        return snake(x, alpha, 1.0 / (beta + _SNAKE_EPS))
+        return snake_beta(x, alpha, beta)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, alpha_logscale={self.alpha_logscale}"

@@ -4,7 +4,11 @@
 ``adp_uncond_1d`` backbones; :class:`UNetCFG1d` adds the learned "null" embedding used for
 classifier-free guidance (``adp_cfg_1d``, Stable Audio 1.0). Module names equal upstream's, so
 ``UNetCFG1DWrapper.model`` / ``UNet1DCondWrapper.model`` / ``UNet1DUncondWrapper.model`` load released
-state dicts strictly. The smaller pieces live in :mod:`.adp_blocks`.
+state dicts strictly. :class:`UNetNCCA1d` (noise channel conditioning augmentation), :class:`UNetAll1d` (CFG and
+NCCA together) and the :func:`XUNet1d` selector complete upstream's set of variants.
+
+The smaller pieces live in :mod:`.adp_blocks` (and the EnCodec-style padding helpers in :mod:`.seanet`); they are
+importable from here too, as from upstream's ``models/adp.py``.
 """
 from __future__ import annotations
 
@@ -15,14 +19,34 @@ from torch import nn
 
 from .adp_blocks import (
     STFT,
+    Attention,
+    AttentionBase,
+    ConditionedSequential,
+    Conv1d,
+    ConvBlock1d,
+    ConvTranspose1d,
     Downsample1d,
+    FeedForward,
+    LearnedPositionalEmbedding,
+    MappingToScaleShift,
+    NumberEmbedder,
     Patcher,
     ResnetBlock1d,
+    SinusoidalEmbedding,
     TimePositionalEmbedding,
     Transformer1d,
+    TransformerBlock,
     Unpatcher,
     Upsample1d,
+    add_mask,
+    causal_mask,
+    closest_power_2,
+    default,
+    exists,
+    group_dict_by_prefix,
+    groupby,
 )
+from .seanet import get_extra_padding_for_conv1d, pad1d, pad_for_conv1d, unpad1d
 
 __all__ = [
     "DownsampleBlock1d",
@@ -32,6 +56,14 @@ __all__ = [
     "FixedEmbedding",
     "rand_bool",
     "UNetCFG1d",
+    "UNetNCCA1d",
+    "UNetAll1d",
+    "XUNet1d",
+    # defined in .adp_blocks / .seanet, importable from here as from upstream's models/adp.py
+    "Conv1d", "ConvTranspose1d", "ConvBlock1d", "MappingToScaleShift", "FeedForward", "AttentionBase", "Attention",
+    "TransformerBlock", "LearnedPositionalEmbedding", "NumberEmbedder", "SinusoidalEmbedding",
+    "ConditionedSequential", "closest_power_2", "add_mask", "causal_mask", "exists", "default",
+    "group_dict_by_prefix", "groupby", "get_extra_padding_for_conv1d", "pad_for_conv1d", "pad1d", "unpad1d",
 ]
 
 
@@ -421,3 +453,61 @@ class UNetCFG1d(UNet1d):
         out_std = out.std(dim=1, keepdim=True)
         out_cfg_std = out_cfg.std(dim=1, keepdim=True)
         return scale_phi * (out_cfg * (out_std / out_cfg_std)) + (1 - scale_phi) * out_cfg
+
+
+class UNetNCCA1d(UNet1d):
+    """:class:`UNet1d` with noise channel conditioning augmentation: each ``channels_list`` item ``i`` is mixed
+    with Gaussian noise, ``noise * s + item * (1 - s)`` with ``s = channels_scale[:, i] * channels_augmentation[:,
+    i]``, and the scales, embedded by ``embedder`` (:class:`NumberEmbedder`) and summed over the items, are the
+    U-Net's global ``features``.
+
+    Args:
+        context_features (int): size of the scale embedding (the U-Net's ``context_features``).
+        **kwargs: the other :class:`UNet1d` arguments.
+    """
+
+    def __init__(self, context_features: int, **kwargs: Any) -> None:
+        super().__init__(context_features=context_features, **kwargs)
+        self.embedder = NumberEmbedder(features=context_features)
+
+    @staticmethod
+    def expand(x: Any, shape: Tuple[int, ...]) -> torch.Tensor:
+        """``x`` (a number, nested sequence or tensor) broadcast to ``shape``."""
+        x = x if torch.is_tensor(x) else torch.tensor(x)
+        return x.expand(shape)
+
+    def forward(self, x: torch.Tensor, time: Optional[torch.Tensor] = None, *,
+                channels_list: Sequence[torch.Tensor], channels_augmentation: Any = False, channels_scale: Any = 0,
+                features: Optional[torch.Tensor] = None, **kwargs: Any) -> torch.Tensor:
+        """``channels_augmentation`` (bools) and ``channels_scale`` (in [0, 1]) broadcast to ``[B, len(channels_list)]``;
+        other ``kwargs`` go to :meth:`UNet1d.forward`."""
+        if features is not None:
+            raise ValueError("UNetNCCA1d computes the global features from channels_scale; do not pass `features`")
+        b, n = x.shape[0], len(channels_list)
+        augmentation = self.expand(channels_augmentation, shape=(b, n)).to(x)
+        scales = self.expand(channels_scale, shape=(b, n)).to(x)
+        augmented = []
+        for i, item in enumerate(channels_list):
+            scale = (scales[:, i] * augmentation[:, i])[:, None, None]
+            augmented.append(torch.randn_like(item) * scale + item * (1 - scale))
+        scale_features = self.embedder(scales).sum(dim=1)
+        return super().forward(x, time, channels_list=augmented, features=scale_features, **kwargs)
+
+
+class UNetAll1d(UNetCFG1d, UNetNCCA1d):
+    """Classifier-free guidance (:class:`UNetCFG1d`) and noise channel augmentation (:class:`UNetNCCA1d`) together;
+    takes the arguments of both (``context_embedding_max_length``, ``context_embedding_features``,
+    ``context_features`` and the :class:`UNet1d` ones)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return UNetCFG1d.forward(self, *args, **kwargs)
+
+
+_XUNETS = {"base": UNet1d, "all": UNetAll1d, "cfg": UNetCFG1d, "ncca": UNetNCCA1d}
+
+
+def XUNet1d(type: str = "base", **kwargs: Any) -> UNet1d:  # noqa: N802,A002 (upstream's names)
+    """Build the U-Net variant ``type``: ``"base"`` (:class:`UNet1d`), ``"cfg"``, ``"ncca"`` or ``"all"``."""
+    if type not in _XUNETS:
+        raise ValueError(f"Unknown XUNet1d type {type!r}; use one of {', '.join(map(repr, _XUNETS))}")
+    return _XUNETS[type](**kwargs)

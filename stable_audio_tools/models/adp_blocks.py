@@ -11,11 +11,15 @@ Child names follow upstream exactly so released checkpoints load strictly:
   :class:`Transformer1d` (``to_in``, ``blocks``, ``to_out``).
 * :class:`LearnedPositionalEmbedding` (``weights``) and :func:`TimePositionalEmbedding`.
 * :class:`STFT` (buffer ``window``) for the ``use_stft`` option.
+* :class:`NumberEmbedder` (``embedding``), used by the number conditioners, and the smaller helpers upstream's
+  ``models/adp.py`` also defines (:class:`SinusoidalEmbedding`, :class:`ConditionedSequential`, masks, kwargs
+  grouping).
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from inspect import isfunction
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +44,62 @@ __all__ = [
     "LearnedPositionalEmbedding",
     "TimePositionalEmbedding",
     "STFT",
+    "NumberEmbedder",
+    "SinusoidalEmbedding",
+    "ConditionedSequential",
+    "closest_power_2",
+    "add_mask",
+    "causal_mask",
+    "exists",
+    "default",
+    "group_dict_by_prefix",
+    "groupby",
 ]
+
+T = TypeVar("T")
+
+
+def exists(val: Optional[Any]) -> bool:
+    """``val is not None``."""
+    return val is not None
+
+
+def default(val: Optional[T], d: Union[Callable[..., T], T]) -> T:
+    """``val`` unless it is None, else ``d`` (called first when it is a function)."""
+    if exists(val):
+        return val
+    return d() if isfunction(d) else d
+
+
+def group_dict_by_prefix(prefix: str, d: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Split ``d`` into (items whose key starts with ``prefix``, the other items)."""
+    with_prefix = {k: v for k, v in d.items() if k.startswith(prefix)}
+    return with_prefix, {k: v for k, v in d.items() if not k.startswith(prefix)}
+
+
+def groupby(prefix: str, d: Dict[str, Any], keep_prefix: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """As :func:`group_dict_by_prefix`, with the prefix stripped from the first dict's keys unless ``keep_prefix``."""
+    with_prefix, rest = group_dict_by_prefix(prefix, d)
+    if not keep_prefix:
+        with_prefix = {k[len(prefix):]: v for k, v in with_prefix.items()}
+    return with_prefix, rest
+
+
+def add_mask(sim: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill attention scores ``sim [B, H, N, M]`` with the most negative value where the boolean ``mask``
+    (``[N, M]`` or ``[B, N, M]``) is False."""
+    if mask.ndim == 2:
+        mask = mask[None, None].expand(sim.shape[0], 1, *mask.shape)
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    return sim.masked_fill(~mask, -torch.finfo(sim.dtype).max)
+
+
+def causal_mask(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, N, M]`` mask letting query ``i`` of ``q [B, ..., N, D]`` see keys ``j <= i + M - N`` of ``k``."""
+    i, j = q.shape[-2], k.shape[-2]
+    mask = ~torch.ones((i, j), dtype=torch.bool, device=q.device).triu(j - i + 1)
+    return mask[None].expand(q.shape[0], i, j)
 
 
 def _split_padding(padding_total: int) -> Tuple[int, int]:
@@ -358,7 +417,7 @@ class STFT(nn.Module):
             spec = torch.complex(stft_a, stft_b)
         else:
             spec = torch.polar(stft_a, stft_b)
-        length = self.length if self.length is not None else _closest_power_2(frames * self.hop_length)
+        length = self.length if self.length is not None else closest_power_2(frames * self.hop_length)
         wave = torch.istft(spec, n_fft=self.num_fft, hop_length=self.hop_length, win_length=self.window_length,
                            window=self.window, length=length, normalized=True)
         return wave.reshape(b, c, -1)
@@ -375,7 +434,64 @@ class STFT(nn.Module):
         return self.decode(planes[0], planes[1])
 
 
-def _closest_power_2(x: float) -> int:
+def closest_power_2(x: float) -> int:
+    """The power of two nearest to ``x`` (> 0)."""
     exponent = math.log2(x)
     lo, hi = math.floor(exponent), math.ceil(exponent)
     return 2 ** int(min((lo, hi), key=lambda z: abs(x - 2 ** z)))
+
+
+class NumberEmbedder(nn.Module):
+    """Embed scalars of any shape ``[...]`` to ``[..., features]`` through ``embedding`` = TimePositionalEmbedding.
+
+    Args:
+        features (int): output features.
+        dim (int): learned Fourier features of the positional embedding. Default 256.
+    """
+
+    def __init__(self, features: int, dim: int = 256) -> None:
+        super().__init__()
+        self.features = features
+        self.embedding = TimePositionalEmbedding(dim, features)
+
+    def forward(self, x: Union[Sequence[float], torch.Tensor]) -> torch.Tensor:
+        if not torch.is_tensor(x):
+            x = torch.tensor(x, device=self.embedding[1].weight.device)
+        shape = x.shape
+        return self.embedding(x.reshape(-1)).view(*shape, self.features)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Fixed sinusoidal embedding of positions/times ``x [N]`` -> ``[N, dim]`` (``sin`` half, then ``cos`` half,
+    frequencies ``10000^(-k / (dim/2 - 1))``).
+
+    Args:
+        dim (int): embedding size (even, at least 4).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half_dim = self.dim // 2
+        freqs = torch.exp(torch.arange(half_dim, device=x.device) * -(math.log(10000) / (half_dim - 1)))
+        angles = x[:, None] * freqs[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+class ConditionedSequential(nn.Module):
+    """Apply ``modules`` in order, passing the same ``mapping`` to each: ``x = module(x, mapping)``.
+
+    Args:
+        modules (iterable of nn.Module): the modules, as one iterable (stored as ``module_list``).
+    """
+
+    def __init__(self, *modules: Any) -> None:
+        super().__init__()
+        self.module_list = nn.ModuleList(*modules)
+
+    def forward(self, x: torch.Tensor, mapping: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for module in self.module_list:
+            x = module(x, mapping)
+        return x

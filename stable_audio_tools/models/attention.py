@@ -41,12 +41,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .common import compile as maybe_compile
 
 try:
     from flash_attn import flash_attn_func
@@ -82,21 +83,6 @@ def _log_once(message: str) -> None:
     if message not in _logged_once:
         _logged_once.add(message)
         log.info(message)
-
-
-def maybe_compile(function: Callable) -> Callable:
-    """``torch.compile(function)`` when the environment sets ``ENABLE_TORCH_COMPILE=1``, else ``function``."""
-    if os.environ.get("ENABLE_TORCH_COMPILE", "0") != "1":
-        return function
-    import torch._dynamo
-
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 5000)
-    torch._dynamo.config.suppress_errors = True
-    try:
-        return torch.compile(function)
-    except RuntimeError as err:
-        log.warning("torch.compile unavailable (%s); running %s eagerly", err, function.__name__)
-        return function
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Small shared building blocks (SPEC 9.1).
 
-Besides the RMS norms used by the transformers, this holds the Dance Diffusion U-Net pieces
+Besides the RMS norms used by the transformers (:func:`rms_norm`, :class:`RMSNorm`, :class:`AdaRMSNorm`), the
+GEGLU projection (:class:`LinearGEGLU`), the forced weight-normalised convolution (:class:`ForcedWNConv1d`) and,
+re-exported from :mod:`.activations` as upstream's ``models/blocks.py`` has them, :class:`SnakeBeta` and
+:func:`snake_beta`, this holds the Dance Diffusion U-Net pieces
 (:class:`ResConvBlock`, :class:`SelfAttention1d`, :class:`SkipBlock`, :class:`FourierFeatures`,
 the fixed-kernel :class:`Downsample1d` / :class:`Upsample1d` and the learned
 :func:`Downsample1d_2` / :func:`Upsample1d_2`), with upstream's child and buffer names.
@@ -15,11 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import Snake1d
+from .activations import Snake1d, SnakeBeta, snake_beta
 
 __all__ = [
     "rms_norm",
+    "RMSNorm",
     "AdaRMSNorm",
+    "normalize",
+    "ForcedWNConv1d",
+    "linear_geglu",
+    "LinearGEGLU",
+    "snake_beta",
+    "SnakeBeta",
     "zero_init",
     "ResidualBlock",
     "ResConvBlock",
@@ -42,6 +52,30 @@ def rms_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     return x * (scale.to(dtype) * torch.rsqrt(mean_sq + eps)).to(x.dtype)
 
 
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim with a per-feature scale.
+
+    Args:
+        shape (int or tuple): shape of the scale (the normalised feature size).
+        fix_scale (bool): keep the scale at 1 as a buffer instead of a trainable parameter. Default False.
+        eps (float): added to the mean square. Default 1e-6.
+    """
+
+    def __init__(self, shape, fix_scale: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        if fix_scale:
+            self.register_buffer("scale", torch.ones(shape))
+        else:
+            self.scale = nn.Parameter(torch.ones(shape))
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.scale.shape)}, eps={self.eps}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.scale, self.eps)
+
+
 class AdaRMSNorm(nn.Module):
     """RMS norm whose per-feature scale is ``1 + linear(cond)`` (the linear layer starts at zero)."""
 
@@ -53,6 +87,61 @@ class AdaRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.linear(cond)[:, None, :] + 1, self.eps)
+
+
+def normalize(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Scale every slice ``x[i]`` to unit RMS: ``x / (eps + ||x[i]|| / sqrt(x[i].numel()))``."""
+    norm = torch.linalg.vector_norm(x, dim=list(range(1, x.ndim)), keepdim=True)
+    return x / torch.add(eps, norm, alpha=math.sqrt(norm.numel() / x.numel()))
+
+
+class ForcedWNConv1d(nn.Module):
+    """Bias-free 1-D convolution (``padding="same"``) with a forced weight normalisation: the effective weight
+    is :func:`normalize` (weight) ``/ sqrt(fan_in)``, and in training mode the stored weight itself is
+    renormalised before every forward pass (EDM2-style magnitude preservation).
+
+    Args:
+        in_channels (int): input channels.
+        out_channels (int): output channels.
+        kernel_size (int): kernel width. Default 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.weight.copy_(normalize(self.weight))
+        weight = normalize(self.weight) / math.sqrt(self.weight[0].numel())
+        return F.conv1d(x, weight, padding="same")
+
+
+def linear_geglu(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """GEGLU of a linear projection: ``h, gate = (x @ weight.T + bias).chunk(2, -1)``; returns ``h * gelu(gate)``."""
+    x = x @ weight.mT
+    if bias is not None:
+        x = x + bias
+    x, gate = x.chunk(2, dim=-1)
+    return x * F.gelu(gate)
+
+
+class LinearGEGLU(nn.Linear):
+    """``nn.Linear`` to ``2 * out_features`` followed by GEGLU gating (:func:`linear_geglu`).
+
+    Args:
+        in_features (int): input features.
+        out_features (int): output features (the layer's weight has twice as many rows).
+        bias (bool): learn a bias. Default True.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features * 2, bias=bias)
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_geglu(x, self.weight, self.bias)
 
 
 def zero_init(layer: nn.Module) -> nn.Module:

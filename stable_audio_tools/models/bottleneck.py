@@ -45,6 +45,7 @@ __all__ = [
     "DitheredFSQBottleneck",
     "SoftNormBottleneck",
     "vae_sample",
+    "compute_mean_kernel",
     "compute_mmd",
     "create_bottleneck_from_config",
     "BOTTLENECK_TYPES",
@@ -146,7 +147,8 @@ class VAEBottleneck(Bottleneck):
         return x
 
 
-def _mean_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def compute_mean_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean Gaussian kernel ``exp(-mean_c (x_i - y_j)^2 / C)`` over all pairs of rows of ``x`` and ``y`` ``[N, C]``."""
     kernel_input = (x[:, None] - y[None]).pow(2).mean(2) / x.shape[-1]
     return torch.exp(-kernel_input).mean()
 
@@ -155,7 +157,7 @@ def compute_mmd(latents: torch.Tensor) -> torch.Tensor:
     """MMD between latents ``[B, C, T]`` (as ``[(B*T), C]`` samples) and as many Gaussian samples."""
     flat = latents.permute(0, 2, 1).reshape(-1, latents.shape[1])
     noise = torch.randn_like(flat)
-    mmd = _mean_kernel(flat, flat) + _mean_kernel(noise, noise) - 2 * _mean_kernel(flat, noise)
+    mmd = compute_mean_kernel(flat, flat) + compute_mean_kernel(noise, noise) - 2 * compute_mean_kernel(flat, noise)
     return mmd.mean()
 
 

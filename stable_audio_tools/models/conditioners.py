@@ -34,7 +34,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .adp_blocks import TimePositionalEmbedding
+from .adp_blocks import NumberEmbedder
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
 __all__ = [
@@ -53,11 +53,12 @@ __all__ = [
 Device = Union[str, torch.device, None]
 
 _TEXT_CONDITIONERS = ("T5Conditioner", "CLAPTextConditioner", "CLAPAudioConditioner", "PhonemeConditioner",
-                      "TokenizerLUTConditioner")
+                      "TokenizerLUTConditioner", "clap_load_state_dict")
 
 
 def __getattr__(name: str) -> Any:
-    """Lazily re-export the external-model conditioners, so importing this module stays light."""
+    """Lazily re-export the external-model conditioners (and upstream's ``clap_load_state_dict`` helper) from
+    :mod:`.text_conditioners`, so importing this module stays light."""
     if name in _TEXT_CONDITIONERS:
         from . import text_conditioners
 
@@ -89,25 +90,6 @@ class Conditioner(nn.Module):
 
 def _ones_mask(batch: int, length: int, device: Device) -> torch.Tensor:
     return torch.ones(batch, length, device=device)
-
-
-# --------------------------------------------------------------------------------------------
-# number embedding (ADP's NumberEmbedder: learned Fourier features + Linear, adp_blocks.TimePositionalEmbedding)
-
-
-class NumberEmbedder(nn.Module):
-    """Embed scalars of any shape ``[...]`` to ``[..., features]`` through ``embedding`` = TimePositionalEmbedding."""
-
-    def __init__(self, features: int, dim: int = 256) -> None:
-        super().__init__()
-        self.features = features
-        self.embedding = TimePositionalEmbedding(dim, features)
-
-    def forward(self, x: Union[Sequence[float], torch.Tensor]) -> torch.Tensor:
-        if not torch.is_tensor(x):
-            x = torch.tensor(x, device=self.embedding[1].weight.device)
-        shape = x.shape
-        return self.embedding(x.reshape(-1)).view(*shape, self.features)
 
 
 # --------------------------------------------------------------------------------------------

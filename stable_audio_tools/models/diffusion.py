@@ -5,6 +5,9 @@
 the backbone (``model``), the ``conditioner`` and the ``pretransform`` (checkpoint prefixes ``model.model.*``,
 ``conditioner.conditioners.<id>.*``, ``pretransform.model.*``) and turns conditioner outputs into the backbone's
 keyword arguments.
+
+As upstream's ``models/diffusion.py``, this module also exposes the DiT wrappers (:mod:`.dit`), the Dance Diffusion
+U-Net (:mod:`.dau1d`) and ``Profiler`` (:mod:`.common`); the backbone base classes live in :mod:`.diffusion_base`.
 """
 from __future__ import annotations
 
@@ -15,15 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import Profiler
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .dau1d import DiffusionAttnUnet1D
+from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
+from .dit import DiTUncondWrapper, DiTWrapper
 
 __all__ = [
     "DiffusionModel", "ConditionedDiffusionModel", "DiffusionModelWrapper", "ConditionedDiffusionModelWrapper",
     "UNetCFG1DWrapper", "UNet1DCondWrapper", "UNet1DUncondWrapper", "DAU1DCondWrapper",
     "create_diffusion_uncond_from_config", "create_diffusion_cond_from_config", "DIFFUSION_OBJECTIVES",
+    # defined elsewhere, importable from here as from upstream's models/diffusion.py
+    "DiTWrapper", "DiTUncondWrapper", "DiffusionAttnUnet1D", "Profiler",
 ]
-
-DIFFUSION_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
 
 
 def _halve_parameters(module: nn.Module) -> None:
@@ -31,22 +38,6 @@ def _halve_parameters(module: nn.Module) -> None:
     with torch.no_grad():
         for param in module.parameters():
             param.mul_(0.5)
-
-
-class DiffusionModel(nn.Module):
-    """Base of unconditional backbones: ``forward(x, t, **kwargs)``."""
-
-
-class ConditionedDiffusionModel(nn.Module):
-    """Base of conditional backbones; the flags say which conditioning routes the backbone accepts."""
-
-    def __init__(self, supports_cross_attention: bool = False, supports_input_concat: bool = False,
-                 supports_global_cond: bool = False, supports_prepend_cond: bool = False) -> None:
-        super().__init__()
-        self.supports_cross_attention = supports_cross_attention
-        self.supports_input_concat = supports_input_concat
-        self.supports_global_cond = supports_global_cond
-        self.supports_prepend_cond = supports_prepend_cond
 
 
 class UNetCFG1DWrapper(ConditionedDiffusionModel):
@@ -119,8 +110,6 @@ class DAU1DCondWrapper(ConditionedDiffusionModel):
     """``DAU1d`` conditioned on input-concatenated channels (diffusion autoencoders)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .dau1d import DiffusionAttnUnet1D
-
         super().__init__(supports_input_concat=True)
         self.model = DiffusionAttnUnet1D(*args, **kwargs)
         _halve_parameters(self.model)
@@ -257,9 +246,6 @@ def _backbone_factor(kind: str, backbone_config: Mapping, backbone: nn.Module) -
 
 def create_diffusion_uncond_from_config(config: Mapping) -> DiffusionModelWrapper:
     """``diffusion_uncond``: ``model.type`` in DAU1d | adp_uncond_1d | dit, ``model.config``, ``model.pretransform``."""
-    from .dau1d import DiffusionAttnUnet1D
-    from .dit import DiTUncondWrapper
-
     model_config = require_mapping(require(config, "model", ""), "model")
     warn_unknown_keys(model_config, ("type", "config", "pretransform"), "model")
     kind = check_choice(require(model_config, "type", "model", f"one of {', '.join(UNCOND_BACKBONES)}"),
@@ -284,7 +270,6 @@ _DIFFUSION_KEYS = ("type", "config", "diffusion_objective", "cross_attention_con
 def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionModelWrapper:
     """``diffusion_cond`` / ``diffusion_cond_inpaint`` (SPEC 2.4)."""
     from .conditioners import create_multi_conditioner_from_conditioning_config
-    from .dit import DiTWrapper
 
     model_config = require_mapping(require(config, "model", ""), "model")
     warn_unknown_keys(model_config, ("io_channels", "pretransform", "conditioning", "diffusion"), "model")

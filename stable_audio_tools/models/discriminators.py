@@ -26,20 +26,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping
-from .dac_discriminator import BANDS, DACGANLoss, frozen_parameters
+from .dac_discriminator import BANDS, MPD, MRD, MSD, DACDiscriminator, DACGANLoss, frozen_parameters
 from .wn import WNConv1d, WNConv2d
 
 __all__ = [
     "get_hinge_losses",
     "get_relativistic_losses",
+    "get_2d_padding",
+    "NormConv2d",
     "EncodecDiscriminator",
     "MultiScaleSTFTDiscriminator",
     "DiscriminatorSTFT",
+    "SharedDiscriminatorConvNet",
+    "MultiScaleDiscriminator",
+    "MultiPeriodDiscriminator",
+    "MultiDiscriminator",
     "OobleckDiscriminator",
     "DACGANLoss",
     "BANDS",
+    "MultiScaleSubbandCQTDiscriminator",
+    "BigVGANDiscriminator",
     "create_discriminator_from_config",
+    # defined in .dac_discriminator, importable from here as from upstream's models/discriminators.py
+    "MPD",
+    "MSD",
+    "MRD",
+    "DACDiscriminator",
 ]
+
+_BIGVGAN_UNAVAILABLE = ("upstream's BigVGAN discriminator cannot be built: its MultiScaleSubbandCQTDiscriminator "
+                        "instantiates a DiscriminatorCQT class that upstream 0.0.19 never defines (BigVGAN v2's "
+                        "version needs nnAudio's CQT transform)")
 
 LossTriple = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -111,7 +128,8 @@ class NormConv2d(nn.Module):
         return self.conv(x)
 
 
-def _same_padding(kernel_size: Sequence[int], dilation: Sequence[int] = (1, 1)) -> Tuple[int, int]:
+def get_2d_padding(kernel_size: Sequence[int], dilation: Sequence[int] = (1, 1)) -> Tuple[int, int]:
+    """"Same" padding ``((k - 1) * d // 2)`` per axis of a 2-D convolution with ``kernel_size`` and ``dilation``."""
     return ((kernel_size[0] - 1) * dilation[0]) // 2, ((kernel_size[1] - 1) * dilation[1]) // 2
 
 
@@ -142,16 +160,16 @@ class DiscriminatorSTFT(nn.Module):
         self.spec_transform = Spectrogram(n_fft, hop_length, win_length, _window_fn(window), normalized)
         square = (kernel_size[0], kernel_size[0])
         self.convs = nn.ModuleList([NormConv2d(2 * in_channels, filters, kernel_size=kernel_size,
-                                               padding=_same_padding(kernel_size))])
+                                               padding=get_2d_padding(kernel_size))])
         in_chs = min(filters_scale * filters, max_filters)
         for i, dilation in enumerate(dilations):
             out_chs = min((filters_scale ** (i + 1)) * filters, max_filters)
             self.convs.append(NormConv2d(in_chs, out_chs, kernel_size=kernel_size, stride=tuple(stride),
-                                         dilation=(dilation, 1), padding=_same_padding(kernel_size, (dilation, 1))))
+                                         dilation=(dilation, 1), padding=get_2d_padding(kernel_size, (dilation, 1))))
             in_chs = out_chs
         out_chs = min((filters_scale ** (len(dilations) + 1)) * filters, max_filters)
-        self.convs.append(NormConv2d(in_chs, out_chs, kernel_size=square, padding=_same_padding(square)))
-        self.conv_post = NormConv2d(out_chs, out_channels, kernel_size=square, padding=_same_padding(square))
+        self.convs.append(NormConv2d(in_chs, out_chs, kernel_size=square, padding=get_2d_padding(square)))
+        self.conv_post = NormConv2d(out_chs, out_channels, kernel_size=square, padding=get_2d_padding(square))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         z = self.spec_transform(x)
@@ -390,6 +408,37 @@ class OobleckDiscriminator(nn.Module):
         return get_hinge_losses(score_real, score_fake)[0], adv, fm
 
 
+class MultiScaleSubbandCQTDiscriminator(nn.Module):
+    """Upstream's multi-scale sub-band CQT discriminator (from BigVGAN v2). Importable for compatibility, but
+    constructing it raises ``NotImplementedError``: upstream 0.0.19 builds it from an undefined
+    ``DiscriminatorCQT`` class, so no working configuration uses it.
+
+    Args:
+        cfg (dict): upstream's ``cqtd_*`` options.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        raise NotImplementedError(_BIGVGAN_UNAVAILABLE + "; use the 'encodec', 'oobleck' or 'dac' discriminator")
+
+
+class BigVGANDiscriminator(nn.Module):
+    """Upstream's BigVGAN discriminator (DAC multi-period discriminator + sub-band CQT discriminator). Importable
+    for compatibility, but constructing it raises ``NotImplementedError`` (see
+    :class:`MultiScaleSubbandCQTDiscriminator`); the ``big_vgan`` discriminator type is refused likewise.
+
+    Args:
+        sample_rate (int): audio sample rate.
+        channels (int): audio channels. Default 1.
+        use_hinge (bool): hinge instead of least-squares losses. Default False.
+        periods (list of int): periods of the multi-period discriminator. Default ``[2, 3, 5, 7, 11]``.
+        **cqt_kwargs: options of the CQT discriminator.
+    """
+
+    def __init__(self, sample_rate: int, channels: int = 1, use_hinge: bool = False,
+                 periods: Sequence[int] = (2, 3, 5, 7, 11), **cqt_kwargs: Any) -> None:
+        raise NotImplementedError(_BIGVGAN_UNAVAILABLE + "; use the 'encodec', 'oobleck' or 'dac' discriminator")
+
+
 # --------------------------------------------------------------------------------------------------
 # Factory
 
@@ -410,8 +459,7 @@ def create_discriminator_from_config(disc_config: Mapping[str, Any], in_channels
     config_path = f"{path}.config"
     if disc_type == "big_vgan":
         raise ConfigError(f"{path}.type", "the 'big_vgan' discriminator is not available",
-                          "upstream's BigVGAN discriminator cannot be built (its CQT sub-discriminator class "
-                          "is undefined); use 'encodec', 'oobleck' or 'dac'")
+                          _BIGVGAN_UNAVAILABLE + "; use 'encodec', 'oobleck' or 'dac'")
     if disc_type == "encodec":
         config.setdefault("in_channels", in_channels)
         return build_from_config(EncodecDiscriminator, config, config_path)

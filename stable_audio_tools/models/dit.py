@@ -36,7 +36,7 @@ from einops import rearrange
 from torch import nn
 
 from .blocks import FourierFeatures
-from .diffusion import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
+from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
 from .transformer import ContinuousTransformer
 
 __all__ = ["FourierFeatures", "DiffusionTransformer", "DiTWrapper", "DiTUncondWrapper"]

@@ -55,7 +55,7 @@ def _build_diffusion_cond(config: Mapping) -> nn.Module:
 
 
 def _build_diffusion_autoencoder(config: Mapping) -> nn.Module:
-    from .diffusion_autoencoder import create_diffAE_from_config
+    from .autoencoders import create_diffAE_from_config
 
     return create_diffAE_from_config(config)
 

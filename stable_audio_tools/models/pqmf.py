@@ -24,6 +24,10 @@ from torch import nn
 
 __all__ = [
     "PQMF",
+    "prepare_signal_dimensions",
+    "pad_signal",
+    "ensure_odd_length",
+    "evaluate_filter_objective",
     "design_kaiser_lowpass",
     "design_prototype_filter",
     "generate_modulated_filter_bank",
@@ -47,8 +51,10 @@ def design_kaiser_lowpass(angular_cutoff: float, attenuation: float,
     return firwin(filter_length, angular_cutoff, window=("kaiser", beta), scale=False, fs=2 * np.pi)
 
 
-def _reconstruction_error(angular_cutoff: float, attenuation: float, num_bands: int,
-                          filter_length: Optional[int]) -> float:
+def evaluate_filter_objective(angular_cutoff: float, attenuation: float, num_bands: int,
+                              filter_length: Optional[int]) -> float:
+    """Near-perfect-reconstruction error of the Kaiser prototype with this cutoff (the value minimised by
+    :func:`design_prototype_filter`)."""
     taps = design_kaiser_lowpass(angular_cutoff, attenuation, filter_length)
     autocorr = np.convolve(taps, taps[::-1], "full")
     return float(np.max(np.abs(autocorr[autocorr.shape[-1] // 2::2 * num_bands][1:])))
@@ -56,7 +62,7 @@ def _reconstruction_error(angular_cutoff: float, attenuation: float, num_bands: 
 
 def design_prototype_filter(attenuation: float, num_bands: int, filter_length: Optional[int] = None) -> torch.Tensor:
     """Prototype low-pass (float32) whose cutoff minimises the reconstruction error; fmin starts at 1/N."""
-    cutoff = fmin(lambda c: _reconstruction_error(c[0], attenuation, num_bands, filter_length),
+    cutoff = fmin(lambda c: evaluate_filter_objective(c[0], attenuation, num_bands, filter_length),
                   1 / num_bands, disp=0)[0]
     return torch.tensor(design_kaiser_lowpass(cutoff, attenuation, filter_length), dtype=torch.float32)
 
@@ -106,7 +112,20 @@ def polyphase_synthesis(bands: torch.Tensor, filter_bank: torch.Tensor) -> torch
     return x[..., 2 * weight.shape[1]:]
 
 
-def _as_batch_channel_time(signal: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+def ensure_odd_length(tensor: torch.Tensor) -> torch.Tensor:
+    """Zero-pad the last dim by one sample when its size is even."""
+    return F.pad(tensor, (0, 1)) if tensor.shape[-1] % 2 == 0 else tensor
+
+
+def pad_signal(signal: torch.Tensor, num_bands: int) -> torch.Tensor:
+    """Zero-pad the last dim on the right to a multiple of ``num_bands`` (unchanged when it already is one)."""
+    remainder = signal.shape[-1] % num_bands
+    return F.pad(signal, (0, num_bands - remainder)) if remainder else signal
+
+
+def prepare_signal_dimensions(signal: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+    """A ``[T]``, ``[C, T]`` (or ``[T, C]``: the longer axis is taken as time) or ``[B, C, T]`` tensor or numpy
+    array as a ``[B, C, T]`` tensor."""
     if isinstance(signal, np.ndarray):
         signal = torch.from_numpy(signal)
     if not isinstance(signal, torch.Tensor):
@@ -114,7 +133,6 @@ def _as_batch_channel_time(signal: Union[torch.Tensor, np.ndarray]) -> torch.Ten
     if signal.dim() == 1:
         return signal[None, None]
     if signal.dim() == 2:
-        # [C, T] (or [T, C]: the longer axis is taken as time)
         if signal.shape[0] > signal.shape[1]:
             signal = signal.T
         return signal[None]
@@ -141,10 +159,7 @@ class PQMF(nn.Module):
 
     def forward(self, signal: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
         """Split into bands; the length is zero-padded on the right to a multiple of ``num_bands`` first."""
-        signal = _as_batch_channel_time(signal)
-        remainder = signal.shape[-1] % self.num_bands
-        if remainder:
-            signal = F.pad(signal, (0, self.num_bands - remainder))
+        signal = pad_signal(prepare_signal_dimensions(signal), self.num_bands)
         return apply_alias_cancellation(polyphase_analysis(signal, self.filter_bank))
 
     def inverse(self, bands: torch.Tensor) -> torch.Tensor:

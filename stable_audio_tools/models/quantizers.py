@@ -30,6 +30,8 @@ __all__ = [
     "ResidualVectorQuantize",
     "FSQ",
     "DitheredFSQ",
+    "round_ste",
+    "leaky_hard_clip",
 ]
 
 
@@ -91,6 +93,11 @@ def _gumbel_noise(t: torch.Tensor) -> torch.Tensor:
 
 def _distributed_world() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def leaky_hard_clip(x: torch.Tensor, alpha: float = 1e-3) -> torch.Tensor:
+    """Clamp to [-1, 1] with a small slope ``alpha`` outside: ``(1 - alpha) * clamp(x, -1, 1) + alpha * x``."""
+    return (1 - alpha) * torch.clamp(x, -1, 1) + alpha * x
 
 
 def round_ste(z: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from .wn import WNConv1d, WNConvTranspose1d
 __all__ = [
     "CONV_NORMALIZATIONS",
     "get_extra_padding_for_conv1d",
+    "pad_for_conv1d",
     "pad1d",
     "unpad1d",
     "NormConv1d",
@@ -81,6 +82,12 @@ def get_extra_padding_for_conv1d(x: torch.Tensor, kernel_size: int, stride: int,
     frames_minus_one = -((kernel_size - padding_total - length) // stride)  # ceil((len - k + pt) / stride)
     ideal_length = frames_minus_one * stride + kernel_size - padding_total
     return ideal_length - length
+
+
+def pad_for_conv1d(x: torch.Tensor, kernel_size: int, stride: int, padding_total: int = 0) -> torch.Tensor:
+    """Zero-pad ``x`` on the right by :func:`get_extra_padding_for_conv1d` so that a strided conv sees only
+    complete windows (and its transposed conv can rebuild the full length)."""
+    return F.pad(x, (0, get_extra_padding_for_conv1d(x, kernel_size, stride, padding_total)))
 
 
 def pad1d(x: torch.Tensor, paddings: Tuple[int, int], mode: str = "constant", value: float = 0.0) -> torch.Tensor:

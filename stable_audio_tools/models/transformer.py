@@ -45,6 +45,7 @@ from .attention import (
     sliding_window_attention,
     sliding_window_mask,
 )
+from .transformer_utils import RunningInstanceNorm, create_causal_mask, or_reduce
 
 __all__ = [
     "AbsolutePositionalEmbedding",
@@ -64,6 +65,9 @@ __all__ = [
     "ConformerModule",
     "TransformerBlock",
     "ContinuousTransformer",
+    "create_causal_mask",
+    "or_reduce",
+    "RunningInstanceNorm",
 ]
 
 

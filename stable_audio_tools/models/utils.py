@@ -22,6 +22,9 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .common import compile, next_multiple_of_64, next_power_of_two
+from .sampling_utils import multinomial, sample_top_k, sample_top_p
+
 __all__ = [
     "CheckpointKindError",
     "checkpoint_kind",
@@ -29,6 +32,13 @@ __all__ = [
     "copy_state_dict",
     "remove_weight_norm_from_model",
     "WRAPPED_CKPT_KEYS",
+    # upstream's models/utils.py also holds these (defined in .common and .sampling_utils)
+    "compile",
+    "multinomial",
+    "sample_top_k",
+    "sample_top_p",
+    "next_power_of_two",
+    "next_multiple_of_64",
 ]
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,8 @@
-"""Training wrappers, losses, callbacks and optimizer factories."""
-from .factory import create_training_wrapper_from_config
+"""Training wrappers, losses, callbacks and optimizer factories.
 
-
-def create_demo_callback_from_config(model_config, **kwargs):
-    """Build the demo callback for ``model_config["model_type"]`` (see ``training.demo_callbacks``)."""
-    from .demo_callbacks import create_demo_callback_from_config as _create
-
-    return _create(model_config, **kwargs)
-
+``create_training_wrapper_from_config`` and ``create_demo_callback_from_config`` are importable from here, as from
+upstream's ``stable_audio_tools.training`` (they live in :mod:`.factory` and :mod:`.demo_callbacks`).
+"""
+from .factory import create_demo_callback_from_config, create_training_wrapper_from_config
 
 __all__ = ["create_training_wrapper_from_config", "create_demo_callback_from_config"]

@@ -1,7 +1,7 @@
 """ARC (Adversarial Relativistic-Contrastive) post-training of rectified-flow DiT models (SPEC 5.7).
 
 The student (a ``diffusion_cond`` model) is trained against a discriminator made of a DiT backbone (hidden
-states of layer ``dit_hidden_layer``) and a small head (:mod:`.arc_discriminators`); even global steps train
+states of layer ``dit_hidden_layer``) and a small head (:mod:`stable_audio_tools.models.arc`); even global steps train
 the student, odd steps the discriminator. An optional ODE warmup first regresses the student onto a frozen
 teacher's sampling trajectories. Manual optimization.
 
@@ -25,15 +25,15 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .arc_discriminators import ConvDiscriminator, ConvNeXtDiscriminator
+from ..models.arc import ConvDiscriminator, ConvNeXtDiscriminator
+from ..models.common import checkpoint
+from ..models.inpainting import random_inpaint_mask
 from .demo_callbacks import eval_mode
-from .diffusion import encode_to_latents, padding_masks_from_metadata, split_batch
 from .ema import EMA
-from .inpainting import random_inpaint_mask
 from .timesteps import TimestepSampler
 from .utils import create_optimizer_from_config, create_scheduler_from_config
+from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = ["ARCTrainingWrapper", "flow_dpmpp_with_intermediates", "ARC_HEADS"]
 
@@ -73,7 +73,7 @@ def flow_dpmpp_with_intermediates(model: nn.Module, x: torch.Tensor, sigmas: tor
 
 
 def _checkpointed(fn: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+    return checkpoint(fn, *args, **kwargs)
 
 
 class ARCTrainingWrapper(pl.LightningModule):

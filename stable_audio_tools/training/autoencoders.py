@@ -26,13 +26,15 @@ from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottl
                                  VAEBottleneck, WassersteinBottleneck)
 from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
+from .demo_callbacks import AutoencoderDemoCallback
 from .ema import EMA
 from .losses import AuralossLoss, L1Loss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss, \
     ValueLoss
 from .utils import create_optimizer_from_config, create_scheduler_from_config
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
-           "trim_to_shortest"]
+           "trim_to_shortest",
+           "AutoencoderDemoCallback"]  # defined in .demo_callbacks, importable here as from upstream's module
 
 log = logging.getLogger(__name__)
 

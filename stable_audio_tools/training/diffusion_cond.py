@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
+from ..models.inpainting import random_inpaint_mask
 from .ema import EMA
-from .inpainting import random_inpaint_mask
 from .losses import MSELoss, MultiLoss
 from .timesteps import TimestepSampler, noise_inputs
 from .utils import create_optimizer_from_config, create_scheduler_from_config
+from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 
 __all__ = ["DiffusionCondTrainingWrapper", "VALIDATION_TIMESTEPS"]
 

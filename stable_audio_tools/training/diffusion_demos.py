@@ -16,9 +16,9 @@ from torch import nn
 
 from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
 from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
-from .diffusion import encode_to_latents, padding_masks_from_metadata, split_batch
-from .inpainting import INPAINT_IDS, random_inpaint_mask
+from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = [
     "DiffusionUncondDemoCallback",

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from torch import nn
 
 from ..models.config import ConfigError, ConfigWarning, check_choice, require, require_mapping, warn_unknown_keys
-from .inpainting import INPAINT_IDS, check_inpainting_config
+from ..models.inpainting import INPAINT_IDS, check_inpainting_config
 from .timesteps import ARC_NOISE_DISTS, TIMESTEP_SAMPLERS
 
 __all__ = [

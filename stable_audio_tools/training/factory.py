@@ -1,4 +1,8 @@
-"""Training-wrapper factory: model config + model -> LightningModule (SPEC 5)."""
+"""Training-wrapper factory: model config + model -> LightningModule (SPEC 5).
+
+As upstream's ``training/factory.py``, this module also exposes ``create_demo_callback_from_config``
+(:mod:`.demo_callbacks`).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping
@@ -7,8 +11,10 @@ import pytorch_lightning as pl
 from torch import nn
 
 from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from .demo_callbacks import create_demo_callback_from_config
 
-__all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS"]
+__all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS",
+           "create_demo_callback_from_config"]  # defined in .demo_callbacks (upstream has it here)
 
 AUTOENCODER_TRAINING_KEYS = ("learning_rate", "warmup_steps", "warmup_mode", "encoder_freeze_on_warmup", "use_ema",
                              "loss_configs", "eval_loss_configs", "optimizer_configs", "force_input_mono",

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
-from .diffusion import padding_masks_from_metadata, split_batch
 from .ema import EMA
+from .lm_demos import AudioLanguageModelDemoCallback
 from .utils import create_optimizer_from_config, create_scheduler_from_config
+from .wrapper_utils import padding_masks_from_metadata, split_batch
 
 __all__ = [
     "AudioLanguageModelTrainingWrapper",
@@ -41,6 +42,7 @@ __all__ = [
     "tokens_to_codes",
     "create_lm_training_wrapper",
     "LM_TRAINING_KEYS",
+    "AudioLanguageModelDemoCallback",  # defined in .lm_demos, importable from here as from upstream's training/lm.py
 ]
 
 LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo")

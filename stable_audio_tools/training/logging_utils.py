@@ -33,6 +33,7 @@ from pytorch_lightning.loggers import CometLogger, CSVLogger, Logger, TensorBoar
 __all__ = [
     "save_wav",
     "logger_media_dir",
+    "logger_project_name",
     "media_dir",
     "log_audio",
     "log_image",
@@ -97,6 +98,16 @@ def save_wav(path: PathLike, audio: Union[torch.Tensor, np.ndarray], sample_rate
             os.unlink(tmp_name)
         raise
     return path
+
+
+def logger_project_name(logger: Optional[Logger]) -> Optional[str]:
+    """The project (wandb: the run's project) or experiment name (other loggers) a logger writes to; None for none."""
+    if logger is None:
+        return None
+    if isinstance(logger, WandbLogger):
+        return logger.experiment.project
+    name = logger.name
+    return None if name is None else str(name)
 
 
 def logger_media_dir(logger: Logger) -> Optional[Path]:

@@ -1,6 +1,10 @@
-"""Optimizer and learning-rate scheduler factories (SPEC 2.7)."""
+"""Optimizer and learning-rate scheduler factories (SPEC 2.7) and the process rank.
+
+As upstream's ``training/utils.py``, this module also exposes the logger helpers of :mod:`.logging_utils`.
+"""
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Iterable, Mapping, Optional
 
@@ -8,8 +12,21 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from .logging_utils import log_audio, log_image, log_metric, log_point_cloud, logger_project_name
 
-__all__ = ["InverseLR", "create_optimizer_from_config", "create_scheduler_from_config"]
+__all__ = ["InverseLR", "create_optimizer_from_config", "create_scheduler_from_config", "get_rank",
+           # defined in .logging_utils, importable from here as from upstream's training/utils.py
+           "logger_project_name", "log_metric", "log_audio", "log_image", "log_point_cloud"]
+
+
+def get_rank() -> int:
+    """Global rank of this process: ``SLURM_PROCID`` when set, else the initialised ``torch.distributed`` rank,
+    else 0."""
+    if "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"])
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return 0
+    return torch.distributed.get_rank()
 
 
 class InverseLR(LRScheduler):

@@ -1,4 +1,5 @@
-"""Random inpainting masks for training ``diffusion_cond_inpaint`` models (SPEC 5.4 step 7).
+"""Random inpainting masks for training ``diffusion_cond_inpaint`` models (upstream ``models/inpainting.py``) and
+the validation of a config's ``training.inpainting`` block.
 
 A mask is ``[B, 1, L]`` float with 1 = keep (given to the model) and 0 = to be generated. Each item draws
 one mask type with ``mask_type_probabilities`` (default ``[0.1, 0.8, 0.1]``):
@@ -20,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..models.config import ConfigError, require_mapping, warn_unknown_keys
+from .config import ConfigError, require_mapping, warn_unknown_keys
 
 __all__ = ["MaskType", "random_inpaint_mask", "check_inpainting_config", "INPAINT_IDS"]
 
@@ -31,6 +32,8 @@ _MASK_KWARGS = ("max_mask_segments", "mask_type_probabilities")
 
 
 class MaskType(Enum):
+    """Kinds of inpainting mask drawn by :func:`random_inpaint_mask`."""
+
     RANDOM_SEGMENTS = 0
     FULL_MASK = 1
     CAUSAL_MASK = 2
