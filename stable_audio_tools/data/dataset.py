@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
 from .utils import (AUDIO_EXTENSIONS, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence, load_audio,
                     resample)
+from .utils import get_dbmax, is_silence_audio, remove_long_silence
 
 __all__ = [
     "SUPPORTED_DATASET_TYPES",
@@ -48,6 +49,11 @@ __all__ = [
     "SampleDataset",
     "collation_fn",
     "create_dataloader_from_config",
+    "keyword_scandir",
+    # defined elsewhere, importable from here as from upstream's data/dataset.py (see _UPSTREAM_NAMES)
+    "get_dbmax",
+    "is_silence_audio",
+    "remove_long_silence",
 ]
 
 logger = logging.getLogger(__name__)
@@ -490,3 +496,44 @@ def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, samp
     return _DATALOADER_BUILDERS[dataset_type](dataset_config, batch_size=batch_size, sample_size=sample_size,
                                               sample_rate=sample_rate, force_channels=force_channels,
                                               num_workers=num_workers, shuffle=shuffle)
+
+
+# --------------------------------------------------------------------------------------------------
+# Upstream's other data/dataset.py names
+
+
+def keyword_scandir(dir: str, ext: Sequence[str], keywords: Sequence[str]) -> Tuple[List[str], List[str]]:  # noqa: A002
+    """Deprecated upstream helper: ``(subfolders, files)`` under ``dir`` whose file names contain one of
+    ``keywords``; use :func:`fast_scandir` with ``keywords`` instead (an empty keyword list matches no file)."""
+    warnings.warn("keyword_scandir is deprecated; use fast_scandir(directory, extensions, keywords)",
+                  DeprecationWarning, stacklevel=2)
+    subfolders, files = fast_scandir(dir, ext, keywords)
+    return subfolders, files if keywords else []
+
+
+# Upstream defines these in data/dataset.py too. Here they live in modules built on top of this one
+# (:mod:`.pre_encoded`, :mod:`.webdataset` import this module), so a static import would be an import cycle:
+# they are resolved on first attribute access instead (PEP 562), which ``from ...dataset import X`` also uses.
+_UPSTREAM_NAMES = {
+    "get_latent_filenames": ".pre_encoded",
+    "PreEncodedDataset": ".pre_encoded",
+    "get_s3_contents": ".webdataset",
+    "get_all_s3_urls": ".webdataset",
+    "log_and_continue": ".webdataset",
+    "is_valid_sample": ".webdataset",
+    "S3DatasetConfig": ".webdataset",
+    "LocalWebDatasetConfig": ".webdataset",
+    "audio_decoder": ".webdataset",
+    "npy_decoder": ".webdataset",
+    "WebDatasetDataLoader": ".webdataset",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _UPSTREAM_NAMES:
+        return getattr(importlib.import_module(_UPSTREAM_NAMES[name], __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(list(globals()) + list(_UPSTREAM_NAMES))

@@ -35,6 +35,7 @@ __all__ = [
     "VolumeNorm",
     "get_dbmax",
     "is_silence",
+    "is_silence_audio",
     "remove_long_silence",
     "set_audio_channels",
     "prepare_audio",
@@ -293,6 +294,15 @@ def get_dbmax(audio: torch.Tensor) -> float:
 def is_silence(audio: torch.Tensor, thresh: float = -60.0) -> bool:
     """True when the peak of ``audio`` is below ``thresh`` dBFS."""
     return get_dbmax(audio) < thresh
+
+
+def is_silence_audio(audio: torch.Tensor, silence_threshold: float = 0.01, max_silence_ratio: float = 0.3) -> bool:
+    """True when, in any channel of ``audio [C, T]``, more than ``max_silence_ratio`` of the samples have an
+    amplitude below ``silence_threshold`` (upstream's rejection test; unlike upstream it writes no file)."""
+    if audio.dim() != 2 or audio.shape[1] == 0:
+        raise ValueError(f"is_silence_audio needs non-empty [channels, samples] audio, got {tuple(audio.shape)}")
+    silent_ratio = (audio.abs() < silence_threshold).sum(dim=1) / audio.shape[1]
+    return bool((silent_ratio > max_silence_ratio).any())
 
 
 def remove_long_silence(audio: torch.Tensor, sample_rate: int, silence_threshold: Sequence[float] = (0.01, 0.5),

@@ -25,10 +25,11 @@ from torch import nn
 from torch.nn.functional import interpolate
 
 from .sampling import sample_k, sample_rf
-from .utils import decode_latents, prepare_audio
+from .utils import build_mask, decode_latents, prepare_audio
 
 __all__ = ["generate_diffusion_cond", "generate_diffusion_cond_inpaint", "generate_diffusion_uncond",
-           "resolve_device", "seed_and_noise"]
+           "resolve_device", "seed_and_noise",
+           "build_mask"]  # defined in .utils, importable from here as from upstream's inference/generation.py
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ figures are rendered with Pillow and small built-in colormaps, so neither matplo
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ __all__ = [
     "audio_spectrogram_image",
     "tokens_spectrogram_image",
     "project_down",
+    "proj_pca",
+    "point_cloud",
     "pca_point_cloud",
+    "embeddings_table",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -339,17 +342,118 @@ def project_down(tokens: torch.Tensor, proj_dims: int = 3) -> torch.Tensor:
     return flat.reshape(batch, frames, -1)
 
 
+def proj_pca(tokens: torch.Tensor, proj_dims: int = 3) -> torch.Tensor:
+    """PCA projection of ``tokens [B, D, N]`` to ``[B, N, proj_dims]`` (see :func:`project_down`)."""
+    return project_down(tokens, proj_dims=proj_dims)
+
+
+def _project(tokens: torch.Tensor, method: str) -> np.ndarray:
+    if method == "pca":
+        return project_down(tokens, proj_dims=3).numpy().astype(np.float64)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise ImportError("point_cloud(method='umap') needs the umap-learn package: pip install umap-learn") \
+                from None
+        batch, dim, frames = tokens.shape
+        flat = tokens.detach().to("cpu", torch.float64).permute(0, 2, 1).reshape(batch * frames, dim).numpy()
+        return umap.UMAP(n_components=3).fit_transform(flat).reshape(batch, frames, 3)
+    raise ValueError(f"unknown projection method {method!r}; use 'pca' or 'umap'")
+
+
+def _point_colours(batch: int, frames: int, color_scheme: Union[str, int]) -> np.ndarray:
+    """``[batch, frames, 3]`` RGB (0-255): tab20 per batch item, per group of items, or viridis over time."""
+    if color_scheme == "batch":
+        per_item = np.array([tab20_color((bi + 1) / batch) for bi in range(batch)], dtype=np.float64)
+        return np.repeat(per_item[:, None], frames, axis=1)
+    if isinstance(color_scheme, int) or str(color_scheme).isnumeric():
+        groups = int(color_scheme)
+        group_len = max(batch // groups, 1)
+        per_item = np.array([tab20_color((bi // group_len) / groups) for bi in range(batch)], dtype=np.float64)
+        return np.repeat(per_item[:, None], frames, axis=1)
+    per_step = apply_colormap(np.arange(frames) / max(frames, 1), "viridis").astype(np.float64)
+    return np.repeat(per_step[None], batch, axis=0)
+
+
+def point_cloud(tokens: torch.Tensor, method: str = "pca", color_scheme: Union[str, int] = "batch",
+                output_type: str = "wandbobj", mode: str = "markers", size: int = 3, line: Optional[dict] = None,
+                ds_preproj: int = 1, ds_preplot: int = 1, darkmode: Union[bool, str] = False,
+                layout_dict: Optional[dict] = None, rgb_float: bool = False) -> Any:
+    """3-D point cloud of latents ``tokens [B, D, N]`` (upstream's aeiou ``point_cloud``).
+
+    Args:
+        tokens (Tensor): ``[batch, dim, frames]`` latents.
+        method (str): ``"pca"`` or ``"umap"`` (needs ``umap-learn``). Default ``"pca"``.
+        color_scheme (str or int): ``"batch"`` (one tab20 colour per item), an integer ``n`` (``n`` colour groups
+            of consecutive items) or anything else (viridis over the frames). Default ``"batch"``.
+        output_type (str): ``"points"`` (``[B * N, 6]`` rows ``x, y, z, r, g, b``), ``"plotly"`` (a
+            ``plotly`` Scatter3d figure; needs ``plotly``) or ``"wandbobj"`` (``wandb.Object3D``). Default
+            ``"wandbobj"``.
+        mode (str): plotly scatter mode. Default ``"markers"``.
+        size (int): plotly marker size. Default 3.
+        line (dict, optional): plotly line options for ``mode="lines+markers"``. Default None.
+        ds_preproj (int): keep every n-th item (after shuffling) before projecting. Default 1.
+        ds_preplot (int): keep every n-th point in the plotly figure. Default 1.
+        darkmode (bool or str): plotly dark template (a string also sets the paper colour). Default False.
+        layout_dict (dict, optional): extra plotly layout options. Default None.
+        rgb_float (bool): colours as 0-1 floats instead of 0-255 integers. Default False.
+    """
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must be [batch, dim, frames], got shape {tuple(tokens.shape)}")
+    if output_type not in ("points", "plotly", "wandbobj"):
+        raise ValueError(f"unknown output_type {output_type!r}; use 'points', 'plotly' or 'wandbobj'")
+    if ds_preproj != 1:
+        tokens = tokens[torch.randperm(tokens.shape[0])][::ds_preproj]
+    data = _project(tokens, method)
+    if data.shape[-1] < 3:
+        data = np.pad(data, ((0, 0), (0, 0), (0, 3 - data.shape[-1])))
+    batch, frames = data.shape[:2]
+    colours = _point_colours(batch, frames, color_scheme)
+    if rgb_float:
+        colours = colours / 255.0
+    points = np.concatenate([data.reshape(batch * frames, 3), colours.reshape(batch * frames, 3)], axis=1)
+    if output_type == "points":
+        return points
+    if output_type == "wandbobj":
+        import wandb
+
+        return wandb.Object3D(points)
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        raise ImportError("point_cloud(output_type='plotly') needs the plotly package: pip install plotly") from None
+    shown = points[::ds_preplot]
+    fig = go.Figure(data=[go.Scatter3d(
+        x=shown[:, 0], y=shown[:, 1], z=shown[:, 2], marker=dict(size=size, color=shown[:, 3:6]), mode=mode,
+        text=[f"bi: {i // frames}, ti: {i % frames}" for i in range(0, len(points), ds_preplot)],
+        line=line if line is not None else dict(color="rgba(10,10,10,0.01)"))])
+    fig.update_layout(margin=dict(l=0, r=0, b=0, t=0))
+    if darkmode:
+        fig.layout.template = "plotly_dark"
+        if isinstance(darkmode, str):
+            fig.update_layout(paper_bgcolor=darkmode)
+    if layout_dict:
+        fig.update_layout(**layout_dict)
+    return fig
+
+
 def pca_point_cloud(tokens: torch.Tensor, rgb_float: bool = False) -> np.ndarray:
     """3-D PCA point cloud of latents ``tokens [B, D, N]`` as ``[B * N, 6]`` rows ``x, y, z, r, g, b``.
 
     Each batch item gets its own tab20 colour (0-255 integers, or 0-1 floats with ``rgb_float``); data with
-    fewer than three dimensions is zero-padded to 3-D.
+    fewer than three dimensions is zero-padded to 3-D (:func:`point_cloud` with ``output_type="points"``).
     """
-    data = project_down(tokens, proj_dims=3).numpy().astype(np.float64)
-    if data.shape[-1] < 3:
-        data = np.pad(data, ((0, 0), (0, 0), (0, 3 - data.shape[-1])))
-    batch, frames = data.shape[:2]
-    colours = np.array([tab20_color((bi + 1) / batch) for bi in range(batch)], dtype=np.float64)
-    if rgb_float:
-        colours = colours / 255.0
-    return np.concatenate([data.reshape(batch * frames, 3), np.repeat(colours, frames, axis=0)], axis=1)
+    return point_cloud(tokens, method="pca", color_scheme="batch", output_type="points", rgb_float=rgb_float)
+
+
+def embeddings_table(tokens: torch.Tensor) -> Any:
+    """A ``wandb.Table`` of the latent vectors of ``tokens [B, D, N]``: one row per frame with columns
+    ``dim_0 ... dim_{D-1}`` and ``LABEL`` = ``demo<b>`` (the batch item, for grouping)."""
+    import wandb
+
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must be [batch, dim, frames], got shape {tuple(tokens.shape)}")
+    vectors = tokens.detach().to("cpu", torch.float32).permute(0, 2, 1)
+    rows = [[*vectors[b, n].tolist(), f"demo{b}"] for b in range(vectors.shape[0]) for n in range(vectors.shape[1])]
+    return wandb.Table(columns=[f"dim_{i}" for i in range(tokens.shape[1])] + ["LABEL"], data=rows)

@@ -14,6 +14,9 @@ Differences from upstream: half precision is opt-in (``model_half=True``) and on
 CUDA, else MPS, else CPU (or the one given); a checkpoint that does not fit the config is refused with a
 :class:`CheckpointMismatchError` naming the keys (upstream copied the matching tensors and silently left the
 rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5.
+
+Upstream's module-state functions (``generate_uncond``, ``create_lm_ui(model_config)``...) are importable from here
+as deprecated wrappers (:mod:`.legacy`); they use the model :func:`load_model` loaded last.
 """
 from __future__ import annotations
 
@@ -29,9 +32,14 @@ from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import load_ckpt_state_dict
 from .interfaces.common import launch_style_kwargs
+from .legacy import (autoencoder_process, create_autoencoder_ui, create_diffusion_uncond_ui, create_lm_ui,
+                     create_uncond_sampling_ui, generate_lm, generate_uncond, remember_model)
 
 __all__ = ["CheckpointMismatchError", "select_device", "check_state_dict", "load_model", "create_ui",
-           "create_ui_for_model", "launch_ui"]
+           "create_ui_for_model", "launch_ui",
+           # upstream's module-state functions, deprecated wrappers defined in .legacy
+           "generate_uncond", "generate_lm", "autoencoder_process", "create_uncond_sampling_ui",
+           "create_diffusion_uncond_ui", "create_autoencoder_ui", "create_lm_ui"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +153,7 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
             log.warning("--model-half is ignored on %s (float16 is only used on CUDA); running in float32",
                         device.type)
     log.info("model ready on %s (%s)", device, next(model.parameters()).dtype)
+    remember_model(model, model_config)
     return model, model_config
 
 

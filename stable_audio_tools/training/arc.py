@@ -19,7 +19,7 @@ Differences from upstream (checkpoint keys unchanged):
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -35,19 +35,34 @@ from .timesteps import TimestepSampler
 from .utils import create_optimizer_from_config, create_scheduler_from_config
 from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
-__all__ = ["ARCTrainingWrapper", "flow_dpmpp_with_intermediates", "ARC_HEADS"]
+__all__ = ["ARCTrainingWrapper", "sample_flow_dpmpp_w_intermediates", "euler_step", "checkpoint", "ARC_HEADS"]
 
 ARC_HEADS = {"convnext": ConvNeXtDiscriminator, "conv": ConvDiscriminator}
 
 
+def euler_step(x_t: torch.Tensor, v_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """One Euler step of the rectified-flow ODE from times ``t`` to ``s`` (``[B]``): ``x_t + (s - t) * v_t``."""
+    return x_t + (s - t)[:, None, None] * v_t
+
+
 @torch.no_grad()
-def flow_dpmpp_with_intermediates(model: nn.Module, x: torch.Tensor, sigmas: torch.Tensor,
-                                  **extra_args: Any) -> Dict[str, torch.Tensor]:
+def sample_flow_dpmpp_w_intermediates(model: nn.Module, x: torch.Tensor, sigmas: Optional[torch.Tensor] = None,
+                                      steps: Optional[int] = None, callback: Optional[Callable[[dict], None]] = None,
+                                      dist_shift: Any = None, **extra_args: Any) -> Dict[str, torch.Tensor]:
     """Flow DPM-Solver++(2M) sampling from noise ``x`` over the times ``sigmas`` (1 -> 0), keeping every state.
 
-    Returns ``{"target": final sample [B, C, L], "x": states before each step [steps, B, C, L],
-    "t": their times [steps, 1]}``. ``model(x, t [B], **extra_args)`` predicts the RF velocity.
+    Without ``sigmas``, ``steps`` uniform times from 1 to 0 are used, shifted by ``dist_shift`` (a
+    :class:`~stable_audio_tools.inference.sampling.DistributionShift`) if given. ``callback`` is called after every
+    model evaluation with ``{"x", "i", "sigma", "sigma_hat", "denoised"}``. Returns ``{"target": final sample
+    [B, C, L], "x": states before each step [steps, B, C, L], "t": their times [steps, 1]}``.
+    ``model(x, t [B], **extra_args)`` predicts the RF velocity.
     """
+    if sigmas is None:
+        if steps is None:
+            raise ValueError("sample_flow_dpmpp_w_intermediates needs either steps or sigmas")
+        sigmas = torch.linspace(1, 0, steps + 1)
+        if dist_shift is not None:
+            sigmas = dist_shift.time_shift(sigmas, x.shape[-1])
     ones = x.new_ones([x.shape[0]])
     sigmas = sigmas.to(x.device)
     states, times = [], []
@@ -61,6 +76,8 @@ def flow_dpmpp_with_intermediates(model: nn.Module, x: torch.Tensor, sigmas: tor
         states.append(x)
         times.append(t_curr)
         denoised = x - t_curr * model(x, t_curr * ones, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": t_curr, "sigma_hat": t_curr, "denoised": denoised})
         h = log_snr(t_next) - log_snr(t_curr)
         if old_denoised is None or t_next == 0:
             update = denoised
@@ -223,7 +240,7 @@ class ARCTrainingWrapper(pl.LightningModule):
             sigmas[0], sigmas[-1] = 1.0, 0.0
             self._ode_metadata = list(metadata)
             with eval_mode(self.teacher_model):
-                self._ode_states = flow_dpmpp_with_intermediates(
+                self._ode_states = sample_flow_dpmpp_w_intermediates(
                     self.teacher_model, torch.randn_like(latents), sigmas, cond=teacher_cond,
                     cfg_scale=self.ode_warmup_cfg, batch_cfg=True)
         states = self._ode_states

@@ -13,6 +13,7 @@ with every sampler, and each request writes its file into its own temporary fold
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import gradio as gr
@@ -21,11 +22,14 @@ from torch import nn
 
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
 from ...inference.sampling import RF_SAMPLER_TYPES
-from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs,
-                     model_dtype, single_tab_ui, output_basename, parse_seed, prepare_input_audio, report_errors,
-                     required_sample_size, seconds_slider_settings, spectrogram)
+from ..legacy import current_model, delete_files_async
+from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, condense_prompt,
+                     copy_event_kwargs, model_dtype, single_tab_ui, output_basename, parse_seed, prepare_input_audio,
+                     report_errors, required_sample_size, seconds_slider_settings, spectrogram)
 
-__all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS"]
+__all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS",
+           # upstream's module-state functions (deprecated wrappers) and helpers
+           "generate_cond", "create_sampling_ui", "delete_files_async", "condense_prompt"]
 
 V_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "dpmpp-2m", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2",
               "k-dpm-adaptive", "k-dpm-fast", "v-ddim", "v-ddim-cfgpp"]
@@ -250,3 +254,41 @@ def create_diffusion_cond_ui(model: nn.Module, model_config: Dict[str, Any], gra
     interface = DiffusionCondInterface(model, model_config, writer=writer)
     return single_tab_ui(interface, gradio_title)
 
+
+
+
+# ----------------------------------------------------------------------------------------------- upstream's API
+def generate_cond(prompt: str, negative_prompt: Optional[str] = None, seconds_start: float = 0,
+                  seconds_total: float = 30, cfg_scale: float = 6.0, steps: int = 250,
+                  preview_every: Optional[int] = None, seed: Any = -1, sampler_type: str = "dpmpp-3m-sde",
+                  sigma_min: float = 0.03, sigma_max: float = 1000, rho: float = 1.0, cfg_interval_min: float = 0.0,
+                  cfg_interval_max: float = 1.0, cfg_rescale: float = 0.0, file_format: str = "wav",
+                  file_naming: str = "verbose", cut_to_seconds_total: bool = False, init_audio: AudioValue = None,
+                  init_noise_level: float = 1.0, mask_maskstart: Optional[float] = None,
+                  mask_maskend: Optional[float] = None, inpaint_audio: AudioValue = None, batch_size: int = 1, *,
+                  model: Optional[nn.Module] = None,
+                  model_config: Optional[Dict[str, Any]] = None) -> Tuple[str, List[Any]]:
+    """Deprecated upstream handler (module-state model, see :mod:`stable_audio_tools.interface.legacy`): generate one
+    clip with :meth:`DiffusionCondInterface.generate`; returns ``(audio file path, [spectrogram, *previews])``.
+    ``mask_maskstart`` / ``mask_maskend`` are the inpainting mask bounds in seconds."""
+    warnings.warn("generate_cond is upstream's module-state Gradio function; use "
+                  "DiffusionCondInterface(model, model_config).generate", DeprecationWarning, stacklevel=2)
+    if int(batch_size) != 1:
+        raise ValueError(f"generate_cond: batch_size={batch_size} is not supported (the demo generates one clip); "
+                         f"use stable_audio_tools.inference.generation.generate_diffusion_cond for batches")
+    interface = DiffusionCondInterface(*current_model(model, model_config))
+    return interface.generate(
+        prompt, negative_prompt=negative_prompt, seconds_start=seconds_start, seconds_total=seconds_total,
+        cfg_scale=cfg_scale, steps=steps, preview_every=preview_every or 0, seed=seed, sampler_type=sampler_type,
+        sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, cfg_interval_min=cfg_interval_min,
+        cfg_interval_max=cfg_interval_max, cfg_rescale=cfg_rescale, file_format=file_format, file_naming=file_naming,
+        cut_to_seconds_total=cut_to_seconds_total, init_audio=init_audio, init_noise_level=init_noise_level,
+        mask_start=mask_maskstart, mask_end=mask_maskend, inpaint_audio=inpaint_audio, progress=None)
+
+
+def create_sampling_ui(model_config: Dict[str, Any], *, model: Optional[nn.Module] = None) -> Dict[str, Any]:
+    """Deprecated upstream builder: create the generation controls inside the current ``gr.Blocks`` (see
+    :meth:`DiffusionCondInterface.render`); returns them by name."""
+    warnings.warn("create_sampling_ui is upstream's module-state Gradio function; use "
+                  "DiffusionCondInterface(model, model_config).render", DeprecationWarning, stacklevel=2)
+    return DiffusionCondInterface(*current_model(model, model_config)).render()

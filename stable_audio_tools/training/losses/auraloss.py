@@ -41,6 +41,9 @@ __all__ = [
     "SumAndDifferenceSTFTLoss",
     "MelSTFTLoss",
     "SISDRLoss",
+    "SDSDRLoss",
+    "SpectralConvergenceLoss",
+    "STFTMagnitudeLoss",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -119,6 +122,45 @@ class FIRFilter(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.filter(input), self.filter(target)
+
+
+class SpectralConvergenceLoss(nn.Module):
+    """Spectral convergence (Arik et al. 2018) of magnitude spectrograms ``[N, F, T]``, per signal:
+    ``‖y − x‖_F / ‖y‖_F`` as an ``[N, 1, 1]`` tensor."""
+
+    def forward(self, x_mag: torch.Tensor, y_mag: torch.Tensor) -> torch.Tensor:
+        return (torch.linalg.vector_norm(y_mag - x_mag, dim=(-2, -1))
+                / torch.linalg.vector_norm(y_mag, dim=(-2, -1)))[..., None, None]
+
+
+class STFTMagnitudeLoss(nn.Module):
+    """Distance between (log-)magnitude spectrograms: ``D(log(log_fac·x + log_eps), log(log_fac·y + log_eps))``, or
+    ``D(x, y)`` without ``log``.
+
+    Args:
+        log (bool): compare log magnitudes. Default True.
+        log_eps (float): added before the logarithm. Default 0.0.
+        log_fac (float): magnitude factor before the logarithm. Default 1.0.
+        distance (str): ``"L1"`` or ``"L2"``. Default ``"L1"``.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"``. Default ``"mean"``.
+    """
+
+    def __init__(self, log: bool = True, log_eps: float = 0.0, log_fac: float = 1.0, distance: str = "L1",
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        _check_choice("distance", distance, ("L1", "L2"))
+        _check_choice("reduction", reduction, _REDUCTIONS)
+        self.log = log
+        self.log_eps = log_eps
+        self.log_fac = log_fac
+        self.distance = F.l1_loss if distance == "L1" else F.mse_loss
+        self.reduction = reduction
+
+    def forward(self, x_mag: torch.Tensor, y_mag: torch.Tensor) -> torch.Tensor:
+        if self.log:
+            x_mag = torch.log(self.log_fac * x_mag + self.log_eps)
+            y_mag = torch.log(self.log_fac * y_mag + self.log_eps)
+        return self.distance(x_mag, y_mag, reduction=self.reduction)
 
 
 class STFTLoss(nn.Module):
@@ -360,9 +402,29 @@ class MelSTFTLoss(STFTLoss):
                          "mel", n_mels, **kwargs)
 
 
+def _signal_to_distortion(input: torch.Tensor, target: torch.Tensor, zero_mean: bool, eps: float,
+                          scale_invariant: bool) -> torch.Tensor:
+    """SI-SDR (``scale_invariant``) or SD-SDR in dB over the last axis (Le Roux et al. 2018)."""
+    if zero_mean:
+        input = input - input.mean(dim=-1, keepdim=True)
+        target = target - target.mean(dim=-1, keepdim=True)
+    alpha = (input * target).sum(-1) / (target.square().sum(-1) + eps)
+    scaled = target * alpha.unsqueeze(-1)
+    residual = input - (scaled if scale_invariant else target)
+    return 10 * torch.log10(scaled.square().sum(-1) / (residual.square().sum(-1) + eps) + eps)
+
+
 class SISDRLoss(nn.Module):
     """Negative scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2018), over the last
-    axis of ``[batch, channels, samples]`` inputs; lower is better. ``eps`` guards the divisions."""
+    axis of ``[batch, channels, samples]`` inputs; lower is better. ``eps`` guards the divisions.
+
+    Args:
+        zero_mean (bool): remove the DC offset of both signals first. Default True.
+        eps (float): stabiliser of the divisions and the logarithm. Default 1e-8.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"``. Default ``"mean"``.
+    """
+
+    scale_invariant = True
 
     def __init__(self, zero_mean: bool = True, eps: float = 1e-8, reduction: str = "mean") -> None:
         super().__init__()
@@ -372,11 +434,18 @@ class SISDRLoss(nn.Module):
         self.reduction = reduction
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.zero_mean:
-            input = input - input.mean(dim=-1, keepdim=True)
-            target = target - target.mean(dim=-1, keepdim=True)
-        alpha = (input * target).sum(-1) / (target.square().sum(-1) + self.eps)
-        target = target * alpha.unsqueeze(-1)
-        residual = input - target
-        losses = 10 * torch.log10(target.square().sum(-1) / (residual.square().sum(-1) + self.eps) + self.eps)
+        losses = _signal_to_distortion(input, target, self.zero_mean, self.eps, self.scale_invariant)
         return -apply_reduction(losses, self.reduction)
+
+
+class SDSDRLoss(SISDRLoss):
+    """Negative scale-dependent signal-to-distortion ratio in dB (Le Roux et al. 2018): as :class:`SISDRLoss`, but
+    the distortion is measured against the unscaled target, so a wrongly scaled estimate is penalised.
+
+    Args:
+        zero_mean (bool): remove the DC offset of both signals first. Default True.
+        eps (float): stabiliser of the divisions and the logarithm. Default 1e-8.
+        reduction (str): ``"mean"``, ``"sum"`` or ``"none"``. Default ``"mean"``.
+    """
+
+    scale_invariant = False

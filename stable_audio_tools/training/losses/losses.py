@@ -1,5 +1,6 @@
-"""Weighted loss modules combined by :class:`MultiLoss`, as upstream's ``training/losses/losses.py``,
-plus the DAC-style multi-scale mel loss used by the ``mrmel`` autoencoder loss config.
+"""Weighted loss modules combined by :class:`MultiLoss`, as upstream's ``training/losses/losses.py`` (including its
+:class:`TargetValueLoss`, :class:`StereoImageLoss` and :class:`TimeDomainMMDLoss`), plus the DAC-style multi-scale
+mel loss used by the ``mrmel`` autoencoder loss config.
 
 Every loss module reads its inputs from an ``info`` dict (``reals``, ``decoded``, ``kl``, ...) and
 returns its weighted value. The weight is a registered buffer ``weight`` (saved in checkpoints, as
@@ -15,15 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .filters import get_window, mel_filterbank
+from .utils import mmd
 
 __all__ = [
     "LossModule",
     "ValueLoss",
+    "TargetValueLoss",
     "L1Loss",
     "MSELoss",
     "LossWithTarget",
     "AuralossLoss",
     "MultiLoss",
+    "StereoImageLoss",
+    "TimeDomainMMDLoss",
     "MultiScaleMelSpectrogramLoss",
     "MelSpectrogramLoss",
 ]
@@ -71,6 +76,28 @@ class ValueLoss(LossModule):
     def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
         self.decay_weight()
         return self.weight * info[self.key]
+
+
+class TargetValueLoss(LossModule):
+    """``weight * |info[key] - target|``: pulls a scalar computed elsewhere towards a target value.
+
+    Args:
+        key (str): ``info`` key of the value.
+        target (float): the target value.
+        name (str): name of the loss in the logs.
+        weight (float): weight. Default 1.0.
+        decay (float): per-call weight decay factor (1 = none). Default 1.0.
+    """
+
+    def __init__(self, key: str, target: float, name: str, weight: float = 1.0, decay: float = 1.0) -> None:
+        super().__init__(name=name, weight=weight, decay=decay)
+        self.key = key
+        self.target = target
+        self.input_keys = (key,)
+
+    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
+        self.decay_weight()
+        return self.weight * (info[self.key] - self.target).abs()
 
 
 def _masked_mean(loss: torch.Tensor, info: Mapping[str, Any], mask_key: Optional[str]) -> torch.Tensor:
@@ -149,6 +176,62 @@ class AuralossLoss(LossWithTarget):
 
     def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
         loss = self.loss_module(info[self.target_key], info[self.input_key])
+        self.decay_weight()
+        return self.weight * loss
+
+
+class StereoImageLoss(LossModule):
+    """Stereo-image loss: ``weight * mean(0.5 * (1 - cos(a, b)))`` with the cosine similarity taken across the
+    channels (dim 1) of ``info[key_a]`` and ``info[key_b]`` ``[B, C, T]`` at every time step, optionally only where
+    the boolean ``info[mask_key]`` ``[B, T]`` is true.
+
+    Args:
+        key_a (str): ``info`` key of the first signal.
+        key_b (str): ``info`` key of the second signal.
+        weight (float): weight. Default 1.0.
+        mask_key (str, optional): ``info`` key of a mask. Default None.
+        name (str): name of the loss in the logs. Default ``"stereo_image_loss"``.
+        decay (float): per-call weight decay factor (1 = none). Default 1.0.
+    """
+
+    def __init__(self, key_a: str, key_b: str, weight: float = 1.0, mask_key: Optional[str] = None,
+                 name: str = "stereo_image_loss", decay: float = 1.0) -> None:
+        super().__init__(name=name, weight=weight, decay=decay)
+        self.key_a = key_a
+        self.key_b = key_b
+        self.mask_key = mask_key
+        self.input_keys = (key_a, key_b)
+
+    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
+        loss = 0.5 * (1 - F.cosine_similarity(info[self.key_a], info[self.key_b], dim=1))
+        loss = _masked_mean(loss, info, self.mask_key)
+        self.decay_weight()
+        return self.weight * loss
+
+
+class TimeDomainMMDLoss(LossModule):
+    """``weight * mmd(info[key_a], info[key_b])`` over the last axis (every position of ``[B, C, T]`` signals along
+    the other axes is a sample of ``T`` features), bandwidths 1e-4 ... 1 (see :func:`.utils.mmd`).
+
+    Args:
+        key_a (str): ``info`` key of the first signal.
+        key_b (str): ``info`` key of the second signal.
+        weight (float): weight. Default 1.0.
+        name (str): name of the loss in the logs. Default ``"time_domain_mmd_loss"``.
+        decay (float): per-call weight decay factor (1 = none). Default 1.0.
+    """
+
+    bandwidths = (0.0001, 0.001, 0.01, 0.1, 1)
+
+    def __init__(self, key_a: str, key_b: str, weight: float = 1.0, name: str = "time_domain_mmd_loss",
+                 decay: float = 1.0) -> None:
+        super().__init__(name=name, weight=weight, decay=decay)
+        self.key_a = key_a
+        self.key_b = key_b
+        self.input_keys = (key_a, key_b)
+
+    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
+        loss = mmd(info[self.key_a], info[self.key_b], bandwidths=self.bandwidths, dim=-1)
         self.decay_weight()
         return self.weight * loss
 
