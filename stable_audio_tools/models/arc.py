@@ -32,7 +32,13 @@ def _gan_losses(loss_type: str, real_scores: torch.Tensor, fake_scores: torch.Te
 
 
 class ConvNeXtDiscriminator(nn.Module):
-    """ConvNeXt encoder producing per-frame scores (``latent_dim`` channels, 1 for ARC)."""
+    """ConvNeXt encoder producing per-frame scores (``latent_dim`` channels, 1 for ARC).
+
+    Args:
+        loss_type (str): ``"lsgan"`` or ``"relativistic"``. Default ``"lsgan"``.
+        **encoder_kwargs: arguments of :class:`~.convnext.ConvNeXtEncoder` (``in_channels``, ``channels``,
+            ``latent_dim``, ``c_mults``, ``strides``, ``num_blocks``, ``conv_args``).
+    """
 
     def __init__(self, loss_type: str = "lsgan", **encoder_kwargs: Any) -> None:
         super().__init__()
@@ -49,7 +55,13 @@ class ConvNeXtDiscriminator(nn.Module):
 
 class ConvDiscriminator(nn.Module):
     """Four stride-2 conv/GroupNorm/SiLU stages and a k4 conv to one score channel; optional ``soft_clip_scale``
-    bounds the scores with ``s·tanh(x/s)``. ``channels`` must be a multiple of 32 (GroupNorm groups)."""
+    bounds the scores with ``s·tanh(x/s)``.
+
+    Args:
+        channels (int): input channels, a multiple of 32 (GroupNorm groups).
+        soft_clip_scale (float, optional): scale ``s`` of the soft clip. Default None (no clipping).
+        loss_type (str): ``"lsgan"`` or ``"relativistic"``. Default ``"lsgan"``.
+    """
 
     def __init__(self, channels: int, soft_clip_scale: Optional[float] = None, loss_type: str = "lsgan") -> None:
         super().__init__()

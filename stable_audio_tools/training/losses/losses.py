@@ -180,7 +180,12 @@ class AuralossLoss(LossWithTarget):
         return self.weight * loss
 
 
-class StereoImageLoss(LossModule):
+def _stereo_image_distance(a: torch.Tensor, b: torch.Tensor, reduction: str = "none") -> torch.Tensor:
+    """``0.5 * (1 - cos(a, b))`` across the channels (dim 1) at every time step: ``[B, C, T]`` -> ``[B, T]``."""
+    return 0.5 * (1 - F.cosine_similarity(a, b, dim=1))
+
+
+class StereoImageLoss(_ElementwiseLoss):
     """Stereo-image loss: ``weight * mean(0.5 * (1 - cos(a, b)))`` with the cosine similarity taken across the
     channels (dim 1) of ``info[key_a]`` and ``info[key_b]`` ``[B, C, T]`` at every time step, optionally only where
     the boolean ``info[mask_key]`` ``[B, T]`` is true.
@@ -194,19 +199,11 @@ class StereoImageLoss(LossModule):
         decay (float): per-call weight decay factor (1 = none). Default 1.0.
     """
 
+    distance = staticmethod(_stereo_image_distance)
+
     def __init__(self, key_a: str, key_b: str, weight: float = 1.0, mask_key: Optional[str] = None,
                  name: str = "stereo_image_loss", decay: float = 1.0) -> None:
-        super().__init__(name=name, weight=weight, decay=decay)
-        self.key_a = key_a
-        self.key_b = key_b
-        self.mask_key = mask_key
-        self.input_keys = (key_a, key_b)
-
-    def forward(self, info: Mapping[str, Any]) -> torch.Tensor:
-        loss = 0.5 * (1 - F.cosine_similarity(info[self.key_a], info[self.key_b], dim=1))
-        loss = _masked_mean(loss, info, self.mask_key)
-        self.decay_weight()
-        return self.weight * loss
+        super().__init__(key_a, key_b, weight, mask_key, name, decay)
 
 
 class TimeDomainMMDLoss(LossModule):
