@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import reduce
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ class RMSNorm(nn.Module):
         eps (float): added to the mean square. Default 1e-6.
     """
 
-    def __init__(self, shape, fix_scale: bool = False, eps: float = 1e-6) -> None:
+    def __init__(self, shape: Union[int, Sequence[int]], fix_scale: bool = False, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps
         if fix_scale:
