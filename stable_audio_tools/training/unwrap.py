@@ -6,14 +6,14 @@ config, the wrapped state dict and returning the bare model (with the weights to
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
 from ..models.config import check_choice
 from ..models.factory import create_model_from_config, load_model_config
-from ..models.utils import CheckpointKindError, checkpoint_kind
+from ..models.utils import CheckpointKindError, read_checkpoint
 from .export import save_unwrapped
 
 __all__ = ["unwrap_checkpoint", "UNWRAPPERS", "extract_prefixed"]
@@ -80,12 +80,14 @@ UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]
 
 def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: str,
                       use_safetensors: bool = False) -> str:
-    """Unwrap ``ckpt_path``; returns the written file name (``name`` + ``.ckpt`` / ``.safetensors``)."""
-    kind = checkpoint_kind(ckpt_path)
+    """Unwrap ``ckpt_path``; returns the written file name (``name`` + ``.ckpt`` / ``.safetensors``).
+
+    The training checkpoint is read safely (``weights_only``; see :mod:`stable_audio_tools.models.safe_load`).
+    """
+    kind, ckpt = read_checkpoint(ckpt_path)
     if kind != "wrapped":
         raise CheckpointKindError(f"{ckpt_path} is already an unwrapped model checkpoint ({kind}); it can be used "
                                   f"directly (--pretrained-ckpt-path, get_pretrained_model, pre_encode.py)")
-    ckpt: Dict[str, Any] = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if model_config_path:
         model_config = load_model_config(model_config_path)
     elif "model_config" in ckpt:
