@@ -20,7 +20,8 @@ log = logging.getLogger("pre_encode")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Upstream's flags plus ``--devices``, ``--accelerator``, ``--seed``, ``--vae-mean`` and ``--no-progress``."""
+    """Upstream's flags plus ``--devices``, ``--accelerator``, ``--seed``, ``--vae-mean``, ``--no-progress`` and
+    ``--trust-pickle``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-config", type=str, required=True, help="autoencoder model config (JSON)")
     parser.add_argument("--ckpt-path", type=str, required=True, help="unwrapped autoencoder checkpoint")
@@ -47,6 +48,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vae-mean", action="store_true",
                         help="store the VAE posterior mean (deterministic) instead of a sample")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="DANGEROUS: allow a checkpoint that needs arbitrary unpickling (it can run any code); "
+                             "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
     args = parser.parse_args(argv)
     for flag in ("batch_size", "sample_size", "num_nodes"):
         if getattr(args, flag) <= 0:
@@ -102,7 +106,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     from torch.utils.data import IterableDataset
 
     from stable_audio_tools.data.dataset import create_dataloader_from_config
+    from stable_audio_tools.models.safe_load import enable_trust_pickle
     from stable_audio_tools.training.pre_encode import PreEncodedLatentsInferenceWrapper
+
+    if args.trust_pickle:
+        enable_trust_pickle("--trust-pickle")
 
     model_config = _load_json(args.model_config, "--model-config")
     dataset_config = _load_json(args.dataset_config, "--dataset-config")

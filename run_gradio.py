@@ -18,7 +18,7 @@ from typing import List, Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line flags (upstream's, plus --server-name, --port and --device)."""
+    """The command-line flags (upstream's, plus --server-name, --port, --device and --trust-pickle)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained-name", default=None,
                         help="Hugging Face repo id or local directory of a pretrained model")
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port to listen on (default 7860 or the next free)")
     parser.add_argument("--device", default=None,
                         help="torch device, e.g. cuda, cuda:1, mps, cpu (default: CUDA, else MPS, else CPU)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="DANGEROUS: allow checkpoints that need arbitrary unpickling (they can run any code); "
+                             "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
     return parser
 
 
@@ -61,7 +64,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     from stable_audio_tools.interface.gradio import create_ui, launch_ui
+    from stable_audio_tools.models.safe_load import enable_trust_pickle
 
+    if args.trust_pickle:
+        enable_trust_pickle("--trust-pickle")
     torch.manual_seed(42)
     try:
         ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,

@@ -1,6 +1,6 @@
 """Checkpoint utilities: loading, lenient copying and weight-norm removal.
 
-Three kinds of checkpoint exist (SPEC 1.2):
+Three kinds of checkpoint exist:
 
 * **unwrapped** ``.safetensors``: a flat ``{key: tensor}`` file of a bare model (``model.encoder...``);
 * **unwrapped** ``.ckpt``: ``torch.save({"state_dict": model.state_dict()})`` of a bare model;
@@ -10,21 +10,25 @@ Three kinds of checkpoint exist (SPEC 1.2):
   turns into an unwrapped checkpoint.
 
 ``load_ckpt_state_dict`` recognises a wrapped checkpoint and refuses it with a message that says
-what to do, instead of failing later with hundreds of missing keys.
+what to do, instead of failing later with hundreds of missing keys. Files are read safely (no arbitrary
+unpickling unless trusted): see :mod:`stable_audio_tools.models.safe_load`.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from .safe_load import CheckpointKindError, load_safetensors, torch_load
+
 __all__ = [
     "CheckpointKindError",
     "checkpoint_kind",
+    "read_checkpoint",
     "load_ckpt_state_dict",
     "copy_state_dict",
     "remove_weight_norm_from_model",
@@ -39,37 +43,24 @@ PathLike = Union[str, os.PathLike]
 WRAPPED_CKPT_KEYS = ("optimizer_states", "pytorch-lightning_version", "loops", "global_step")
 
 
-class CheckpointKindError(ValueError):
-    """A checkpoint of the wrong kind was given (e.g. a training checkpoint where a model one is needed)."""
+def read_checkpoint(path: PathLike) -> Tuple[str, Dict[str, Any]]:
+    """Read a checkpoint file safely (see :mod:`stable_audio_tools.models.safe_load`) and classify it.
 
-
-def _torch_load(path: PathLike) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # a training checkpoint may hold objects the safe loader rejects
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:
-            raise first
-
-
-def _read(path: PathLike) -> Tuple[str, dict]:
+    Returns ``(kind, contents)`` with ``kind`` as for :func:`checkpoint_kind`; ``contents`` is the whole
+    file (a Lightning checkpoint keeps its ``state_dict``, ``model_config``... keys).
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return "unwrapped-safetensors", load_file(str(path))
-    obj = _torch_load(path)
+        return "unwrapped-safetensors", load_safetensors(path)
+    obj = torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointKindError(f"{path} does not contain a checkpoint dict (found {type(obj).__name__})")
     if any(k in obj for k in WRAPPED_CKPT_KEYS):
-        return "wrapped", obj
+        return "wrapped", dict(obj)
     if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        return "unwrapped-ckpt", obj
+        return "unwrapped-ckpt", dict(obj)
     if obj and all(torch.is_tensor(v) for v in obj.values()):
-        return "bare-state-dict", obj
+        return "bare-state-dict", dict(obj)
     raise CheckpointKindError(
         f"{path} is not a model checkpoint: expected a .safetensors file, a torch file holding "
         f"{{'state_dict': ...}}, or a Lightning training checkpoint; found top-level keys {sorted(obj)[:8]}")
@@ -77,7 +68,7 @@ def _read(path: PathLike) -> Tuple[str, dict]:
 
 def checkpoint_kind(path: PathLike) -> str:
     """Return ``'wrapped'``, ``'unwrapped-ckpt'``, ``'unwrapped-safetensors'`` or ``'bare-state-dict'``."""
-    return _read(path)[0]
+    return read_checkpoint(path)[0]
 
 
 def load_ckpt_state_dict(ckpt_path: PathLike, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
@@ -87,7 +78,7 @@ def load_ckpt_state_dict(ckpt_path: PathLike, prefix: Optional[str] = None) -> D
     ``train.py --ckpt-path``, or unwrap it with ``unwrap_model.py`` first). ``prefix``, when given,
     keeps only keys starting with it and strips it (e.g. ``"pretransform.model."``).
     """
-    kind, obj = _read(ckpt_path)
+    kind, obj = read_checkpoint(ckpt_path)
     if kind == "wrapped":
         step = obj.get("global_step", "?")
         raise CheckpointKindError(
