@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
-
 from ..models.safe_load import torch_load
 
 __all__ = ["new_version_dir", "find_resume_checkpoint", "config_differences", "read_embedded_model_config"]
