@@ -20,7 +20,9 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any, List, Optional
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,17 +99,26 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--username and --password go together")
 
 
-def _stop_on_sigterm() -> None:
-    """Treat SIGTERM (``kill``, a job scheduler, a container stop) like Ctrl+C, so the server shuts down and its
-    files are removed."""
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, treat SIGTERM (``kill``, a job scheduler, a container stop) like Ctrl+C, so the server
+    shuts down and its files are removed; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Parse flags, load the model, build its UI and serve it until interrupted."""
+    """Parse flags, load the model, build its UI and serve it until interrupted (Ctrl+C or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -119,21 +130,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     from stable_audio_tools.interface.gradio import create_ui, launch_ui, private_gradio_temp_dir
 
     torch.manual_seed(42)
-    _stop_on_sigterm()
-    with private_gradio_temp_dir():
-        try:
-            ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,
-                           pretrained_name=args.pretrained_name, pretransform_ckpt_path=args.pretransform_ckpt_path,
-                           model_half=args.model_half, gradio_title=args.title, device=args.device, limits=limits)
-        except (FileNotFoundError, ValueError) as e:
-            sys.exit(f"run_gradio.py: {e}")
-        auth = (args.username, args.password) if args.username else None
-        try:
-            launch_ui(ui, share=args.share, auth=auth, server_name=args.server_name, server_port=args.port)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            ui.close()  # stops the queue, so a generation still running ends at its next step
+    try:
+        with _sigterm_as_interrupt(), private_gradio_temp_dir():
+            try:
+                ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,
+                               pretrained_name=args.pretrained_name, pretransform_ckpt_path=args.pretransform_ckpt_path,
+                               model_half=args.model_half, gradio_title=args.title, device=args.device,
+                               limits=limits)
+            except (FileNotFoundError, ValueError) as e:
+                sys.exit(f"run_gradio.py: {e}")
+            auth = (args.username, args.password) if args.username else None
+            try:
+                launch_ui(ui, share=args.share, auth=auth, server_name=args.server_name, server_port=args.port)
+            finally:
+                ui.close()  # stops the queue, so a generation still running ends at its next step
+    except KeyboardInterrupt:  # while loading, or before Gradio's own Ctrl+C handling took over
+        sys.exit("run_gradio.py: interrupted")
 
 
 if __name__ == "__main__":

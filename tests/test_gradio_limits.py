@@ -105,6 +105,16 @@ def test_run_gradio_flags_and_help(capsys):
         assert message in capsys.readouterr().err
 
 
+def test_run_gradio_restores_the_sigterm_handler(tmp_path):
+    run_gradio = _load_run_gradio()
+    config_path, _ = save_model(tmp_path, "ae", autoencoder_config())
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:  # fails while loading, after the handler was installed
+        run_gradio.main(["--model-config", str(config_path), "--ckpt-path", str(tmp_path / "missing.safetensors")])
+    assert "missing.safetensors" in str(exit_info.value.code)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # ----------------------------------------------------------------------------------------------- HTTP API
 def test_requests_above_the_limits_are_refused_with_a_message(tmp_path):
     config = inpaint_config()
