@@ -292,7 +292,7 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     with pytest.raises(demo.CheckpointMismatchError) as err:
         demo.load_model(config, tmp_path / "edited.safetensors", device="cpu")
     assert f"missing from the checkpoint: {dropped}" in str(err.value)
-    assert "not in the model: extra.weight" in str(err.value)
+    assert "unknown to the model: extra.weight" in str(err.value)
 
 
 def test_pretransform_checkpoint_replaces_pretransform_weights(tmp_path):

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import gradio as gr
 import torch
@@ -34,7 +34,7 @@ from torch import nn
 
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
-from ..models.utils import load_ckpt_state_dict
+from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
 from .interfaces.common import launch_style_kwargs
 from .interfaces.limits import DemoLimits
 
@@ -44,11 +44,6 @@ __all__ = ["CheckpointMismatchError", "DemoLimits", "select_device", "check_stat
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-_MAX_LISTED = 8
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model built from the config."""
 
 
 def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
@@ -68,36 +63,6 @@ def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.de
     if chosen.type == "mps" and not mps_available:
         raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
     return chosen
-
-
-def _listing(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                     allow_missing: Sequence[str] = ()) -> None:
-    """Raise :class:`CheckpointMismatchError` unless every tensor of ``state_dict`` fits ``model`` and every model
-    tensor is in it (keys starting with a prefix in ``allow_missing`` may be absent). The message names the keys
-    with another shape, the checkpoint keys unknown to the model and the model keys the checkpoint lacks."""
-    own = model.state_dict()
-    shape = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state_dict.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    unexpected = [k for k in state_dict if k not in own]
-    missing = [k for k in own if k not in state_dict and not any(k.startswith(p) for p in allow_missing)]
-    if not (shape or unexpected or missing):
-        return
-    problems = []
-    if shape:
-        problems.append(f"{len(shape)} tensor(s) have another shape: {_listing(shape)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} checkpoint key(s) are not in the model: {_listing(unexpected)}")
-    if missing:
-        problems.append(f"{len(missing)} model key(s) are missing from the checkpoint: {_listing(missing)}")
-    raise CheckpointMismatchError(
-        f"{source} does not fit the model config: " + "; ".join(problems) + ". Use the model config the checkpoint "
-        "was trained with (training checkpoints embed it under 'model_config'), and an unwrapped checkpoint "
-        "(python unwrap_model.py ...).")
 
 
 def _load_pretransform(model: nn.Module, path: PathLike) -> None:

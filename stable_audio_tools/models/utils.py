@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .safe_load import CheckpointKindError, load_safetensors, torch_load
+from .safe_load import CheckpointError, CheckpointKindError, load_safetensors, torch_load
 
 __all__ = [
     "CheckpointKindError",
@@ -31,6 +31,9 @@ __all__ = [
     "read_checkpoint",
     "load_ckpt_state_dict",
     "copy_state_dict",
+    "CheckpointMismatchError",
+    "state_dict_problems",
+    "check_state_dict",
     "remove_weight_norm_from_model",
     "WRAPPED_CKPT_KEYS",
 ]
@@ -146,3 +149,46 @@ def remove_weight_norm_from_model(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the model built from the config."""
+
+
+MISMATCH_HINT = ("Use the model config the checkpoint was trained with (a training checkpoint embeds it under "
+                 "'model_config') and an unwrapped checkpoint (python unwrap_model.py ...)")
+
+
+def _listing(keys: List[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def state_dict_problems(own: Mapping[str, torch.Tensor], checkpoint: Mapping[str, torch.Tensor],
+                        allow_missing: Tuple[str, ...] = ()) -> List[str]:
+    """What keeps ``checkpoint`` from loading strictly into a model whose state dict is ``own``: model keys it
+    lacks (except those starting with a prefix in ``allow_missing``), keys unknown to the model and tensors with
+    another shape, one sentence each; empty when it fits exactly."""
+    missing = [k for k in own if k not in checkpoint and not k.startswith(tuple(allow_missing))]
+    unexpected = [k for k in checkpoint if k not in own]
+    shapes = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in checkpoint.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} model key(s) missing from the checkpoint: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} checkpoint key(s) unknown to the model: {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} tensor(s) with another shape: {_listing(shapes)}")
+    return problems
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                     allow_missing: Tuple[str, ...] = ()) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` loads strictly into ``model`` (keys starting
+    with a prefix in ``allow_missing`` may be absent); the message names the offending keys (see
+    :func:`state_dict_problems`)."""
+    problems = state_dict_problems(model.state_dict(), state_dict, tuple(allow_missing))
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not fit the model config: {'; '.join(problems)}. {MISMATCH_HINT}.")
+

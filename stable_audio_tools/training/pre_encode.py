@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from ..data.dataset import collation_fn
 from ..data.skips import SKIPPED_KEY, SkippingDataset, SkipTally, UnusableItem
 from ..models.bottleneck import DitheredFSQBottleneck, RVQBottleneck, RVQVAEBottleneck, VAEBottleneck
+from ..models.utils import MISMATCH_HINT, CheckpointMismatchError, state_dict_problems
 
 __all__ = [
     "CheckpointMismatchError",
@@ -181,30 +182,6 @@ def _check_model(model: nn.Module, is_discrete: bool, vae_mean: bool) -> None:
         raise ValueError(f"--vae-mean needs a model with a 'vae' bottleneck, this one has {type(bottleneck).__name__}")
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model built from the config."""
-
-
-def _listing(keys: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def _state_dict_problems(own: Mapping[str, torch.Tensor], checkpoint: Mapping[str, torch.Tensor]) -> List[str]:
-    shapes = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in checkpoint.items()
-              if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    unexpected = [k for k in checkpoint if k not in own]
-    missing = [k for k in own if k not in checkpoint]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model key(s) missing from the checkpoint: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} checkpoint key(s) unknown to the model: {_listing(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} tensor(s) with another shape: {_listing(shapes)}")
-    return problems
-
-
 def _candidate_prefixes(own: Mapping[str, torch.Tensor], checkpoint: Mapping[str, torch.Tensor]) -> List[str]:
     """``""`` and every prefix under which the checkpoint holds the model's first or last key."""
     keys = list(own)
@@ -225,7 +202,7 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     best: Optional[Tuple[int, str, List[str]]] = None
     for prefix in _candidate_prefixes(own, state_dict):
         part = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        problems = _state_dict_problems(own, part)
+        problems = state_dict_problems(own, part)
         if not problems:
             if prefix:
                 log.info("%s: using the %d tensors under '%s' (the other %d are not part of the autoencoder)",
@@ -239,8 +216,7 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     where = f" under the prefix '{prefix}'" if prefix else ""
     raise CheckpointMismatchError(
         f"{source} does not fit the model config: {'; '.join(problems)} ({matched} of {len(own)} model tensors "
-        f"match{where}). Use the model config the checkpoint was trained with (a training checkpoint embeds it "
-        f"under 'model_config') and an unwrapped autoencoder checkpoint (python unwrap_model.py ...)")
+        f"match{where}). {MISMATCH_HINT}")
 
 
 def _to_json(value: Any, key: str) -> Any:
