@@ -154,6 +154,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     default_ini = "defaults.ini" if Path("defaults.ini").exists() else str(HERE / "defaults.ini")
     args = get_all_args(default_ini, argv, description=__doc__)
     validate_args(args)
+    if getattr(args, "trust_pickle", False):
+        from stable_audio_tools.models.safe_load import enable_trust_pickle
+
+        enable_trust_pickle("--trust-pickle")
 
     import pytorch_lightning as pl
     from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -287,7 +291,11 @@ def _automatic(model_config: Dict[str, Any]) -> bool:
 
 
 if __name__ == "__main__":
+    from stable_audio_tools.models.safe_load import CheckpointError
+
     try:
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+    except CheckpointError as e:  # unsafe, wrong-kind or unreadable checkpoint: the message says what to do
+        sys.exit(f"train.py: {e}")

@@ -29,9 +29,16 @@ def main(argv: Optional[List[str]] = None) -> str:
                         help="output path without extension: writes NAME.ckpt / NAME.safetensors and "
                              "NAME_config.json (use DIR/model for a get_pretrained_model folder)")
     parser.add_argument("--use-safetensors", action="store_true", help="write .safetensors instead of .ckpt")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="DANGEROUS: allow a checkpoint that needs arbitrary unpickling (it can run any code); "
+                             "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
     args = parser.parse_args(argv)
 
+    from stable_audio_tools.models.safe_load import enable_trust_pickle
     from stable_audio_tools.training.unwrap import unwrap_checkpoint
+
+    if args.trust_pickle:
+        enable_trust_pickle("--trust-pickle")
 
     out = unwrap_checkpoint(args.ckpt_path, args.model_config or None, args.name, args.use_safetensors)
     log.info("wrote %s", out)

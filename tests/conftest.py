@@ -17,3 +17,18 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def deny_reading(monkeypatch, path) -> None:
+    """Make the audio loader's ``open(path)`` fail with EACCES, as for a chmod 000 file for a normal user (chmod
+    does not stop root, which the tests may run as)."""
+    from stable_audio_tools.data import utils as data_utils
+
+    real_open = open
+
+    def guarded_open(p, *args, **kwargs):
+        if os.fspath(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(data_utils, "open", guarded_open, raising=False)

@@ -2,12 +2,19 @@
 mismatched checkpoints, half precision), device selection, the UI for every model type, and the generate/process
 handlers called directly with tiny test-made models (output length, progress, previews, errors shown as gr.Error).
 
-The model builders here are shared with ``test_gradio_browser.py``.
+The model builders and the server helpers (:func:`serve`, :func:`run_gradio_server`) here are shared with
+``test_gradio_browser.py`` and ``test_gradio_limits.py``.
 """
 import importlib.util
 import json
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +161,56 @@ def public_api_names(ui):
             if getattr(f, "api_visibility", "public" if getattr(f, "show_api", True) else "private") == "public"]
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(ui):
+    """Serve a Blocks app on 127.0.0.1 in a background thread; yields its URL."""
+    port = free_port()
+    demo.launch_ui(ui, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        ui.close()
+
+
+@contextmanager
+def run_gradio_server(args, log_path, env=None, stop_signal=signal.SIGINT):
+    """Run ``run_gradio.py <args>`` on a free port of 127.0.0.1 (output to ``log_path``) until the server accepts
+    connections; yields ``(process, url)``; stops it with ``stop_signal`` (Ctrl+C by default) at the end."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), **(env or {}))
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "run_gradio.py"), *map(str, args), "--server-name",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    pytest.fail(f"run_gradio.py did not start:\n{Path(log_path).read_text()[-4000:]}")
+                time.sleep(0.25)
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(stop_signal)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class Progress:
     """Stands in for gr.Progress: records every update."""
 
@@ -235,7 +292,7 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     with pytest.raises(demo.CheckpointMismatchError) as err:
         demo.load_model(config, tmp_path / "edited.safetensors", device="cpu")
     assert f"missing from the checkpoint: {dropped}" in str(err.value)
-    assert "not in the model: extra.weight" in str(err.value)
+    assert "unknown to the model: extra.weight" in str(err.value)
 
 
 def test_pretransform_checkpoint_replaces_pretransform_weights(tmp_path):

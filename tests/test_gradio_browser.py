@@ -1,19 +1,14 @@
 """Gradio demo in a real browser: each test serves a tiny test-made model on 127.0.0.1 (in a background thread, or
 through ``run_gradio.py`` in a subprocess), drives the page in headless Chromium with Playwright (fills controls,
 uploads files, presses Generate/Process), then downloads the returned audio and checks its length; Chromium itself
-decodes it too. One test checks a screenshot is not blank; error cases check the message shown in the page.
+decodes it too. One test checks a screenshot is not blank; error cases (and the server's limits: too-long input audio,
+a too-large upload) check the message shown in the page.
 
 Needs Debian's ``chromium`` package (``/usr/bin/chromium``) and ``pip install playwright`` (``playwright install``
 is not needed). Without them the tests skip with the reason.
 """
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -28,34 +23,18 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 from PIL import Image  # noqa: E402
 
-from stable_audio_tools.interface.gradio import create_ui, launch_ui  # noqa: E402
+from stable_audio_tools.interface.gradio import DemoLimits, create_ui, create_ui_for_model  # noqa: E402
+from stable_audio_tools.models.factory import create_model_from_config  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
 from test_gradio import (SAMPLE_SIZE, SR, autoencoder_config, cond_config, inpaint_config,  # noqa: E402
-                         lm_available, lm_config, save_model, save_pretrained_dir, uncond_config, write_tone)
+                         lm_available, lm_config, run_gradio_server, save_model, save_pretrained_dir, serve,
+                         uncond_config, write_tone)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 60_000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(ui):
-    """Serve a Blocks app on 127.0.0.1 in a background thread; yields its URL."""
-    port = free_port()
-    launch_ui(ui, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        ui.close()
 
 
 @pytest.fixture(scope="module")
@@ -211,24 +190,9 @@ def test_inpainting_and_send_to_inpaint(browser, workspace):
 
 def test_unconditional_through_run_gradio(browser, workspace):
     config_path, ckpt_path = save_model(workspace["root"], "uncond", uncond_config())
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_gradio.py"), "--model-config", str(config_path),
-                             "--ckpt-path", str(ckpt_path), "--server-name", "127.0.0.1", "--port", str(port),
-                             "--title", "Tiny unconditional"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    proc.kill()
-                    pytest.fail(f"run_gradio.py did not start:\n{proc.stdout.read()[-4000:]}")
-                time.sleep(0.25)
+    args = ["--model-config", config_path, "--ckpt-path", ckpt_path, "--title", "Tiny unconditional"]
+    # stopped like Ctrl+C at the end: Gradio shuts down and temporary files are removed
+    with run_gradio_server(args, workspace["root"] / "run_gradio.log") as (_, url):
         page = open_page(browser, url)
         assert page.get_by_text("Tiny unconditional").count() >= 1
         set_number(page, "steps", 3)
@@ -240,12 +204,6 @@ def test_unconditional_through_run_gradio(browser, workspace):
         assert sample_rate == SR and audio.shape == (SAMPLE_SIZE,)
         assert decoded_duration(page, href) == pytest.approx(SAMPLE_SIZE / SR, abs=1e-3)
         close(page)
-    finally:
-        proc.send_signal(signal.SIGINT)  # like Ctrl+C: Gradio shuts down and temporary files are removed
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_autoencoder_from_a_local_pretrained_directory(browser, workspace):
@@ -273,4 +231,21 @@ def test_language_model(browser, workspace):
         href = output_href(page)
         audio, sample_rate = fetch_audio(page, href)
         assert sample_rate == lm_config()["sample_rate"] and audio.shape == (int(0.05 * sample_rate),)
+        close(page)
+
+
+def test_limits_show_messages_in_the_page(browser, workspace):
+    config = autoencoder_config()
+    model = create_model_from_config(config).eval().requires_grad_(False)
+    ui = create_ui_for_model(model, config, limits=DemoLimits(max_file_size="20kb", max_input_seconds=0.5))
+    too_long = write_tone(workspace["root"] / "one_second.wav", 1.0, SR)  # 16 kB: uploads, but 1 s > 0.5 s
+    too_big = write_tone(workspace["root"] / "two_seconds.wav", 2.0, SR)  # 32 kB > 20 kB
+    with serve(ui) as url:
+        page = open_page(browser, url)
+        upload(page, "input-audio", too_long)
+        page.click("#process-button")
+        error_toast(page, "Input audio is 1.0 s long; this server accepts at most 0.5 s")
+        page.locator("#input-audio button[aria-label='Clear']").first.click()
+        page.locator("#input-audio input[type=file]").set_input_files(str(too_big))
+        error_toast(page, "exceed the maximum allowed size of 20")
         close(page)

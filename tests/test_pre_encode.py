@@ -1,5 +1,6 @@
 """pre_encode.py: output layout, metadata, latents equal model.encode, resume after interruption, limits, DDP."""
 import importlib.util
+import logging
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from stable_audio_tools.models.factory import create_model_from_config
 from stable_audio_tools.training import pre_encode as pe_module
 from stable_audio_tools.training.pre_encode import PreEncodeSampler
 
-from conftest import ROOT
+from conftest import ROOT, deny_reading
 
 SR = 8000
 SIZE = 2048
@@ -323,3 +324,190 @@ def test_train_tiny_latent_dit_on_pre_encoded_output(ws, tmp_path):
     assert trainer.global_step == 3
     assert any(not torch.equal(before[k], v) for k, v in model.model.state_dict().items())
     assert all(torch.isfinite(v).all() for v in model.model.state_dict().values())
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def run_script(*argv, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "pre_encode.py"), *map(str, argv)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_checkpoint_that_does_not_fit_is_an_error_listing_keys(ws, tmp_path):
+    other = ae_config({"type": "vae"}, latent_dim=4, encoder_dim=8)
+    other["model"]["encoder"]["config"]["channels"] = 6  # every encoder conv changes shape
+    state = create_model_from_config(other).state_dict()
+    state.pop("decoder.layers.0.bias", None)
+    missing = next(k for k in create_model_from_config(VAE).state_dict() if k not in state)
+    state["extra.weight"] = torch.zeros(3)
+    torch.save({"state_dict": state}, tmp_path / "other.ckpt")
+    cli = args(ws, tmp_path / "out", "--batch-size", 2)
+    cli[cli.index("--ckpt-path") + 1] = str(tmp_path / "other.ckpt")
+    proc = run_script(*cli, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "--ckpt-path" in err and "other.ckpt does not fit the model config" in err
+    assert "model key(s) missing from the checkpoint" in err and missing in err
+    assert "checkpoint key(s) unknown to the model: extra.weight" in err
+    assert "tensor(s) with another shape" in err and "encoder.layers.0" in err
+    assert "copied" not in err and not list((tmp_path / "out").rglob("*.npy"))
+
+
+def test_prefixed_and_safetensors_checkpoints_load_exactly(ws, tmp_path):
+    from safetensors.torch import save_file
+
+    state = torch.load(ws / "vae.ckpt")["state_dict"]
+    prefixed = {f"pretransform.model.{k}": v for k, v in state.items()}
+    prefixed["model.transformer.weight"] = torch.zeros(2)  # the rest of an unwrapped latent diffusion model
+    torch.save({"state_dict": prefixed}, tmp_path / "ldm.ckpt")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "vae.safetensors"))
+    for name in ("ldm.ckpt", "vae.safetensors"):
+        model = SCRIPT.load_model(VAE, str(tmp_path / name))
+        loaded = model.state_dict()
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())
+    broken = dict(prefixed)
+    del broken["pretransform.model.decoder.layers.0.bias"]
+    torch.save({"state_dict": broken}, tmp_path / "broken.ckpt")
+    with pytest.raises(ValueError, match=r"1 model key\(s\) missing from the checkpoint: decoder\.layers\.0\.bias "
+                                         r".*under the prefix 'pretransform\.model\.'"):
+        SCRIPT.load_model(VAE, str(tmp_path / "broken.ckpt"))
+
+
+# ---------------------------------------------------------------------------------------------- unusable files
+
+
+@pytest.fixture
+def mixed_dir(tmp_path):
+    """Two good files and one of every kind of unusable file."""
+    audio = tmp_path / "mixed"
+    audio.mkdir()
+    t = np.arange(1500) / SR
+    for i in range(2):
+        sf.write(audio / f"good_{i}.wav", (0.5 * np.sin(2 * np.pi * (200 + 90 * i) * t)).astype(np.float32), SR)
+    nan = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    nan[100:110] = np.nan
+    sf.write(audio / "nan.wav", nan, SR, subtype="FLOAT")
+    sf.write(audio / "no_samples.wav", np.zeros(0, np.float32), SR)
+    (audio / "zero_bytes.flac").write_bytes(b"")
+    (audio / "text.wav").write_text("this is not audio")
+    sf.write(audio / "silent.wav", np.zeros(1500, np.float32), SR)
+    sf.write(audio / "locked.wav", (0.5 * np.sin(2 * np.pi * 500 * t)).astype(np.float32), SR)
+    (audio / "notes.txt").write_text("not an audio extension: never scanned")
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps({"dataset_type": "audio_dir", "datasets": [{"path": str(audio)}],
+                                "random_crop": False}))
+    return audio, data
+
+
+EXPECTED_REASONS = {"non-finite": ["nan.wav"], "too short": ["no_samples.wav", "zero_bytes.flac"],
+                    "undecodable": ["text.wav"], "silent": ["silent.wav"], "permission denied": ["locked.wav"]}
+
+
+def check_skip_report(out, stats, audio, model):
+    reasons = {reason: sorted(files) for reason, files in EXPECTED_REASONS.items()}
+    assert stats["encoded"] == 2 and stats["skipped"] == 6
+    assert stats["skip_reasons"] == {r: len(f) for r, f in reasons.items()}
+    report = json.loads((out / "skipped_0.json").read_text())
+    assert report["encoded"] == 2 and report["counts"] == stats["skip_reasons"]
+    found = {}
+    for entry in report["files"]:
+        found.setdefault(entry["reason"], []).append(os.path.basename(entry["path"]))
+    assert {r: sorted(f) for r, f in found.items()} == reasons
+    permission = next(e for e in report["files"] if e["reason"] == "permission denied")
+    assert "Permission denied" in permission["detail"]
+    encoded = items(out)
+    paths = sorted(info["path"] for _, info in encoded.values())
+    assert paths == [str(audio / "good_0.wav"), str(audio / "good_1.wav")]  # each once, nothing in place of a skip
+    for latent, info in encoded.values():  # every latent encodes its own file
+        errors = [float((torch.from_numpy(latent) - mean).abs().max()) for mean, _ in vae_moments(
+            model, item_audio(info))]
+        assert min(errors) < 1e-5
+
+
+def test_unusable_files_are_skipped_with_reasons_never_replaced(ws, mixed_dir, tmp_path, monkeypatch, caplog):
+    audio, data = mixed_dir
+    deny_reading(monkeypatch, audio / "locked.wav")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        stats = SCRIPT.main(args(ws, out, "--batch-size", 3, "--vae-mean", data=str(data)))
+    check_skip_report(out, stats, audio, load_model(ws))
+    summary = [r.getMessage() for r in caplog.records if "rank 0: encoded 2 files" in r.getMessage()]
+    assert len(summary) == 1 and "skipped 6 (2 too short" in summary[0] and "1 non-finite" in summary[0]
+    assert "1 permission denied" in summary[0] and str(out / "skipped_0.json") in summary[0]
+    # items keep the ids of their place in the sorted file list (good_0, good_1, locked, ...): skips leave gaps
+    assert sorted(p.stem for p in (out / "0").glob("*.npy")) == ["0000000000000", "0000000000001"]
+
+    rerun = SCRIPT.main(args(ws, out, "--batch-size", 3, "--vae-mean", data=str(data)))  # resumes: retries skips
+    assert rerun["encoded"] == 0 and rerun["skip_reasons"]["already written"] == 2 and rerun["skipped"] == 8
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="running as root: chmod 000 does not stop root from reading (the in-process test "
+                           "simulates the permission error instead)")
+def test_unreadable_file_through_the_script(ws, mixed_dir, tmp_path):
+    audio, data = mixed_dir
+    (audio / "locked.wav").chmod(0)
+    try:
+        proc = run_script(*args(ws, tmp_path / "out", "--batch-size", 3, "--vae-mean", data=str(data)), cwd=tmp_path)
+    finally:
+        (audio / "locked.wav").chmod(0o644)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "permission denied" in proc.stderr
+    report = json.loads((tmp_path / "out" / "skipped_0.json").read_text())
+    assert report["counts"]["permission denied"] == 1
+
+
+def test_nothing_usable_exits_non_zero(ws, tmp_path):
+    audio = tmp_path / "bad"
+    audio.mkdir()
+    (audio / "a.wav").write_text("no audio here")
+    sf.write(audio / "b.wav", np.full(800, np.inf, np.float32), SR, subtype="FLOAT")
+    (tmp_path / "bad.json").write_text(json.dumps({"dataset_type": "audio_dir", "datasets": [{"path": str(audio)}]}))
+    proc = run_script(*args(ws, tmp_path / "out", data=str(tmp_path / "bad.json")), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "no file could be encoded: all 2 items were unusable (1 non-finite, 1 undecodable)" in proc.stderr
+
+
+def test_output_inside_input_is_an_error(ws, tmp_path):
+    for out in (ws / "audio" / "latents", ws / "audio"):
+        proc = run_script(*args(ws, out), cwd=tmp_path)
+        assert proc.returncode == 1
+        assert f"--output-path '{out}' is inside the input directory '{ws / 'audio'}'" in proc.stderr
+        assert "datasets[0].path" in proc.stderr and "Seed set" not in proc.stderr  # refused before any work
+    assert not (ws / "audio" / "latents").exists() and not (ws / "audio" / "details.json").exists()
+
+
+def test_webdataset_unusable_samples_are_reported(ws, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    nan = (0.4 * np.sin(np.arange(900) / SR * 2 * np.pi * 300)).astype(np.float32)
+    nan[3] = np.nan
+    with wds.TarWriter(str(shards / "s-000.tar")) as sink:
+        for key, audio in (("a", np.full(900, 0.3, np.float32)), ("b", np.full(900, 0.2, np.float32)), ("nan", nan)):
+            buf = io.BytesIO()
+            sf.write(buf, audio, SR, format="WAV", subtype="FLOAT")
+            sink.write({"__key__": key, "wav": buf.getvalue(), "json": {"text": key}})
+    (tmp_path / "wds.json").write_text(json.dumps({"dataset_type": "wds", "datasets": [{"path": str(shards)}],
+                                                   "resampled_shards": False}))
+    out = tmp_path / "out"
+    stats = SCRIPT.main(args(ws, out, "--batch-size", 1, data=str(tmp_path / "wds.json")))
+    assert stats["encoded"] == 2 and stats["skip_reasons"] == {"non-finite": 1}
+    assert sorted(info["prompt"] for _, info in items(out).values()) == ["a", "b"]
+    report = json.loads((out / "skipped_0.json").read_text())
+    assert [(e["path"].endswith("s-000.tar#nan"), e["reason"]) for e in report["files"]] == [(True, "non-finite")]
+
+
+def test_webdataset_without_usable_samples_exits_non_zero(ws, tmp_path):
+    wds = pytest.importorskip("webdataset")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with wds.TarWriter(str(shards / "s-000.tar")) as sink:
+        sink.write({"__key__": "x", "wav": b"not audio", "json": {"text": "x"}})
+    (tmp_path / "wds.json").write_text(json.dumps({"dataset_type": "wds", "datasets": [{"path": str(shards)}],
+                                                   "resampled_shards": False}))
+    proc = run_script(*args(ws, tmp_path / "out", data=str(tmp_path / "wds.json")), cwd=tmp_path)
+    assert proc.returncode == 1 and "the WebDataset stream gave no usable sample" in proc.stderr
+    assert "Skipping WebDataset sample" in proc.stderr and "s-000.tar#x" in proc.stderr

@@ -44,6 +44,23 @@ TINY_AE = {
 }
 
 
+def pretransformed_autoencoder_config():
+    """A small autoencoder (no discriminator) whose pretransform is the tiny autoencoder."""
+    outer = json.loads(json.dumps(TINY_AE))
+    outer["sample_size"] = 2048
+    outer["model"] = {
+        "pretransform": {"type": "autoencoder", "config": TINY_AE["model"]},
+        "encoder": {"type": "oobleck", "config": {"in_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
+                                                   "latent_dim": 4}},
+        "decoder": {"type": "oobleck", "config": {"out_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
+                                                   "latent_dim": 4, "final_tanh": False}},
+        "latent_dim": 4, "downsampling_ratio": 2, "io_channels": 1,
+    }
+    del outer["training"]["loss_configs"]["discriminator"]
+    outer["training"]["loss_configs"].pop("bottleneck")
+    return outer
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
@@ -154,18 +171,7 @@ def test_ddp_two_cpu_processes(workspace):
 def test_pretransform_checkpoint_and_weight_norm_removal(workspace, tmp_path):
     inner = create_model_from_config(TINY_AE)
     torch.save({"state_dict": inner.state_dict()}, tmp_path / "inner.ckpt")
-    outer = json.loads(json.dumps(TINY_AE))
-    outer["sample_size"] = 2048
-    outer["model"] = {
-        "pretransform": {"type": "autoencoder", "config": TINY_AE["model"]},
-        "encoder": {"type": "oobleck", "config": {"in_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
-                                                   "latent_dim": 4}},
-        "decoder": {"type": "oobleck", "config": {"out_channels": 4, "channels": 4, "c_mults": [1], "strides": [2],
-                                                   "latent_dim": 4, "final_tanh": False}},
-        "latent_dim": 4, "downsampling_ratio": 2, "io_channels": 1,
-    }
-    del outer["training"]["loss_configs"]["discriminator"]
-    outer["training"]["loss_configs"].pop("bottleneck")
+    outer = pretransformed_autoencoder_config()
     (tmp_path / "outer.json").write_text(json.dumps(outer))
     base = ["--model-config", tmp_path / "outer.json", "--dataset-config", workspace / "dataset.json",
             "--logger", "none", "--batch-size", 2, "--num-workers", 0, "--max-steps", 1, "--checkpoint-every", 1]

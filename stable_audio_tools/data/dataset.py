@@ -2,11 +2,12 @@
 
 Differences from upstream, all deliberate:
 
-* Broken items never crash or stall an epoch: a corrupt, empty, unreadable or completely silent
-  file is skipped with one warning naming it (per process), remembered in
-  :attr:`SampleDataset.bad_files` and replaced by another item; when every file is unusable a
-  ``RuntimeError`` is raised instead of retrying forever (upstream recursed until
-  ``RecursionError``).
+* Broken items never crash or stall an epoch, and are never replaced silently: an unreadable,
+  undecodable, empty or too short, non-finite or completely silent file is skipped with one warning
+  naming it and the reason (per process), remembered in :attr:`SampleDataset.unusable` and replaced
+  by another item whose metadata records the skip; the loader logs the count per reason every epoch
+  (:mod:`.skips`). ``pre_encode.py`` never replaces an item. When every file is unusable a
+  ``RuntimeError`` is raised instead of retrying forever (upstream recursed until ``RecursionError``).
 * Every item uses its own ``random.Random`` seeded from torch's generator, so crops and phase flips
   are reproducible under ``pl.seed_everything(seed, workers=True)`` and differ between workers.
 * Config mistakes raise :class:`~stable_audio_tools.models.config.ConfigError` naming the JSON path
@@ -15,7 +16,8 @@ Differences from upstream, all deliberate:
   available (upstream always set both, which fails with ``num_workers=0``).
 * File lists are sorted per source (``os.scandir`` order is filesystem dependent), ``.aiff`` is
   accepted besides ``.aif``, and custom metadata modules are reloaded by path inside each worker,
-  so they work with the ``spawn`` start method too.
+  so they work with the ``spawn`` start method too; every process logs which module file it executes.
+* ``min_length_sec`` (optional) skips files shorter than that.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
-from .utils import (AUDIO_EXTENSIONS, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence, load_audio,
-                    resample)
+from .skips import REJECTED, SILENT, SkippingDataset, SkipReportingDataLoader, UnusableItem, check_audio
+from .utils import (AUDIO_EXTENSIONS, AudioDecodeError, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence,
+                    load_audio, resample)
 from .utils import get_dbmax, is_silence_audio, remove_long_silence
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "NoAudioFilesError",
     "SampleDataset",
     "collation_fn",
+    "optional_positive",
+    "make_dataloader",
     "create_dataloader_from_config",
     "keyword_scandir",
     # defined elsewhere, importable from here as from upstream's data/dataset.py (see _UPSTREAM_NAMES)
@@ -134,7 +139,9 @@ class CustomMetadataModule:
     """Picklable handle on a custom metadata ``.py`` file exposing ``get_custom_metadata(info, audio)``.
 
     Only the file path is pickled; each process imports the module on first call, so the handle
-    survives being sent to ``spawn``-ed DataLoader workers.
+    survives being sent to ``spawn``-ed DataLoader workers. Importing *executes* the file: a dataset
+    config naming a module runs that Python code with the user's permissions (every process logs the
+    file it executes), so only use dataset configs whose modules you trust.
     """
 
     def __init__(self, module_path: str) -> None:
@@ -149,6 +156,8 @@ class CustomMetadataModule:
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot import '{self.module_path}' (not a Python source file)")
             module = importlib.util.module_from_spec(spec)
+            logger.info("Executing custom metadata module '%s' (Python code named by the dataset config)",
+                        self.module_path)
             spec.loader.exec_module(module)
             fn = getattr(module, "get_custom_metadata", None)
             if not callable(fn):
@@ -198,41 +207,49 @@ class NoAudioFilesError(ValueError):
         super().__init__(f"no audio files ({', '.join(extensions)}) found under '{directory}'")
 
 
-class _UnusableFile(Exception):
-    """Raised while loading an item when the file itself can never produce a training example."""
-
-
-class SampleDataset(Dataset):
+class SampleDataset(SkippingDataset):
     """Random (or leading) fixed-length chunks of the audio files below one or more directories.
 
     Args:
-        paths: a directory, or a list of directories and/or :class:`LocalDatasetConfig` (whose
+        paths (str | list): a directory, or a list of directories and/or :class:`LocalDatasetConfig` (whose
             ``custom_metadata_fn`` is applied to files below its path).
-        sample_size: chunk length in samples (after resampling to ``sample_rate``).
-        sample_rate: every file is resampled to this rate.
-        keywords: keep only files whose name contains one of these (case-insensitive).
-        relpath: compute ``info["relpath"]`` relative to this directory instead of the file's source.
-        random_crop: random chunk offset (else the start of the file).
-        force_channels: "stereo", "mono" or None (keep the file's channels).
-        custom_metadata_fn: applied to every item, after the per-source functions.
-        max_retries: how many replacement items one ``__getitem__`` may try before giving up.
+        sample_size (int): chunk length in samples (after resampling to ``sample_rate``). Default 65536.
+        sample_rate (int): every file is resampled to this rate. Default 48000.
+        keywords (list of str, optional): keep only files whose name contains one of these (case-insensitive).
+            Default ``None``.
+        relpath (str, optional): compute ``info["relpath"]`` relative to this directory instead of the file's
+            source. Default ``None``.
+        random_crop (bool): random chunk offset (else the start of the file). Default ``True``.
+        force_channels (str, optional): "stereo", "mono" or None (keep the file's channels). Default "stereo".
+        custom_metadata_fn (callable, optional): applied to every item, after the per-source functions.
+            Default ``None``.
+        max_retries (int): how many replacement items one ``__getitem__`` may try before giving up. Default 1000.
+        min_length_sec (float, optional): files shorter than this are skipped (reason "too short"); files
+            without samples always are. Default ``None``.
 
     Items are ``(audio [C, sample_size], info)``; ``info`` holds ``path``, ``relpath``,
     ``timestamps``, ``seconds_start``, ``seconds_total``, ``padding_mask``, ``sample_rate``,
     ``load_time`` and whatever the custom metadata functions return. A function returning a truthy
-    ``__reject__`` makes the item be replaced by a random other one; ``__audio__`` (a dict of
+    ``__reject__`` makes the item be skipped (reason "rejected"); ``__audio__`` (a dict of
     ``[C, T]`` tensors) is pad-cropped with its own random offset, clamped, channel-converted and
-    stored under each key. A chunk whose peak is below -60 dBFS is replaced by another item.
+    stored under each key. A chunk whose peak is below -60 dBFS is skipped (reason "silent").
 
-    Unusable files (undecodable, empty, silent throughout, or raising in a metadata function) are
-    logged once per process, recorded in :attr:`bad_files` (path -> reason, per process: each
-    DataLoader worker keeps its own) and never retried; :attr:`skipped_files` counts them.
+    ``dataset[i]`` (training) replaces a skipped item by a random other one and records the skip in the
+    returned metadata (see :mod:`stable_audio_tools.data.skips`); :meth:`load_exact` (pre-encoding) raises
+    :class:`~stable_audio_tools.data.skips.UnusableItem` instead. Unusable files (unreadable, undecodable,
+    empty or too short, non-finite, silent throughout, or raising in a metadata function) are logged once
+    per process, recorded in :attr:`unusable` / :attr:`bad_files` (per process: each DataLoader worker keeps
+    its own) and never loaded again; :attr:`skipped_files` counts them.
     """
+
+    _file_kind = "audio file"
+    _logger = logger
 
     def __init__(self, paths: Union[str, Sequence[Union[str, LocalDatasetConfig]]], sample_size: int = 65536,
                  sample_rate: int = 48000, keywords: Optional[Sequence[str]] = None, relpath: Optional[str] = None,
                  random_crop: bool = True, force_channels: Optional[str] = "stereo",
-                 custom_metadata_fn: Optional[MetadataFn] = None, max_retries: int = 1000) -> None:
+                 custom_metadata_fn: Optional[MetadataFn] = None, max_retries: int = 1000,
+                 min_length_sec: Optional[float] = None) -> None:
         super().__init__()
         if force_channels not in ("stereo", "mono", None):
             raise ValueError(f"force_channels must be 'stereo', 'mono' or None, got {force_channels!r}")
@@ -247,7 +264,7 @@ class SampleDataset(Dataset):
         self.random_crop = random_crop
         self.force_channels = force_channels
         self.custom_metadata_fn = custom_metadata_fn
-        self.max_retries = max_retries
+        self.min_length_sec = min_length_sec
         self.pad_crop = PadCrop_Normalized_T(sample_size, sample_rate, randomize=random_crop)
         self.phase_flipper = PhaseFlipper()
         self._channel_op = Stereo() if force_channels == "stereo" else Mono() if force_channels == "mono" else None
@@ -261,62 +278,8 @@ class SampleDataset(Dataset):
                 raise NoAudioFilesError(index, source.path, AUDIO_EXTENSIONS)
             self.filenames.extend(found)
             self._file_source.extend([index] * len(found))
-        self._num_unique_files = len(set(self.filenames))
-        self.bad_files: Dict[str, str] = {}
+        self._init_skips(max_retries)
         logger.info("Found %d files", len(self.filenames))
-
-    @property
-    def skipped_files(self) -> int:
-        """Number of distinct files this process found unusable and skips."""
-        return len(self.bad_files)
-
-    def __len__(self) -> int:
-        return len(self.filenames)
-
-    def __getitem__(self, idx: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        """Item ``idx``; its random choices use a ``random.Random`` seeded from torch's generator.
-
-        Torch's generator is seeded per DataLoader worker (and by ``pl.seed_everything``), so
-        crops are reproducible for a given seed and independent between workers.
-        """
-        rng = random.Random(int(torch.randint(0, 2 ** 62, ()).item()))
-        return self.get_item(idx, rng)
-
-    def get_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        """Item ``idx`` (or a replacement for it) with every random choice drawn from ``rng``."""
-        rejected = silent_chunks = 0
-        for _ in range(self.max_retries + 1):
-            path = self.filenames[idx]
-            if path not in self.bad_files:
-                try:
-                    item = self._load_item(idx, rng)
-                except Exception as err:  # any failure means: skip this file, use another one
-                    self._mark_bad(path, err)
-                else:
-                    if isinstance(item, tuple):
-                        return item
-                    rejected += item == "rejected"
-                    silent_chunks += item == "silent"
-            if len(self.bad_files) >= self._num_unique_files:
-                raise RuntimeError(f"all {self._num_unique_files} audio files of the dataset are unusable "
-                                   f"(corrupt, empty or silent; see the warnings above), e.g. "
-                                   f"{next(iter(self.bad_files.items()))}; check the dataset paths and files")
-            idx = self._random_usable_index(rng)
-        raise RuntimeError(f"no usable item after {self.max_retries} retries ({rejected} rejected by a custom "
-                           f"metadata function via __reject__, {silent_chunks} chunks quieter than -60 dBFS, "
-                           f"{self.skipped_files} unusable files); check the data and the metadata functions")
-
-    def _mark_bad(self, path: str, err: BaseException) -> None:
-        reason = str(err) if isinstance(err, _UnusableFile) else f"{type(err).__name__}: {err}"
-        self.bad_files[path] = reason
-        logger.warning("Skipping audio file '%s': %s", path, reason)
-
-    def _random_usable_index(self, rng: random.Random) -> int:
-        for _ in range(16):
-            candidate = rng.randrange(len(self.filenames))
-            if self.filenames[candidate] not in self.bad_files:
-                return candidate
-        return rng.choice([i for i, f in enumerate(self.filenames) if f not in self.bad_files])
 
     def _convert_channels(self, audio: torch.Tensor) -> torch.Tensor:
         return audio if self._channel_op is None else self._channel_op(audio)
@@ -329,19 +292,22 @@ class SampleDataset(Dataset):
             fns.append(self.custom_metadata_fn)
         return fns
 
-    def _load_item(self, idx: int, rng: random.Random) -> Union[Tuple[torch.Tensor, Dict[str, Any]], str]:
-        """The item, or "rejected"/"silent" when another item must be drawn; raises for unusable files."""
+    def _load_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """The item; raises :class:`UnusableItem` when it cannot be used."""
         start_time = time.time()
         filename = self.filenames[idx]
-        audio, in_sr = load_audio(filename)
-        if audio.shape[-1] == 0:
-            raise _UnusableFile("the file contains no audio samples")
+        try:
+            audio, in_sr = load_audio(filename)
+        except AudioDecodeError as err:
+            raise UnusableItem(err.reason, str(err)) from err
+        check_audio(audio, in_sr, self.min_length_sec)
         audio = resample(audio, in_sr, self.sr)
         chunk, t_start, t_end, seconds_start, seconds_total, padding_mask = self.pad_crop(audio, rng)
         if is_silence(chunk):
             if is_silence(audio):
-                raise _UnusableFile("the whole file is silent (peak below -60 dBFS)")
-            return "silent"
+                raise UnusableItem(SILENT, "the whole file is silent (peak below -60 dBFS)")
+            raise UnusableItem(SILENT, f"the chunk at {seconds_start} s is silent (peak below -60 dBFS)",
+                               permanent=False)
         chunk = self.phase_flipper(chunk, rng).clamp(-1, 1)
         chunk = self._convert_channels(chunk)
 
@@ -362,7 +328,7 @@ class SampleDataset(Dataset):
                 raise TypeError(f"get_custom_metadata must return a dict, got {type(custom).__name__}")
             info.update(custom)
             if info.get("__reject__"):
-                return "rejected"
+                raise UnusableItem(REJECTED, "a custom metadata function returned __reject__", permanent=False)
             if "__audio__" in info:
                 for key, extra in info.pop("__audio__").items():
                     if not isinstance(extra, torch.Tensor):
@@ -438,25 +404,44 @@ def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/a
     return configs
 
 
+def optional_positive(cfg: Mapping, key: str, integer: bool = False) -> Optional[Union[int, float]]:
+    """``cfg[key]`` when it is a positive (integer) number, None when absent or null; else a ConfigError."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value == float("inf"):
+        raise ConfigError(key, f"expected a positive {'integer' if integer else 'number'} or null, got {value!r:.60}")
+    return value
+
+
+def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool,
+                    noun: str = "files") -> DataLoader:
+    """The :class:`~.skips.SkipReportingDataLoader` of a map-style local dataset: workers persist only when
+    ``num_workers > 0``, memory is pinned only with CUDA, and a warning says when ``drop_last`` leaves no batch."""
+    if drop_last and len(dataset) < batch_size:  # type: ignore[arg-type]
+        warnings.warn(f"the dataset has {len(dataset)} {noun} but batch_size is {batch_size} and drop_last is on, "
+                      f"so an epoch has no batches; lower the batch size or set \"drop_last\": false", stacklevel=4)
+    return SkipReportingDataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                   persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+                                   drop_last=drop_last, collate_fn=collation_fn)
+
+
 def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
                                  force_channels: str, num_workers: int, shuffle: bool) -> DataLoader:
-    warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last"), "")
+    warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last", "min_length_sec"), "")
     sources = parse_local_sources(dataset_config)
     random_crop = _require_bool(dataset_config, "random_crop", True, "random_crop")
     drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
     try:
         dataset = SampleDataset(sources, sample_size=sample_size, sample_rate=sample_rate, random_crop=random_crop,
-                                force_channels=force_channels)
+                                force_channels=force_channels,
+                                min_length_sec=optional_positive(dataset_config, "min_length_sec"))
     except NoAudioFilesError as err:
         raise ConfigError(f"datasets[{err.source_index}].path", str(err),
                           "point it at a directory containing audio files (searched recursively; "
                           "hidden files are ignored)") from err
-    if drop_last and len(dataset) < batch_size:
-        warnings.warn(f"the dataset has {len(dataset)} files but batch_size is {batch_size} and drop_last is on, "
-                      f"so an epoch has no batches; lower the batch size or set \"drop_last\": false", stacklevel=3)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
-                      drop_last=drop_last, collate_fn=collation_fn)
+    return make_dataloader(dataset, batch_size, shuffle, num_workers, drop_last)
 
 
 def _lazy_builder(module: str, name: str) -> Callable[..., DataLoader]:

@@ -15,9 +15,10 @@ Differences from upstream, all deliberate:
 * The crop window may end on the last real frame (upstream's window stopped one frame short), and
   latents shorter than ``latent_crop_length`` are zero-padded (padding mask 0) instead of producing
   batches that cannot be stacked.
-* Broken items (missing JSON, unreadable ``.npy``) are skipped with one warning each and replaced;
-  when no item can be used, or every item is filtered out, a ``RuntimeError`` says why instead of
-  recursing forever.
+* Broken items (missing or unreadable JSON, unreadable or misshapen ``.npy``, NaN/inf latents) are
+  skipped with one warning each and replaced by another item whose metadata records the skip; the
+  loader logs the count per reason every epoch (:mod:`.skips`). When no item can be used, or every
+  item is filtered out, a ``RuntimeError`` says why instead of recursing forever.
 * ``latent_crop_length`` placed inside a ``datasets`` entry (as upstream's docs once showed) is
   reported with a warning naming the top-level key that is read.
 """
@@ -34,10 +35,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
-from .dataset import LocalDatasetConfig, _is_within, _require_bool, collation_fn, fast_scandir, parse_local_sources
+from .dataset import (LocalDatasetConfig, _is_within, _require_bool, fast_scandir, make_dataloader, optional_positive,
+                      parse_local_sources)
+from .skips import (BAD_LATENTS, BAD_METADATA, NON_FINITE, PERMISSION_DENIED, REJECTED, TOO_LONG, TOO_SHORT,
+                    SkippingDataset, UnusableItem, os_error_reason)
 
 __all__ = [
     "get_latent_filenames",
@@ -142,27 +146,31 @@ def crop_pre_encoded(latents: torch.Tensor, info: Dict[str, Any], crop_length: i
     return latents, unknown_rate
 
 
-class _UnusableLatents(Exception):
-    """A latent file or its metadata can never be loaded."""
-
-
-class PreEncodedDataset(Dataset):
-    """Latents written by ``pre_encode.py`` (SPEC 7.4).
+class PreEncodedDataset(SkippingDataset):
+    """Latents written by ``pre_encode.py``.
 
     Args:
-        configs: sources (:class:`~stable_audio_tools.data.dataset.LocalDatasetConfig`; their
-            ``custom_metadata_fn(info, None)`` applies to files below their path).
-        latent_crop_length: crop every item to this many latent frames (see :func:`crop_pre_encoded`).
-        min_length_sec / max_length_sec: items whose ``seconds_total`` lies outside are replaced.
-        random_crop: random crop offset inside the real region (else 0).
-        latent_extension: latent file extension (``npy``).
-        max_retries: replacement items one ``__getitem__`` may try before giving up.
+        configs (list): sources (:class:`~stable_audio_tools.data.dataset.LocalDatasetConfig` or directories;
+            their ``custom_metadata_fn(info, None)`` applies to files below their path).
+        latent_crop_length (int, optional): crop every item to this many latent frames (see
+            :func:`crop_pre_encoded`). Default ``None`` (whole items).
+        min_length_sec (float, optional): items whose ``seconds_total`` is shorter are skipped ("too short").
+            Default ``None``.
+        max_length_sec (float, optional): items whose ``seconds_total`` is longer are skipped ("too long").
+            Default ``None``.
+        random_crop (bool): random crop offset inside the real region (else 0). Default ``False``.
+        latent_extension (str): latent file extension. Default ``"npy"``.
+        max_retries (int): replacement items one ``__getitem__`` may try before giving up. Default 1000.
 
     Items are ``(latents [C, L], info)``: ``info`` is the JSON metadata plus ``latent_filename``,
     ``padding_mask`` as a 1-element list holding a tensor (upstream's convention), ``audio`` (the
     latents) and, with a crop, ``latent_crop_length``/``latent_crop_start``. Metadata functions may
-    return ``__reject__`` (replace the item) or ``__replace__`` (a tensor that replaces the latents).
+    return ``__reject__`` (skip the item) or ``__replace__`` (a tensor that replaces the latents).
+    Skipped items are replaced and recorded as in :class:`~stable_audio_tools.data.skips.SkippingDataset`.
     """
+
+    _file_kind = "pre-encoded file"
+    _logger = logger
 
     def __init__(self, configs: Sequence[Union[str, LocalDatasetConfig]], latent_crop_length: Optional[int] = None,
                  min_length_sec: Optional[float] = None, max_length_sec: Optional[float] = None,
@@ -178,7 +186,6 @@ class PreEncodedDataset(Dataset):
         self.random_crop = random_crop
         self.min_length_sec = min_length_sec
         self.max_length_sec = max_length_sec
-        self.max_retries = max_retries
         self._abs_roots = [os.path.abspath(s.path) for s in self.sources]
         self._details = [_read_details(s.path) for s in self.sources]
         self.filenames: List[str] = []
@@ -187,61 +194,17 @@ class PreEncodedDataset(Dataset):
             found = get_latent_filenames(source.path, [self.latent_extension])
             self.filenames.extend(found)
             self._file_source.extend([index] * len(found))
-        self._num_unique_files = len(set(self.filenames))
-        self.bad_files: Dict[str, str] = {}
+        self._init_skips(max_retries)
         self._warned_unknown_rate = False
         logger.info("Found %d files", len(self.filenames))
 
-    def __len__(self) -> int:
-        return len(self.filenames)
-
-    def __getitem__(self, idx: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        rng = random.Random(int(torch.randint(0, 2 ** 62, ()).item()))
-        return self.get_item(idx, rng)
-
-    def get_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        """Item ``idx`` (or a replacement) with every random choice drawn from ``rng``."""
-        counts = {"rejected": 0, "too_short": 0, "too_long": 0}
-        for _ in range(self.max_retries + 1):
-            path = self.filenames[idx]
-            if path not in self.bad_files:
-                try:
-                    item = self._load_item(idx, rng)
-                except Exception as err:  # any failure: skip this file for good, use another
-                    reason = str(err) if isinstance(err, _UnusableLatents) else f"{type(err).__name__}: {err}"
-                    self.bad_files[path] = reason
-                    logger.warning("Skipping pre-encoded file '%s': %s", path, reason)
-                else:
-                    if isinstance(item, tuple):
-                        return item
-                    counts[item] += 1
-            if len(self.bad_files) >= self._num_unique_files:
-                raise RuntimeError(f"all {len(self.bad_files)} pre-encoded files are unusable, e.g. "
-                                   f"{next(iter(self.bad_files.items()))}; check the dataset paths")
-            idx = rng.randrange(len(self.filenames))
-        raise RuntimeError(
-            f"no usable pre-encoded item after {self.max_retries} retries ({counts['rejected']} rejected by a custom "
-            f"metadata function, {counts['too_short']} shorter than min_length_sec={self.min_length_sec}, "
-            f"{counts['too_long']} longer than max_length_sec={self.max_length_sec}); check the length filters")
-
-    def _load_item(self, idx: int, rng: random.Random) -> Union[Tuple[torch.Tensor, Dict[str, Any]], str]:
+    def _load_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
         latent_filename = self.filenames[idx]
         source = self._file_source[idx]
-        try:
-            latents = torch.from_numpy(np.load(latent_filename))
-        except (OSError, ValueError) as err:
-            raise _UnusableLatents(f"cannot read latents: {err}") from err
-        if latents.dim() != 2:
-            raise _UnusableLatents(f"expected latents shaped [channels, frames], got {tuple(latents.shape)}")
-        md_filename = latent_filename[:-len(self.latent_extension)] + "json"
-        try:
-            with open(md_filename, encoding="utf-8") as f:
-                info = json.load(f)
-        except (OSError, ValueError) as err:
-            raise _UnusableLatents(f"cannot read its metadata file '{md_filename}': {err}") from err
-        if not isinstance(info, dict):
-            raise _UnusableLatents(f"metadata file '{md_filename}' does not hold a JSON object")
+        latents = torch.from_numpy(_read_latents(latent_filename))
+        info = _read_metadata(latent_filename[:-len(self.latent_extension)] + "json")
         info["latent_filename"] = latent_filename
+        self._check_length(info.get("seconds_total"))
 
         if self.latent_crop_length is not None:
             uncropped = len(info["padding_mask"]) if "padding_mask" in info else latents.shape[-1]
@@ -257,15 +220,6 @@ class PreEncodedDataset(Dataset):
         info["padding_mask"] = [torch.tensor(info["padding_mask"] if "padding_mask" in info
                                              else [1] * latents.shape[-1])]
 
-        seconds_total = info.get("seconds_total")
-        if self.min_length_sec is not None or self.max_length_sec is not None:
-            if not isinstance(seconds_total, (int, float)):
-                raise _UnusableLatents("min_length_sec/max_length_sec need 'seconds_total' in the metadata")
-            if self.min_length_sec is not None and seconds_total < self.min_length_sec:
-                return "too_short"
-            if self.max_length_sec is not None and seconds_total > self.max_length_sec:
-                return "too_long"
-
         for source_cfg, root in zip(self.sources, self._abs_roots):
             fn = source_cfg.custom_metadata_fn
             if fn is None or not _is_within(os.path.abspath(latent_filename), root):
@@ -275,22 +229,55 @@ class PreEncodedDataset(Dataset):
                 raise TypeError(f"get_custom_metadata must return a dict, got {type(custom).__name__}")
             info.update(custom)
             if info.get("__reject__"):
-                return "rejected"
+                raise UnusableItem(REJECTED, "a custom metadata function returned __reject__", permanent=False)
             replacement = info.pop("__replace__", None)
             if replacement is not None:
                 latents = replacement if isinstance(replacement, torch.Tensor) else torch.as_tensor(replacement)
         info["audio"] = latents
         return latents, info
 
+    def _check_length(self, seconds_total: Any) -> None:
+        if self.min_length_sec is None and self.max_length_sec is None:
+            return
+        if isinstance(seconds_total, bool) or not isinstance(seconds_total, (int, float)):
+            raise UnusableItem(BAD_METADATA, "min_length_sec/max_length_sec need 'seconds_total' in the metadata")
+        if self.min_length_sec is not None and seconds_total < self.min_length_sec:
+            raise UnusableItem(TOO_SHORT,
+                               f"seconds_total {seconds_total} is below min_length_sec={self.min_length_sec}")
+        if self.max_length_sec is not None and seconds_total > self.max_length_sec:
+            raise UnusableItem(TOO_LONG,
+                               f"seconds_total {seconds_total} is above max_length_sec={self.max_length_sec}")
 
-def _optional_number(cfg: Mapping, key: str, integer: bool = False) -> Optional[Union[int, float]]:
-    value = cfg.get(key)
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise ConfigError(key, f"expected a positive {'integer' if integer else 'number'} or null, got {value!r:.60}")
-    return value
+
+def _read_latents(path: str) -> np.ndarray:
+    """The ``[channels, frames]`` array of a latent file; :class:`UnusableItem` when it cannot be used."""
+    try:
+        latents = np.load(path, allow_pickle=False)
+    except OSError as err:
+        raise UnusableItem(os_error_reason(err), f"cannot read latents: {err}") from err
+    except ValueError as err:
+        raise UnusableItem(BAD_LATENTS, f"cannot read latents: {err}") from err
+    if not isinstance(latents, np.ndarray) or latents.ndim != 2:
+        raise UnusableItem(BAD_LATENTS, f"expected latents shaped [channels, frames], got "
+                                        f"{getattr(latents, 'shape', type(latents).__name__)}")
+    if latents.dtype.kind == "f" and not np.isfinite(latents).all():
+        raise UnusableItem(NON_FINITE, f"{int((~np.isfinite(latents)).sum())} of {latents.size} latent values are "
+                                       f"NaN or infinite")
+    return latents
+
+
+def _read_metadata(path: str) -> Dict[str, Any]:
+    """The JSON object of a latent file's metadata; :class:`UnusableItem` when it cannot be used."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except PermissionError as err:
+        raise UnusableItem(PERMISSION_DENIED, f"cannot read its metadata file '{path}': {err}") from err
+    except (OSError, ValueError) as err:
+        raise UnusableItem(BAD_METADATA, f"cannot read its metadata file '{path}': {err}") from err
+    if not isinstance(info, dict):
+        raise UnusableItem(BAD_METADATA, f"metadata file '{path}' does not hold a JSON object")
+    return info
 
 
 def _parse_pre_encoded_sources(dataset_config: Mapping) -> List[LocalDatasetConfig]:
@@ -315,9 +302,9 @@ def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, samp
     if not isinstance(extension, str) or not extension.strip("."):
         raise ConfigError("latent_extension", f"expected a file extension such as \"npy\", got {extension!r:.60}")
     dataset = PreEncodedDataset(
-        sources, latent_crop_length=_optional_number(dataset_config, "latent_crop_length", integer=True),
-        min_length_sec=_optional_number(dataset_config, "min_length_sec"),
-        max_length_sec=_optional_number(dataset_config, "max_length_sec"),
+        sources, latent_crop_length=optional_positive(dataset_config, "latent_crop_length", integer=True),
+        min_length_sec=optional_positive(dataset_config, "min_length_sec"),
+        max_length_sec=optional_positive(dataset_config, "max_length_sec"),
         random_crop=_require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
     used_sources = set(dataset._file_source)
     for index, source in enumerate(sources):
@@ -325,9 +312,4 @@ def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, samp
             raise ConfigError(f"datasets[{index}].path", f"no .{dataset.latent_extension} latent files found under "
                               f"'{source.path}'", "run pre_encode.py with --output-path pointing there first")
     drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
-    if drop_last and len(dataset) < batch_size:
-        warnings.warn(f"the dataset has {len(dataset)} latent files but batch_size is {batch_size} and drop_last is "
-                      f"on, so an epoch has no batches; lower the batch size or set \"drop_last\": false", stacklevel=3)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
-                      drop_last=drop_last, collate_fn=collation_fn)
+    return make_dataloader(dataset, batch_size, shuffle, num_workers, drop_last, noun="latent files")

@@ -8,9 +8,10 @@ global generators exactly like upstream (``random`` for crops/phase flips, ``tor
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Dict, Optional, Sequence, Tuple, Union
 
 import julius
 import numpy as np
@@ -18,6 +19,8 @@ import soundfile
 import torch
 from scipy import signal as scipy_signal
 from torch import nn
+
+from .skips import TOO_SHORT, UNDECODABLE, os_error_reason
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -46,19 +49,41 @@ AUDIO_EXTENSIONS: Tuple[str, ...] = (".wav", ".mp3", ".flac", ".ogg", ".aif", ".
 
 
 class AudioDecodeError(RuntimeError):
-    """An audio file could not be opened or decoded."""
+    """An audio file could not be opened or decoded; ``reason`` is its skip reason (see ``data.skips``)."""
+
+    def __init__(self, message: str, reason: str = UNDECODABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-def load_audio(path: str) -> Tuple[torch.Tensor, int]:
-    """Decode ``path`` with soundfile; return ``(audio [C, T] float32, sample_rate)``.
+def load_audio(path: Union[str, os.PathLike, BinaryIO]) -> Tuple[torch.Tensor, int]:
+    """Decode ``path`` (a file name or a binary file object) with soundfile; return ``(audio [C, T] float32,
+    sample_rate)``.
 
     Integer PCM is scaled to [-1, 1) like ``torchaudio.load(normalize=True)``. Raises
-    :class:`AudioDecodeError` naming the file when libsndfile cannot read it.
+    :class:`AudioDecodeError` naming the file when it cannot be opened (``reason`` "permission denied",
+    "not found" or "read error"), is empty (0 bytes, "too short") or cannot be decoded ("undecodable").
     """
+    if not isinstance(path, (str, os.PathLike)):
+        return _decode(path, "<audio bytes>")
     try:
-        data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.SoundFileError, RuntimeError, OSError, ValueError) as err:
-        raise AudioDecodeError(f"could not decode audio file '{path}': {err}") from err
+        f = open(path, "rb")
+    except OSError as err:
+        raise AudioDecodeError(f"could not open audio file '{path}': {err.strerror or err}",
+                               os_error_reason(err)) from err
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise AudioDecodeError(f"audio file '{path}' is empty (0 bytes)", TOO_SHORT)
+        return _decode(f, path)
+
+
+def _decode(f: BinaryIO, name: Union[str, os.PathLike]) -> Tuple[torch.Tensor, int]:
+    try:
+        data, sample_rate = soundfile.read(f, dtype="float32", always_2d=True)
+    except OSError as err:
+        raise AudioDecodeError(f"could not read audio file '{name}': {err}", os_error_reason(err)) from err
+    except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
+        raise AudioDecodeError(f"could not decode audio file '{name}': {err}") from err
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
     return audio, int(sample_rate)
 

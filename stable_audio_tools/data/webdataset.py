@@ -21,6 +21,9 @@ Differences from upstream, all deliberate:
   updates ``seconds_start`` like the ``pre_encoded`` dataset does.
 * ``persistent_workers`` only with workers, ``pin_memory`` only with CUDA; ``epoch_steps`` smaller
   than ``num_workers`` still yields at least one batch per worker.
+* Unusable samples (undecodable, empty, NaN/inf, silent, rejected, without JSON or audio, or raising in a
+  metadata function) are dropped with one warning each per process, and their skip records ride on the
+  next sample, so the loader logs the count per reason every epoch (:mod:`.skips`).
 """
 from __future__ import annotations
 
@@ -42,8 +45,10 @@ from torch.utils.data import DataLoader
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from .dataset import MetadataFn, _require_bool, collation_fn, fast_scandir, load_custom_metadata_fn
 from .pre_encoded import crop_pre_encoded, latent_frame_seconds
-from .utils import Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, VolumeNorm, is_silence, load_audio, \
-    remove_long_silence, resample
+from .skips import (BAD_LATENTS, BAD_METADATA, LOAD_ERROR, NO_AUDIO, NON_FINITE, REJECTED, SILENT, SkipRecord,
+                    SkipReportingDataLoader, UnusableItem, attach_skips, check_audio)
+from .utils import (AudioDecodeError, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, VolumeNorm, is_silence,
+                    load_audio, remove_long_silence, resample)
 
 __all__ = [
     "AUDIO_KEYS",
@@ -57,6 +62,7 @@ __all__ = [
     "log_and_continue",
     "audio_decoder",
     "npy_decoder",
+    "sample_skip",
     "is_valid_sample",
     "WebDatasetDataLoader",
     "create_webdataset_dataloader",
@@ -239,27 +245,88 @@ class _ShardErrorGuard:
             raise RuntimeError(self._message("no shard of this worker could be read"))
 
 
-def audio_decoder(key: str, value: bytes) -> Optional[Tuple[torch.Tensor, int]]:
-    """Decode ``value`` to ``(audio [C, T], sample_rate)`` when ``key`` ends with an audio extension."""
+class _Undecodable:
+    """What the decoders store for a member that cannot be decoded; the preprocessor turns it into a skip."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def audio_decoder(key: str, value: bytes) -> Optional[Union[Tuple[torch.Tensor, int], _Undecodable]]:
+    """Decode ``value`` to ``(audio [C, T], sample_rate)`` when ``key`` ends with an audio extension (a marker
+    that makes the sample be skipped as "undecodable" when libsndfile cannot read it)."""
     if key.split(".")[-1].lower() not in AUDIO_KEYS:
         return None
-    return load_audio(io.BytesIO(value))
+    try:
+        return load_audio(io.BytesIO(value))
+    except AudioDecodeError as err:
+        return _Undecodable(err.reason, f"member '{key}': {err}")
 
 
-def npy_decoder(key: str, value: bytes) -> Optional[np.ndarray]:
-    """Decode ``.npy`` entries (pre-encoded latents)."""
+def npy_decoder(key: str, value: bytes) -> Optional[Union[np.ndarray, _Undecodable]]:
+    """Decode ``.npy`` entries (pre-encoded latents; a "bad latents" marker when they cannot be read)."""
     if key.split(".")[-1].lower() != "npy":
         return None
-    return np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
+    try:
+        return np.lib.format.read_array(io.BytesIO(value), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        return _Undecodable(BAD_LATENTS, f"member '{key}': {err}")
+
+
+def sample_skip(sample: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
+    """``(reason, detail)`` when a preprocessed sample cannot be used: no JSON, no audio, silent (-60 dBFS;
+    not for pre-encoded latents) or ``__reject__``-ed; else None."""
+    if "json" not in sample or not isinstance(sample["json"], Mapping):
+        return BAD_METADATA, "the sample has no JSON object"
+    if "audio" not in sample:
+        return NO_AUDIO, "the sample has no audio member"
+    if not sample.get("__pre_encoded__", False) and is_silence(sample["audio"]):
+        return SILENT, "the chunk is silent (peak below -60 dBFS)"
+    if sample["json"].get("__reject__", False):
+        return REJECTED, "a custom metadata function returned __reject__"
+    return None
 
 
 def is_valid_sample(sample: Mapping[str, Any]) -> bool:
     """Has ``json`` and ``audio``, is not silent (unless pre-encoded) and not ``__reject__``-ed."""
-    if "json" not in sample or "audio" not in sample or not isinstance(sample["json"], Mapping):
-        return False
-    if not sample.get("__pre_encoded__", False) and is_silence(sample["audio"]):
-        return False
-    return not sample["json"].get("__reject__", False)
+    return sample_skip(sample) is None
+
+
+def _sample_name(sample: Mapping[str, Any]) -> str:
+    return f"{sample.get('__url__', '?')}#{sample.get('__key__', '?')}"
+
+
+class _SkipTracker:
+    """Pipeline stage: drops unusable samples, logs each one once per process and attaches their skip records to
+    the next usable sample. It holds one usable sample back, so that the records of skips after the last usable
+    sample of a worker's stream ride on that one (only a stream without any usable sample loses its records)."""
+
+    def __init__(self) -> None:
+        self._warned: set = set()
+
+    def __call__(self, src: Iterable[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        pending: List[SkipRecord] = []
+        held: Optional[Dict[str, Any]] = None
+        for sample in src:
+            record = sample.pop("__skip__", None)
+            if record is None:
+                problem = sample_skip(sample)
+                record = SkipRecord(_sample_name(sample), *problem) if problem else None
+            if record is not None:
+                if record.path not in self._warned:
+                    self._warned.add(record.path)
+                    logger.warning("Skipping WebDataset sample '%s': %s", record.path, record)
+                pending.append(record)
+                continue
+            if held is not None:
+                yield held
+            attach_skips(sample["json"], pending)
+            pending = []
+            held = sample
+        if held is not None:
+            attach_skips(held["json"], pending)
+            yield held
 
 
 def _worker_init_fn(worker_id: int) -> None:
@@ -292,14 +359,22 @@ class _Preprocessor:
         self.volume_norm = VolumeNorm(volume_norm_param, sample_rate) if volume_norm else None
         self.phase_flipper = PhaseFlipper()
 
-    def __call__(self, sample: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def __call__(self, sample: Dict[str, Any]) -> Dict[str, Any]:
+        """The preprocessed sample; an unusable one gets a ``__skip__`` record instead (never raises)."""
+        try:
+            return self._process(sample)
+        except UnusableItem as skip:
+            sample["__skip__"] = SkipRecord(_sample_name(sample), skip.reason, skip.detail)
+        except Exception as err:  # a broken sample (or metadata function) must not end the stream
+            sample["__skip__"] = SkipRecord(_sample_name(sample), LOAD_ERROR, f"{type(err).__name__}: {err}")
+        return sample
+
+    def _process(self, sample: Dict[str, Any]) -> Dict[str, Any]:
         rng = random.Random(int(torch.randint(0, 2 ** 62, ()).item()))
         info = sample.get("json")
         if not isinstance(info, dict):
-            return None
+            raise UnusableItem(BAD_METADATA, "the sample has no JSON object")
         audio = self._latents(sample, info, rng) if self.pre_encoded else self._audio(sample, info, rng)
-        if audio is None:
-            return None
         if "text" in info:
             info["prompt"] = info["text"]
         url = sample.get("__url__", "")
@@ -310,11 +385,16 @@ class _Preprocessor:
         info["audio"] = audio
         return sample
 
-    def _latents(self, sample: Dict[str, Any], info: Dict[str, Any], rng: random.Random) -> Optional[torch.Tensor]:
+    def _latents(self, sample: Dict[str, Any], info: Dict[str, Any], rng: random.Random) -> torch.Tensor:
         key = next((k for k in sample if not k.startswith("__") and k.endswith("npy")), None)
         if key is None:
-            return None
-        latents = torch.from_numpy(np.asarray(sample.pop(key)))
+            raise UnusableItem(NO_AUDIO, "the sample has no npy member")
+        value = sample.pop(key)
+        if isinstance(value, _Undecodable):
+            raise UnusableItem(value.reason, value.detail)
+        latents = torch.from_numpy(np.asarray(value))
+        if latents.is_floating_point() and not bool(torch.isfinite(latents).all()):
+            raise UnusableItem(NON_FINITE, f"member '{key}': latents hold NaN or infinite values")
         sample["__pre_encoded__"] = True
         if self.latent_crop_length is not None:
             uncropped = len(info["padding_mask"]) if "padding_mask" in info else latents.shape[-1]
@@ -323,11 +403,15 @@ class _Preprocessor:
         info["padding_mask"] = torch.tensor(info.get("padding_mask", [1] * latents.shape[-1]))
         return latents
 
-    def _audio(self, sample: Dict[str, Any], info: Dict[str, Any], rng: random.Random) -> Optional[torch.Tensor]:
+    def _audio(self, sample: Dict[str, Any], info: Dict[str, Any], rng: random.Random) -> torch.Tensor:
         key = next((k for k in sample if not k.startswith("__") and k.endswith(AUDIO_KEYS)), None)
         if key is None:
-            return None  # no audio in this sample: skip it
-        audio, in_sr = sample.pop(key)
+            raise UnusableItem(NO_AUDIO, "the sample has no audio member")
+        value = sample.pop(key)
+        if isinstance(value, _Undecodable):
+            raise UnusableItem(value.reason, value.detail)
+        audio, in_sr = value
+        check_audio(audio, in_sr)
         audio = resample(audio, in_sr, self.sample_rate)
         if audio.shape[0] == 1 and self.remove_silence:
             audio = remove_long_silence(audio, self.sample_rate, self.silence_threshold, self.max_silence_duration,
@@ -339,8 +423,6 @@ class _Preprocessor:
             info["seconds_start"] = seconds_start
             info["seconds_total"] = seconds_total
             info["padding_mask"] = padding_mask
-        if audio.shape[-1] == 0:
-            audio = torch.zeros(1, 1)
         if self.channel_op is not None:
             audio = self.channel_op(audio)
         if self.volume_norm is not None:
@@ -392,7 +474,7 @@ class WebDatasetDataLoader:
             guard.watch,
             wds.decode(npy_decoder if pre_encoded else audio_decoder, handler=log_and_continue),
             wds.map(self.preprocess, handler=log_and_continue),
-            wds.select(is_valid_sample),
+            _SkipTracker(),
             wds.to_tuple("audio", "json", handler=log_and_continue),
             wds.batched(batch_size, partial=False, collation_fn=collation_fn),
         ]
@@ -402,8 +484,10 @@ class WebDatasetDataLoader:
                                                    else epoch_steps)
         data_loader_kwargs.setdefault("persistent_workers", num_workers > 0)
         data_loader_kwargs.setdefault("pin_memory", torch.cuda.is_available())
-        self.data_loader = DataLoader(self.dataset, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
-                                      worker_init_fn=_worker_init_fn, **data_loader_kwargs)
+        self.dataset.skip_action = "left out of the stream"
+        self.data_loader = SkipReportingDataLoader(self.dataset, batch_size=None, num_workers=num_workers,
+                                                   collate_fn=_as_is, worker_init_fn=_worker_init_fn,
+                                                   **data_loader_kwargs)
 
 
 _WDS_KEYS = ("dataset_type", "datasets", "random_crop", "drop_last", "remove_silence", "silence_threshold",

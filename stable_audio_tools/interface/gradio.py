@@ -13,7 +13,10 @@ plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_
 Differences from upstream: half precision is opt-in (``model_half=True``) and only used on CUDA; the device is
 CUDA, else MPS, else CPU (or the one given); a checkpoint that does not fit the config is refused with a
 :class:`CheckpointMismatchError` naming the keys (upstream copied the matching tensors and silently left the
-rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5.
+rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5, under
+the app's :class:`DemoLimits` (upload size, bounded queue, concurrency, file deletion); the handlers enforce the
+per-request limits (steps, seconds, input length, time limit, cancellation when the client goes away).
+:func:`private_gradio_temp_dir` gives the apps built inside it their own upload/cache directory, removed on exit.
 
 Upstream's module-state functions (``generate_uncond``, ``create_lm_ui(model_config)``...) are importable from here
 as deprecated wrappers (:mod:`.legacy`); they use the model :func:`load_model` loaded last.
@@ -22,7 +25,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import gradio as gr
 import torch
@@ -30,13 +37,14 @@ from torch import nn
 
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
-from ..models.utils import load_ckpt_state_dict
+from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
 from .interfaces.common import launch_style_kwargs
+from .interfaces.limits import DemoLimits
 from .legacy import (autoencoder_process, create_autoencoder_ui, create_diffusion_uncond_ui, create_lm_ui,
                      create_uncond_sampling_ui, generate_lm, generate_uncond, remember_model)
 
-__all__ = ["CheckpointMismatchError", "select_device", "check_state_dict", "load_model", "create_ui",
-           "create_ui_for_model", "launch_ui",
+__all__ = ["CheckpointMismatchError", "DemoLimits", "select_device", "check_state_dict", "load_model", "create_ui",
+           "create_ui_for_model", "launch_ui", "private_gradio_temp_dir",
            # upstream's module-state functions, deprecated wrappers defined in .legacy
            "generate_uncond", "generate_lm", "autoencoder_process", "create_uncond_sampling_ui",
            "create_diffusion_uncond_ui", "create_autoencoder_ui", "create_lm_ui"]
@@ -44,11 +52,6 @@ __all__ = ["CheckpointMismatchError", "select_device", "check_state_dict", "load
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-_MAX_LISTED = 8
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model built from the config."""
 
 
 def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
@@ -68,36 +71,6 @@ def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.de
     if chosen.type == "mps" and not mps_available:
         raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
     return chosen
-
-
-def _listing(keys: Sequence[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                     allow_missing: Sequence[str] = ()) -> None:
-    """Raise :class:`CheckpointMismatchError` unless every tensor of ``state_dict`` fits ``model`` and every model
-    tensor is in it (keys starting with a prefix in ``allow_missing`` may be absent). The message names the keys
-    with another shape, the checkpoint keys unknown to the model and the model keys the checkpoint lacks."""
-    own = model.state_dict()
-    shape = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state_dict.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    unexpected = [k for k in state_dict if k not in own]
-    missing = [k for k in own if k not in state_dict and not any(k.startswith(p) for p in allow_missing)]
-    if not (shape or unexpected or missing):
-        return
-    problems = []
-    if shape:
-        problems.append(f"{len(shape)} tensor(s) have another shape: {_listing(shape)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} checkpoint key(s) are not in the model: {_listing(unexpected)}")
-    if missing:
-        problems.append(f"{len(missing)} model key(s) are missing from the checkpoint: {_listing(missing)}")
-    raise CheckpointMismatchError(
-        f"{source} does not fit the model config: " + "; ".join(problems) + ". Use the model config the checkpoint "
-        "was trained with (training checkpoints embed it under 'model_config'), and an unwrapped checkpoint "
-        "(python unwrap_model.py ...).")
 
 
 def _load_pretransform(model: nn.Module, path: PathLike) -> None:
@@ -157,8 +130,11 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
     return model, model_config
 
 
-def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "") -> gr.Blocks:
-    """The ``gr.Blocks`` app for an already loaded ``model`` (chosen by ``model_config["model_type"]``)."""
+def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
+                        limits: Optional[DemoLimits] = None) -> gr.Blocks:
+    """The ``gr.Blocks`` app for an already loaded ``model`` (chosen by ``model_config["model_type"]``), whose
+    handlers honour ``limits`` (default ``DemoLimits()``); :func:`launch_ui` applies the same limits' server
+    settings (the app keeps them as ``demo_limits``)."""
     model_type = model_config.get("model_type")
     if model_type in ("diffusion_cond", "diffusion_cond_inpaint"):
         from .interfaces.diffusion_cond import create_diffusion_cond_ui as build
@@ -171,14 +147,22 @@ def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_t
     else:
         raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: diffusion_cond, "
                          "diffusion_cond_inpaint, diffusion_uncond, autoencoder, diffusion_autoencoder, lm")
-    return build(model, model_config, gradio_title=gradio_title)
+    limits = limits or DemoLimits()
+    seconds = (model_config.get("sample_size") or 0) / (model_config.get("sample_rate") or 1)
+    has_length_control = model_type in ("diffusion_cond", "diffusion_cond_inpaint", "lm")
+    if has_length_control and limits.max_seconds is not None and seconds and limits.max_seconds > seconds:
+        log.warning("--max-seconds %g is above this model's length (%.2f s); requests are limited to %.2f s",
+                    limits.max_seconds, seconds, seconds)
+    ui = build(model, model_config, gradio_title=gradio_title, limits=limits)
+    ui.demo_limits = limits
+    return ui
 
 
 def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[PathLike] = None,
               pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
               model_half: bool = False, gradio_title: str = "",
-              device: Optional[Union[str, torch.device]] = None) -> gr.Blocks:
-    """Load a model (see :func:`load_model`) and build its UI.
+              device: Optional[Union[str, torch.device]] = None, limits: Optional[DemoLimits] = None) -> gr.Blocks:
+    """Load a model (see :func:`load_model`) and build its UI under ``limits`` (default ``DemoLimits()``).
 
     Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``.
     """
@@ -194,9 +178,37 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
     model, model_config = load_model(model_config, ckpt_path, pretrained_name=pretrained_name,
                                      pretransform_ckpt_path=pretransform_ckpt_path, device=device,
                                      model_half=model_half)
-    return create_ui_for_model(model, model_config, gradio_title=gradio_title)
+    return create_ui_for_model(model, model_config, gradio_title=gradio_title, limits=limits)
 
 
 def launch_ui(ui: gr.Blocks, **launch_kwargs: Any) -> Any:
-    """``ui.queue().launch(**launch_kwargs)`` with the demo's theme and script (Gradio 6 takes them here)."""
-    return ui.queue().launch(**launch_style_kwargs(), **launch_kwargs)
+    """Serve ``ui`` with the demo's theme and script (Gradio 6 takes them here) under its ``demo_limits`` (set by
+    :func:`create_ui_for_model`; ``DemoLimits()`` for other apps): a queue of at most ``queue_size`` waiting
+    requests running ``concurrency`` at a time with no route around it, uploads up to ``max_file_size``, and
+    uploaded/result files deleted after ``delete_files_after`` seconds and when the server stops.
+    ``launch_kwargs`` go to ``Blocks.launch`` (and override ``max_file_size``)."""
+    limits = getattr(ui, "demo_limits", None) or DemoLimits()
+    ui.delete_cache = limits.delete_cache()
+    launch_kwargs.setdefault("max_file_size", limits.max_file_size_bytes)
+    return ui.queue(**limits.queue_kwargs()).launch(**launch_style_kwargs(), **launch_kwargs)
+
+
+@contextmanager
+def private_gradio_temp_dir() -> Iterator[Path]:
+    """Point ``GRADIO_TEMP_DIR`` (where Gradio keeps uploads and copies of results) at a new private directory,
+    inside the one already set if any, for the apps created inside the block; the directory and everything in it
+    is removed when the block exits (also on Ctrl+C) and the previous setting restored."""
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    if previous:
+        Path(previous).mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="stable_audio_tools_gradio_", dir=previous or None))
+    os.environ["GRADIO_TEMP_DIR"] = str(directory)
+    log.info("uploads and results are kept in %s (removed when the server stops)", directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = previous
+        shutil.rmtree(directory, ignore_errors=True)

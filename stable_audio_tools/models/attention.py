@@ -8,7 +8,8 @@ Contents:
 * :func:`attend` — the attention kernel dispatch: FlexAttention when a block mask / score mod is
   given, flash-attn when it is importable and the tensors live on CUDA, otherwise
   ``F.scaled_dot_product_attention``.
-* :class:`Attention` — self / cross attention with grouped-query K/V (``repeat_interleave``),
+* :class:`Attention` — self / cross attention with grouped-query K/V (``repeat_interleave``; with
+  more K/V heads than query heads none is shared and the output is zeros, as upstream),
   ``qk_norm`` (``none``/``l2``/``ln``/``dyt``), differential attention and feature scaling.
 
 Sliding-window attention (improvement over upstream): upstream honours a sliding window only
@@ -92,21 +93,34 @@ def _log_once(message: str) -> None:
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding frequencies.
 
-    ``inv_freq = 1 / base'^(arange(0, dim, 2) / dim)`` (persistent buffer, ``[dim // 2]``) with
+    ``inv_freq = 1 / base'^(arange(0, dim, 2) / dim)`` (persistent buffer, ``[ceil(dim / 2)]``) with
     ``base' = base * base_rescale_factor ** (dim / (dim - 2))`` (NTK-aware rescaling). ``forward(t)``
     returns ``(freqs, scale)`` with ``freqs = cat(outer(t / interpolation_factor, inv_freq)) x 2``
-    of shape ``[len(t), dim]`` and ``scale`` = 1.0, or the xPos scale tensor when ``use_xpos``.
+    of shape ``[len(t), 2 * ceil(dim / 2)]`` (an odd ``dim`` rotates one feature more, as upstream)
+    and ``scale`` = 1.0, or the xPos scale tensor when ``use_xpos``.
+
+    Args:
+        dim (int): number of rotary features requested (>= 0; 0 rotates nothing).
+        use_xpos (bool, default False): also return the xPos scale.
+        scale_base (float, default 512): xPos length scale.
+        interpolation_factor (float, default 1.0): positions are divided by it (>= 1).
+        base (float, default 10000): frequency base.
+        base_rescale_factor (float, default 1.0): NTK-aware base rescaling (needs ``dim != 2``).
     """
 
     def __init__(self, dim: int, use_xpos: bool = False, scale_base: float = 512,
                  interpolation_factor: float = 1.0, base: float = 10000,
                  base_rescale_factor: float = 1.0) -> None:
         super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f"RotaryEmbedding dim must be an even number >= 2, got {dim}")
+        if dim < 0:
+            raise ValueError(f"RotaryEmbedding dim must be >= 0, got {dim}")
         if interpolation_factor < 1.0:
             raise ValueError(f"interpolation_factor must be >= 1, got {interpolation_factor}")
-        base = base * base_rescale_factor ** (dim / (dim - 2))
+        if base_rescale_factor != 1.0:
+            if dim == 2:
+                raise ValueError("base_rescale_factor needs a RotaryEmbedding dim other than 2 (the exponent "
+                                 "dim / (dim - 2) is undefined)")
+            base = base * base_rescale_factor ** (dim / (dim - 2))
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
         self.register_buffer("inv_freq", inv_freq)
         self.interpolation_factor = interpolation_factor
@@ -344,7 +358,12 @@ def _append_to_cache(cache: Dict[str, Any], k: torch.Tensor, v: torch.Tensor) ->
 
 
 def _check_heads(dim: int, dim_kv: int, dim_heads: int, heads: int, kv_heads: int, qk_norm: str) -> None:
-    """Reject head layouts that upstream accepts at construction but cannot run."""
+    """Reject head layouts that upstream accepts at construction but cannot run.
+
+    Accepted: equal head widths and either ``heads % kv_heads == 0`` (grouped-query sharing) or
+    ``kv_heads > heads`` (no key/value head is shared, see :class:`Attention`). Fewer key/value
+    heads that do not divide the query heads fail upstream at the first forward pass.
+    """
     where = f"(dim {dim}, context dim {dim_kv}, dim_heads {dim_heads})"
     if heads == 0 or kv_heads == 0 or dim % heads or dim_kv % kv_heads:
         raise ValueError(f"attention widths cannot be split into heads of about dim_heads features {where}; "
@@ -352,11 +371,25 @@ def _check_heads(dim: int, dim_kv: int, dim_heads: int, heads: int, kv_heads: in
     if dim // heads != dim_kv // kv_heads:
         raise ValueError(f"query heads ({dim // heads} wide) and key/value heads ({dim_kv // kv_heads} wide) "
                          f"differ {where}")
-    if heads % kv_heads:
-        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads {where}")
+    if kv_heads < heads and heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads {where}: the key/value "
+                         f"head count must divide the query head count; change the context width")
     if qk_norm in ("ln", "dyt") and dim // heads != dim_heads:
         raise ValueError(f"qk_norm {qk_norm!r} normalises dim_heads={dim_heads} features but the heads are "
                          f"{dim // heads} wide {where}")
+
+
+def _attend_without_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention output when no key/value head is shared with the query heads: zeros.
+
+    Upstream repeats each of its ``kv_heads > heads`` key/value heads ``heads // kv_heads = 0``
+    times, and scaled-dot-product attention over the resulting empty keys returns zeros. The zeros
+    stay attached to the graph through empty slices of ``q``, ``k`` and ``v``, so the projections
+    that made them receive zero gradients rather than none (weight decay and distributed gradient
+    reduction treat them as used parameters, as upstream).
+    """
+    attached = q[..., :0].sum() + k[:, :0].sum() + v[:, :0].sum()
+    return q.new_zeros(*q.shape[:-1], v.shape[-1]) + attached
 
 
 class Attention(nn.Module):
@@ -366,6 +399,9 @@ class Attention(nn.Module):
     (``dim_context`` given): ``to_q`` = Linear(dim, dim) (differential 2·dim) and ``to_kv`` =
     Linear(dim_context, 2·dim_context) (differential 3·dim_context → k, k₂, v); K/V then have
     ``dim_context // dim_heads`` heads and are repeat-interleaved to the query head count.
+    With more key/value heads than query heads (a context wider than ``dim``), upstream repeats
+    them zero times and its cross-attention outputs zeros whatever the context: so does this
+    module, on every kernel (``ignores_context`` is then True).
     ``to_out`` = Linear(dim, dim), zero-initialised when ``zero_init_output``. All bias-free.
     As upstream, there are ``dim // dim_heads`` heads of width ``dim / heads`` (which is
     ``dim_heads`` whenever it divides ``dim``).
@@ -385,6 +421,7 @@ class Attention(nn.Module):
         self.kv_heads = dim_kv // dim_heads
         _check_heads(dim, dim_kv, dim_heads, self.num_heads, self.kv_heads, qk_norm)
         self.is_cross = dim_context is not None
+        self.ignores_context = self.is_cross and self.kv_heads > self.num_heads
         if self.is_cross:
             self.to_q = nn.Linear(dim, dim * (2 if differential else 1), bias=False)
             self.to_kv = nn.Linear(dim_kv, dim_kv * (3 if differential else 2), bias=False)
@@ -421,6 +458,8 @@ class Attention(nn.Module):
                    flex_attention_block_mask: Any = None, flex_attention_score_mod: Optional[Callable] = None,
                    flash_attn_sliding_window: Window = None) -> torch.Tensor:
         """Repeat K/V heads for grouped-query attention, then run :func:`attend`."""
+        if self.kv_heads > self.num_heads:
+            return _attend_without_keys(q, k, v)
         if self.num_heads != self.kv_heads:
             repeat = self.num_heads // self.kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

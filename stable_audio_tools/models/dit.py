@@ -22,6 +22,9 @@ Differences from upstream (none changes keys or the numerics of configurations t
   describes (upstream's broadcast crashes).
 * Invalid options, missing conditioning modules and sequence lengths that are not a multiple of
   ``patch_size`` raise ``ValueError`` with a remedy instead of crashing later.
+* A cross-attention whose tokens make more key/value heads than there are query heads (e.g.
+  ``project_cond_tokens=False`` with 768-wide T5 tokens over 2 heads of 32 features) is built and
+  run as upstream does, contributing nothing; the build emits one ``ConfigWarning`` naming the keys.
 * ``DiTWrapper``'s ``supports_*`` flags describe the built model (upstream hard-codes them; nothing
   reads them).
 """
@@ -37,7 +40,7 @@ from torch import nn
 
 from .blocks import FourierFeatures
 from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
-from .transformer import ContinuousTransformer
+from .transformer import ContinuousTransformer, warn_if_cross_attention_ignores_context
 
 __all__ = ["FourierFeatures", "DiffusionTransformer", "DiTWrapper", "DiTUncondWrapper"]
 
@@ -138,6 +141,13 @@ class DiffusionTransformer(nn.Module):
             dim=embed_dim, depth=depth, dim_heads=embed_dim // num_heads, dim_in=dim_in * patch_size,
             dim_out=io_channels * patch_size, cross_attend=cond_token_dim > 0, cond_token_dim=cond_embed_dim,
             global_cond_dim=embed_dim if global_cond_type == "adaLN" else None, **kwargs)
+        key = "model.diffusion.config"
+        warn_if_cross_attention_ignores_context(
+            self.transformer, "the DiT", f"{key}.embed_dim {embed_dim} / {key}.num_heads {num_heads}",
+            f"{key}.cond_token_dim {cond_token_dim}, the conditioners' output width model.conditioning.cond_dim, "
+            f"with {key}.project_cond_tokens {str(project_cond_tokens).lower()}",
+            f"set {key}.project_cond_tokens to true, or pick embed_dim / num_heads so that the head width splits "
+            f"cond_token_dim into a divisor of num_heads heads (see docs/diffusion.md)")
         self.preprocess_conv = nn.Conv1d(dim_in, dim_in, 1, bias=False)
         nn.init.zeros_(self.preprocess_conv.weight)
         self.postprocess_conv = nn.Conv1d(io_channels, io_channels, 1, bias=False)

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from .transformer import ContinuousTransformer
+from .transformer import ContinuousTransformer, warn_if_cross_attention_ignores_context
 
 __all__ = ["KVCache", "AudioLMBackbone", "ContinuousTransformerAudioLMBackbone", "XTransformersAudioLMBackbone"]
 
@@ -101,6 +101,13 @@ class ContinuousTransformerAudioLMBackbone(AudioLMBackbone):
         self.model = ContinuousTransformer(
             dim=embed_dim, dim_in=embed_dim, dim_out=embed_dim, cross_attend=cross_attn_cond_dim > 0,
             cond_token_dim=embed_dim if project_cross_attn_cond else cross_attn_cond_dim, causal=True, **kwargs)
+        key, dim_heads = "model.lm.config", kwargs.get("dim_heads", 64)
+        warn_if_cross_attention_ignores_context(
+            self.model, "the LM backbone", f"{key}.embed_dim {embed_dim} / {key}.dim_heads {dim_heads}",
+            f"{key}.cross_attn_cond_dim {cross_attn_cond_dim}, the conditioners' output width "
+            f"model.conditioning.cond_dim, with {key}.project_cross_attn_cond false",
+            f"set {key}.project_cross_attn_cond to true, or a dim_heads that splits cross_attn_cond_dim into a "
+            f"divisor of embed_dim / dim_heads heads")
         self.prepend_cond_dim = prepend_cond_dim
         self.cross_attn_cond_dim = cross_attn_cond_dim
         self.to_prepend_embed = _projection(prepend_cond_dim, embed_dim) if prepend_cond_dim > 0 else None

@@ -1,4 +1,4 @@
-"""``get_pretrained_model``: a model and its config from a Hugging Face repo or a local directory (SPEC 1.2)."""
+"""``get_pretrained_model``: a model and its config from a Hugging Face repo or a local directory."""
 from __future__ import annotations
 
 import json
@@ -41,7 +41,11 @@ def _fetch(name: str, filename: str) -> str:
 
 def get_pretrained_model(name: str) -> Tuple[nn.Module, Dict[str, Any]]:
     """Return ``(model, model_config)`` for a Hub repo id (e.g. ``stabilityai/stable-audio-open-1.0``) or a
-    local directory. Weights come from ``model.safetensors``, else ``model.ckpt``, and load strictly."""
+    local directory. Weights come from ``model.safetensors``, else ``model.ckpt``, and load strictly.
+
+    A ``model.ckpt`` is read safely: one that needs arbitrary unpickling raises
+    :class:`~stable_audio_tools.models.safe_load.UntrustedCheckpointError` unless
+    ``STABLE_AUDIO_TOOLS_TRUST_PICKLE=1`` (see :mod:`stable_audio_tools.models.safe_load`)."""
     with open(_fetch(name, "model_config.json"), encoding="utf-8") as f:
         model_config = json.load(f)
     model = create_model_from_config(model_config)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .conditioners import Conditioner, Device
+from .safe_load import torch_load
 from .transformer import AbsolutePositionalEmbedding
 
 __all__ = [
@@ -232,20 +233,16 @@ class T5Conditioner(_ExternalModelConditioner):
 # CLAP (laion_clap)
 
 
-def _torch_load(path: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # CLAP checkpoints may hold pickled training objects the safe loader rejects
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def clap_load_state_dict(clap_ckpt_path: str, clap_model: nn.Module) -> None:
-    """Load a LAION-CLAP training checkpoint (``{"state_dict": {"module.*": ...}}``) into ``clap_model`` (non-strict)."""
+    """Load a LAION-CLAP training checkpoint (``{"state_dict": {"module.*": ...}}``) into ``clap_model`` (non-strict).
+
+    The file is read safely (see :mod:`stable_audio_tools.models.safe_load`): one that needs arbitrary
+    unpickling is refused unless ``STABLE_AUDIO_TOOLS_TRUST_PICKLE`` is set."""
     if not os.path.isfile(clap_ckpt_path):
         raise ExternalModelUnavailableError(
             f"CLAP checkpoint not found: {clap_ckpt_path!r}; set clap_ckpt_path to a LAION-CLAP checkpoint file "
             f"(e.g. 630k-audioset-fusion-best.pt from https://huggingface.co/lukewys/laion_clap)")
-    checkpoint = _torch_load(clap_ckpt_path)
+    checkpoint = torch_load(clap_ckpt_path)
     state_dict = checkpoint["state_dict"] if isinstance(checkpoint, dict) and "state_dict" in checkpoint else checkpoint
     state_dict = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
     state_dict.pop("text_branch.embeddings.position_ids", None)

@@ -26,6 +26,7 @@ Differences from upstream (none changes keys or numerics of working configuratio
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -45,9 +46,11 @@ from .attention import (
     sliding_window_attention,
     sliding_window_mask,
 )
+from .config import ConfigWarning
 from .transformer_utils import RunningInstanceNorm, create_causal_mask, or_reduce
 
 __all__ = [
+    "warn_if_cross_attention_ignores_context",
     "AbsolutePositionalEmbedding",
     "ScaledSinusoidalEmbedding",
     "RotaryEmbedding",
@@ -361,6 +364,25 @@ class TransformerBlock(nn.Module):
         return x + self.ff_scale(self.ff(self.ff_norm(x)))
 
 
+def warn_if_cross_attention_ignores_context(transformer: "ContinuousTransformer", model: str, heads: str,
+                                            tokens: str, fix: str) -> None:
+    """Emit one ConfigWarning when ``transformer``'s cross-attention outputs zeros whatever its context.
+
+    ``model`` names the model ("the DiT"), ``heads`` the config keys that set the query heads,
+    ``tokens`` those that set the token width, ``fix`` how to make the tokens count.
+    """
+    attention = transformer.cross_attention_ignoring_context()
+    if attention is None:
+        return
+    width = attention.dim // attention.num_heads
+    warnings.warn(
+        f"{model}'s cross-attention ignores its conditioning tokens, so the prompt has no effect through "
+        f"cross-attention: {heads} gives {attention.num_heads} heads of {width} features, and the "
+        f"{attention.kv_heads * width}-wide tokens ({tokens}) make {attention.kv_heads} key/value heads, none of "
+        f"which is shared with a query head (upstream builds the same model). Fix: {fix}; this changes weight "
+        f"shapes, so a checkpoint trained with this layout must keep it", ConfigWarning, stacklevel=3)
+
+
 class ContinuousTransformer(nn.Module):
     """Stack of :class:`TransformerBlock` on continuous ``[b, n, dim_in]`` sequences (SPEC 4.11).
 
@@ -387,8 +409,9 @@ class ContinuousTransformer(nn.Module):
         if rotary_pos_emb:
             rot_dim = max(dim_heads // 2, 32)
             head_dim = dim // max(dim // min(dim_heads, dim), 1)
-            if rot_dim > head_dim:
-                raise ValueError(f"rotary embeddings rotate {rot_dim} features but the attention heads have only "
+            rotated = rot_dim + rot_dim % 2
+            if rotated > head_dim:
+                raise ValueError(f"rotary embeddings rotate {rotated} features but the attention heads have only "
                                  f"{head_dim}; use dim_heads >= 32 or rotary_pos_emb=False")
             self.rotary_pos_emb = RotaryEmbedding(rot_dim)
         else:
@@ -414,6 +437,15 @@ class ContinuousTransformer(nn.Module):
                 dim, dim_heads=dim_heads, cross_attend=should_cross_attend, dim_context=cond_token_dim,
                 global_cond_dim=global_cond_dim, causal=causal, zero_init_branch_outputs=zero_init_branch_outputs,
                 conformer=conformer, layer_ix=i, **block_kwargs))
+
+    def cross_attention_ignoring_context(self) -> Optional[Attention]:
+        """The first cross-attention layer with more key/value heads than query heads, else ``None``.
+
+        Such a layer outputs zeros whatever its context, as upstream (see :class:`Attention`); the
+        layers all share one layout, so the first one speaks for every cross-attending block.
+        """
+        return next((layer.cross_attn for layer in self.layers
+                     if layer.cross_attend and layer.cross_attn.ignores_context), None)
 
     def forward(self, x: torch.Tensor, prepend_embeds: Optional[torch.Tensor] = None,
                 global_cond: Optional[torch.Tensor] = None, return_info: bool = False,

@@ -1,6 +1,6 @@
 """Checkpoint utilities: loading, lenient copying and weight-norm removal.
 
-Three kinds of checkpoint exist (SPEC 1.2):
+Three kinds of checkpoint exist:
 
 * **unwrapped** ``.safetensors``: a flat ``{key: tensor}`` file of a bare model (``model.encoder...``);
 * **unwrapped** ``.ckpt``: ``torch.save({"state_dict": model.state_dict()})`` of a bare model;
@@ -10,26 +10,32 @@ Three kinds of checkpoint exist (SPEC 1.2):
   turns into an unwrapped checkpoint.
 
 ``load_ckpt_state_dict`` recognises a wrapped checkpoint and refuses it with a message that says
-what to do, instead of failing later with hundreds of missing keys.
+what to do, instead of failing later with hundreds of missing keys. Files are read safely (no arbitrary
+unpickling unless trusted): see :mod:`stable_audio_tools.models.safe_load`.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .common import compile, next_multiple_of_64, next_power_of_two
 from .sampling_utils import multinomial, sample_top_k, sample_top_p
+from .safe_load import CheckpointError, CheckpointKindError, load_safetensors, torch_load
 
 __all__ = [
     "CheckpointKindError",
     "checkpoint_kind",
+    "read_checkpoint",
     "load_ckpt_state_dict",
     "copy_state_dict",
+    "CheckpointMismatchError",
+    "state_dict_problems",
+    "check_state_dict",
     "remove_weight_norm_from_model",
     "WRAPPED_CKPT_KEYS",
     # upstream's models/utils.py also holds these (defined in .common and .sampling_utils)
@@ -49,37 +55,24 @@ PathLike = Union[str, os.PathLike]
 WRAPPED_CKPT_KEYS = ("optimizer_states", "pytorch-lightning_version", "loops", "global_step")
 
 
-class CheckpointKindError(ValueError):
-    """A checkpoint of the wrong kind was given (e.g. a training checkpoint where a model one is needed)."""
+def read_checkpoint(path: PathLike) -> Tuple[str, Dict[str, Any]]:
+    """Read a checkpoint file safely (see :mod:`stable_audio_tools.models.safe_load`) and classify it.
 
-
-def _torch_load(path: PathLike) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # a training checkpoint may hold objects the safe loader rejects
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:
-            raise first
-
-
-def _read(path: PathLike) -> Tuple[str, dict]:
+    Returns ``(kind, contents)`` with ``kind`` as for :func:`checkpoint_kind`; ``contents`` is the whole
+    file (a Lightning checkpoint keeps its ``state_dict``, ``model_config``... keys).
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return "unwrapped-safetensors", load_file(str(path))
-    obj = _torch_load(path)
+        return "unwrapped-safetensors", load_safetensors(path)
+    obj = torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointKindError(f"{path} does not contain a checkpoint dict (found {type(obj).__name__})")
     if any(k in obj for k in WRAPPED_CKPT_KEYS):
-        return "wrapped", obj
+        return "wrapped", dict(obj)
     if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        return "unwrapped-ckpt", obj
+        return "unwrapped-ckpt", dict(obj)
     if obj and all(torch.is_tensor(v) for v in obj.values()):
-        return "bare-state-dict", obj
+        return "bare-state-dict", dict(obj)
     raise CheckpointKindError(
         f"{path} is not a model checkpoint: expected a .safetensors file, a torch file holding "
         f"{{'state_dict': ...}}, or a Lightning training checkpoint; found top-level keys {sorted(obj)[:8]}")
@@ -87,7 +80,7 @@ def _read(path: PathLike) -> Tuple[str, dict]:
 
 def checkpoint_kind(path: PathLike) -> str:
     """Return ``'wrapped'``, ``'unwrapped-ckpt'``, ``'unwrapped-safetensors'`` or ``'bare-state-dict'``."""
-    return _read(path)[0]
+    return read_checkpoint(path)[0]
 
 
 def load_ckpt_state_dict(ckpt_path: PathLike, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
@@ -97,7 +90,7 @@ def load_ckpt_state_dict(ckpt_path: PathLike, prefix: Optional[str] = None) -> D
     ``train.py --ckpt-path``, or unwrap it with ``unwrap_model.py`` first). ``prefix``, when given,
     keeps only keys starting with it and strips it (e.g. ``"pretransform.model."``).
     """
-    kind, obj = _read(ckpt_path)
+    kind, obj = read_checkpoint(ckpt_path)
     if kind == "wrapped":
         step = obj.get("global_step", "?")
         raise CheckpointKindError(
@@ -165,3 +158,46 @@ def remove_weight_norm_from_model(model: nn.Module) -> nn.Module:
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the model built from the config."""
+
+
+MISMATCH_HINT = ("Use the model config the checkpoint was trained with (a training checkpoint embeds it under "
+                 "'model_config') and an unwrapped checkpoint (python unwrap_model.py ...)")
+
+
+def _listing(keys: List[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def state_dict_problems(own: Mapping[str, torch.Tensor], checkpoint: Mapping[str, torch.Tensor],
+                        allow_missing: Tuple[str, ...] = ()) -> List[str]:
+    """What keeps ``checkpoint`` from loading strictly into a model whose state dict is ``own``: model keys it
+    lacks (except those starting with a prefix in ``allow_missing``), keys unknown to the model and tensors with
+    another shape, one sentence each; empty when it fits exactly."""
+    missing = [k for k in own if k not in checkpoint and not k.startswith(tuple(allow_missing))]
+    unexpected = [k for k in checkpoint if k not in own]
+    shapes = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in checkpoint.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} model key(s) missing from the checkpoint: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} checkpoint key(s) unknown to the model: {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} tensor(s) with another shape: {_listing(shapes)}")
+    return problems
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
+                     allow_missing: Tuple[str, ...] = ()) -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` loads strictly into ``model`` (keys starting
+    with a prefix in ``allow_missing`` may be absent); the message names the offending keys (see
+    :func:`state_dict_problems`)."""
+    problems = state_dict_problems(model.state_dict(), state_dict, tuple(allow_missing))
+    if problems:
+        raise CheckpointMismatchError(f"{source} does not fit the model config: {'; '.join(problems)}. {MISMATCH_HINT}.")
+

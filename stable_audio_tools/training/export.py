@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from ..models.safe_load import torch_load
+
 __all__ = ["atomic_write", "save_unwrapped", "AtomicCheckpointIO", "NonFiniteError", "NonFiniteCheckpointError",
            "find_nonfinite", "check_finite_before_save", "remove_orphaned_temporaries"]
 
@@ -192,11 +194,17 @@ def save_unwrapped(model: nn.Module, path: PathLike, use_safetensors: bool = Fal
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes to a temporary file and renames it into place.
+    """Lightning checkpoint IO that writes to a temporary file and renames it into place, and reads safely.
 
     It refuses (:class:`NonFiniteCheckpointError`) to write a checkpoint whose weights (``state_dict``) or
-    optimizer states hold NaN or infinite values.
+    optimizer states hold NaN or infinite values. Loading (``trainer.fit(ckpt_path=...)`` resumes) goes through
+    :func:`stable_audio_tools.models.safe_load.torch_load`: no arbitrary unpickling unless
+    ``STABLE_AUDIO_TOOLS_TRUST_PICKLE`` is set, whatever ``weights_only`` Lightning asks for.
     """
+
+    def load_checkpoint(self, path: PathLike, map_location: Optional[Any] = None,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        return torch_load(path, map_location="cpu" if map_location is None else map_location)
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: PathLike, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:

@@ -1,8 +1,9 @@
 """Pre-encoding an audio dataset into autoencoder latents: the LightningModule behind ``pre_encode.py``.
 
-Output layout (upstream's, SPEC 1.4): ``<output>/details.json`` and, per process (global rank ``r``),
-``<output>/<r>/<id>.npy`` (latents ``[C, L]`` or tokens ``[n_q, L]``, codebook-major for every bottleneck) with ``<id>.json`` (the item's
-metadata, ``padding_mask`` resized to ``L`` frames). ``id = f"{r:03d}{batch:06d}{item:04d}"``.
+Output layout (upstream's): ``<output>/details.json`` and, per process (global rank ``r``),
+``<output>/<r>/<id>.npy`` (latents ``[C, L]`` or tokens ``[n_q, L]``, codebook-major for every bottleneck)
+with ``<id>.json`` (the item's metadata, ``padding_mask`` resized to ``L`` frames);
+``id = f"{r:03d}{batch:06d}{item:04d}"``; ``<output>/skipped_<r>.json`` lists what process ``r`` skipped.
 
 Differences from upstream, all deliberate:
 
@@ -18,8 +19,15 @@ Differences from upstream, all deliberate:
 * Each JSON also gets ``downsampling_ratio`` (audio samples per latent frame) and ``sample_rate``, so
   a later random latent crop can keep ``seconds_start`` right; an ``audio`` entry in the metadata
   (the WebDataset loader puts the raw audio there) is not written.
+* An item that cannot be used (unreadable, undecodable, too short, NaN/inf, silent, rejected) is
+  skipped: its file id stays unused, and no other file is encoded in its place (upstream's dataset
+  returned a random other item, so outputs held copies). Each process writes ``<output>/skipped_<r>.json``
+  (counts per reason and every skipped file with its reason) and logs a summary.
+* :func:`fit_state_dict` checks the checkpoint against the model strictly (upstream copied the
+  matching tensors and encoded with random weights for the rest).
 * A progress bar (rank 0) shows files/s and seconds of audio encoded per second; :attr:`stats` holds
-  the totals of this process.
+  the totals of this process: ``encoded``, ``skipped`` and ``skip_reasons`` (``"already written"``
+  and the reasons of :data:`stable_audio_tools.data.skips.SKIP_REASONS`).
 """
 from __future__ import annotations
 
@@ -38,9 +46,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..data.dataset import collation_fn
+from ..data.skips import SKIPPED_KEY, SkippingDataset, SkipTally, UnusableItem
 from ..models.bottleneck import DitheredFSQBottleneck, RVQBottleneck, RVQVAEBottleneck, VAEBottleneck
+from ..models.utils import MISMATCH_HINT, CheckpointMismatchError, state_dict_problems
 
 __all__ = [
+    "CheckpointMismatchError",
+    "fit_state_dict",
+    "SKIPPED_FILE",
     "PreEncodeSampler",
     "PreEncodedLatentsInferenceWrapper",
     "encode_latents",
@@ -50,6 +64,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Key = Tuple[int, int, int]  # (batch index, position in batch, dataset index)
+
+SKIPPED_FILE = "skipped_{rank}.json"
+"""Written to ``<output>/`` by every process of every run (``{rank}`` is its global rank): the files it skipped,
+with reasons and counts."""
+ALREADY_WRITTEN = "already written"
 
 def latent_id(rank: int, batch: int, item: int) -> str:
     """Upstream's 13-digit file id: 3 digits of rank, 6 of batch index, 4 of position in the batch."""
@@ -97,7 +116,10 @@ class PreEncodeSampler(Sampler[List[Key]]):
 
 
 class _KeyedDataset(Dataset):
-    """``dataset[idx]`` plus the ``(batch, position)`` the item is written under."""
+    """``dataset[idx]`` itself (never a replacement) plus the ``(batch, position)`` the item is written under.
+
+    Datasets with ``load_exact`` (the local ones) report an unusable item as ``(None, SkipRecord, key)``.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -106,8 +128,24 @@ class _KeyedDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, key: Key) -> Tuple[Any, ...]:
-        audio, info = self.dataset[key[2]]
+        load_exact = getattr(self.dataset, "load_exact", None)
+        if load_exact is None:
+            audio, info = self.dataset[key[2]]
+            return audio, info, (key[0], key[1])
+        try:
+            audio, info = load_exact(key[2], SkippingDataset.item_rng())
+        except UnusableItem as skip:
+            return None, skip.record, (key[0], key[1])
         return audio, info, (key[0], key[1])
+
+
+def _collate_keyed(items: Sequence[Tuple[Any, ...]]) -> List[Any]:
+    """``[audio [B, C, T] or None, (info, ...), (key, ...), [SkipRecord, ...]]`` of the usable items."""
+    usable = [item for item in items if item[0] is not None]
+    skipped = [item[1] for item in items if item[0] is None]
+    if not usable:
+        return [None, (), (), skipped]
+    return [*collation_fn(usable), skipped]
 
 
 def encode_latents(model: nn.Module, audio: torch.Tensor, is_discrete: bool = False,
@@ -142,6 +180,43 @@ def _check_model(model: nn.Module, is_discrete: bool, vae_mean: bool) -> None:
                          f"{type(bottleneck).__name__}; drop --is-discrete to store continuous latents")
     if vae_mean and (is_discrete or not isinstance(bottleneck, VAEBottleneck)):
         raise ValueError(f"--vae-mean needs a model with a 'vae' bottleneck, this one has {type(bottleneck).__name__}")
+
+
+def _candidate_prefixes(own: Mapping[str, torch.Tensor], checkpoint: Mapping[str, torch.Tensor]) -> List[str]:
+    """``""`` and every prefix under which the checkpoint holds the model's first or last key."""
+    keys = list(own)
+    probes = {keys[0], keys[-1]} if keys else set()
+    found = {c[:-len(k)] for c in checkpoint for k in probes if c.endswith(k) and c[:-len(k)].endswith(".")}
+    return [""] + sorted(found)
+
+
+def fit_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> Dict[str, torch.Tensor]:
+    """The tensors of ``state_dict`` for ``model``: exactly the model's keys and shapes, either at the top level
+    (an unwrapped autoencoder checkpoint) or under one prefix (e.g. ``pretransform.model.`` of an unwrapped latent
+    diffusion model, whose other tensors are then ignored).
+
+    Raises :class:`CheckpointMismatchError` naming the missing, unknown and mis-shaped keys otherwise (for the
+    prefix that matches most tensors).
+    """
+    own = model.state_dict()
+    best: Optional[Tuple[int, str, List[str]]] = None
+    for prefix in _candidate_prefixes(own, state_dict):
+        part = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        problems = state_dict_problems(own, part)
+        if not problems:
+            if prefix:
+                log.info("%s: using the %d tensors under '%s' (the other %d are not part of the autoencoder)",
+                         source, len(part), prefix, len(state_dict) - len(part))
+            return part
+        matched = sum(1 for k, v in part.items() if k in own and tuple(v.shape) == tuple(own[k].shape))
+        if best is None or matched > best[0]:
+            best = (matched, prefix, problems)
+    assert best is not None
+    matched, prefix, problems = best
+    where = f" under the prefix '{prefix}'" if prefix else ""
+    raise CheckpointMismatchError(
+        f"{source} does not fit the model config: {'; '.join(problems)} ({matched} of {len(own)} model tensors "
+        f"match{where}). {MISMATCH_HINT}")
 
 
 def _to_json(value: Any, key: str) -> Any:
@@ -210,7 +285,11 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
         self.vae_mean = vae_mean
         self.progress = progress
         self.sample_rate = getattr(model, "sample_rate", None)
-        self.stats: Dict[str, float] = {"encoded": 0, "skipped": 0, "audio_seconds": 0.0, "seconds": 0.0}
+        self.stats: Dict[str, Any] = {"encoded": 0, "skipped": 0, "skip_reasons": {}, "audio_seconds": 0.0,
+                                      "seconds": 0.0}
+        self.unusable = SkipTally()
+        self._already_written = 0
+        self._finished = False
         self._existing: set = set()
         self._total: Optional[int] = None
         self._bar: Any = None
@@ -220,6 +299,11 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
     @property
     def process_dir(self) -> Path:
         return self.output_path / str(self.global_rank)
+
+    @property
+    def skipped_path(self) -> Path:
+        """``<output>/skipped_<rank>.json``: what this process skipped, and why."""
+        return self.output_path / SKIPPED_FILE.format(rank=self.global_rank)
 
     def _is_map_style(self) -> bool:
         return self.data_loader is not None and not isinstance(self.data_loader.dataset, IterableDataset)
@@ -276,13 +360,15 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
         loader = self.data_loader
         sampler = PreEncodeSampler(len(loader.dataset), loader.batch_size or 1, self.global_rank,
                                    self.trainer.world_size, self.shuffle, self.seed, self.limit_batches, self._done)
-        self.stats["skipped"] = sampler.assigned - sampler.pending
+        self._already_written = sampler.assigned - sampler.pending
         self._total = sampler.pending
+        if not len(sampler):
+            self.finish()
         if sampler.assigned > sampler.pending:
             log.info("rank %d: %d of %d items already written, encoding the other %d", self.global_rank,
                      sampler.assigned - sampler.pending, sampler.assigned, sampler.pending)
         return DataLoader(_KeyedDataset(loader.dataset), batch_sampler=sampler, num_workers=loader.num_workers,
-                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                          collate_fn=_collate_keyed, pin_memory=loader.pin_memory,
                           worker_init_fn=loader.worker_init_fn)
 
     # ------------------------------------------------------------------ encoding
@@ -295,14 +381,19 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Any], batch_idx: int) -> None:
         audio, metadata = batch[0], batch[1]
-        if audio.ndim == 4 and audio.shape[0] == 1:  # legacy WebLoader batches
-            audio = audio[0]
-        if len(batch) > 2:
+        if len(batch) > 3:  # a map-style batch from _collate_keyed
             keys = list(batch[2])
+            self.unusable.add(batch[3])
+            self._advance(len(keys) + len(batch[3]))
+            if audio is None:
+                return
         else:
+            if audio.ndim == 4 and audio.shape[0] == 1:  # legacy WebLoader batches
+                audio = audio[0]
             keys = [(batch_idx, i) for i in range(audio.shape[0])]
+            self._advance(len(keys))
             if all(self._done(b, i) for b, i in keys):
-                self.stats["skipped"] += len(keys)
+                self._already_written += len(keys)
                 return
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -318,12 +409,15 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
         self.stats["audio_seconds"] += seconds
         if self._bar is not None:
             elapsed = max(time.perf_counter() - self._start, 1e-9)
-            self._bar.update(audio.shape[0])
             self._bar.set_postfix_str(f"{self.stats['audio_seconds'] / elapsed:.1f} s audio/s")
+
+    def _advance(self, items: int) -> None:
+        if self._bar is not None:
+            self._bar.update(items)
 
     def _write_item(self, batch: int, item: int, latent: np.ndarray, metadata: Mapping[str, Any], frames: int,
                     ratio: float) -> None:
-        md = {k: v for k, v in metadata.items() if k != "audio"}
+        md = {k: v for k, v in metadata.items() if k not in ("audio", SKIPPED_KEY)}
         if isinstance(md.get("padding_mask"), torch.Tensor):
             mask = md["padding_mask"].reshape(1, 1, -1).float()
             md["padding_mask"] = F.interpolate(mask, size=frames, mode="nearest")[0, 0].int()
@@ -336,14 +430,40 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
         _write_atomic(self.process_dir / f"{name}.json", lambda f: json.dump(md, f), mode="w")
 
     def on_validation_end(self) -> None:
-        self.stats["seconds"] = time.perf_counter() - self._start
+        self.finish()
+
+    def finish(self) -> None:
+        """Close the progress bar, fill :attr:`stats`, write :attr:`skipped_path` and log this process's summary.
+
+        Runs once: at the end of validation, or from :meth:`val_dataloader` when no batch is left to encode
+        (Lightning then skips validation and its hooks).
+        """
+        if self._finished:
+            return
+        self._finished = True
+        self.stats["seconds"] = time.perf_counter() - self._start if self._start else 0.0
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if not self._is_map_style():  # the WebDataset loader collected the records of the samples it dropped
+            self.unusable.add(getattr(getattr(self.data_loader, "skips", None), "records", []))
+        reasons = dict(self.unusable.counts())
+        if self._already_written:
+            reasons = {ALREADY_WRITTEN: self._already_written, **reasons}
+        self.stats["skip_reasons"] = reasons
+        self.stats["skipped"] = sum(reasons.values())
+        skipped_path = self.skipped_path
+        report = {"encoded": self.stats["encoded"], "skipped": self.stats["skipped"], **self.unusable.to_json()}
+        report["counts"] = reasons
+        _write_atomic(skipped_path, lambda f: json.dump(report, f, indent=1), mode="w")
         rate = self.stats["encoded"] / max(self.stats["seconds"], 1e-9)
-        log.info("rank %d: encoded %d files (%.1f files/s, %.1f s of audio per second), skipped %d already written",
-                 self.global_rank, self.stats["encoded"], rate,
-                 self.stats["audio_seconds"] / max(self.stats["seconds"], 1e-9), self.stats["skipped"])
+        summary = ", ".join(f"{n} {reason}" for reason, n in reasons.items()) or "none"
+        level = logging.WARNING if len(self.unusable) else logging.INFO
+        log.log(level, "rank %d: encoded %d files (%.1f files/s, %.1f s of audio per second); skipped %d (%s)%s",
+                self.global_rank, self.stats["encoded"], rate,
+                self.stats["audio_seconds"] / max(self.stats["seconds"], 1e-9), self.stats["skipped"], summary,
+                f"; unusable files: {self.unusable.files_text()} (all listed in {skipped_path})"
+                if len(self.unusable) else "")
 
     def configure_optimizers(self) -> None:
         return None

@@ -6,8 +6,9 @@ import logging
 import os
 from typing import List, Union
 
-import torch
 from torch import nn
+
+from ..models.safe_load import safetensors_keys, torch_load
 
 __all__ = ["checkpoint_keys", "pretransform_is_untrained", "warn_if_pretransform_untrained"]
 
@@ -18,17 +19,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def checkpoint_keys(path: PathLike) -> List[str]:
     """The tensor names of an unwrapped checkpoint, read without loading the tensors where possible
-    (``.safetensors`` header; memory-mapped ``.ckpt``)."""
+    (``.safetensors`` header; memory-mapped ``.ckpt``), safely (see :mod:`stable_audio_tools.models.safe_load`)."""
     path = os.fspath(path)
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return list(f.keys())
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format file: mmap is unavailable
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return safetensors_keys(path)
+    obj = torch_load(path, mmap=True)
     state_dict = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
     return list(state_dict) if isinstance(state_dict, dict) else []
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
-import torch
+from ..models.safe_load import torch_load
 
 __all__ = ["new_version_dir", "find_resume_checkpoint", "config_differences", "read_embedded_model_config"]
 
@@ -80,7 +80,7 @@ def read_embedded_model_config(path: PathLike) -> Tuple[Optional[Mapping[str, An
     Memory-maps the file and unpickles only plain data, so scanning many large checkpoints is cheap and safe.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch_load(path, mmap=True)
     except Exception as e:  # unreadable, truncated, or holding objects the safe loader refuses
         return None, f"could not be read safely ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     if not isinstance(ckpt, Mapping) or "model_config" not in ckpt:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..models.config import check_choice
 from ..models.factory import create_model_from_config, load_model_config
-from ..models.utils import CheckpointKindError, checkpoint_kind
+from ..models.utils import CheckpointKindError, read_checkpoint
 from .export import atomic_write, save_unwrapped
 from .run_dirs import config_differences
 
@@ -115,12 +115,12 @@ def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: st
 
     The model config is written beside it as ``<name>_config.json``; an existing file of that name holding a
     different config is an error (checked before anything is written), one holding the same config is kept.
+    The training checkpoint is read safely (``weights_only``; see :mod:`stable_audio_tools.models.safe_load`).
     """
-    kind = checkpoint_kind(ckpt_path)
+    kind, ckpt = read_checkpoint(ckpt_path)
     if kind != "wrapped":
         raise CheckpointKindError(f"{ckpt_path} is already an unwrapped model checkpoint ({kind}); it can be used "
                                   f"directly (--pretrained-ckpt-path, get_pretrained_model, pre_encode.py)")
-    ckpt: Dict[str, Any] = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if model_config_path:
         model_config = load_model_config(model_config_path)
     elif "model_config" in ckpt:

@@ -15,21 +15,30 @@ import torch
 from torch import nn
 
 from ...models.bottleneck import DACRVQBottleneck
-from .common import AudioValue, OutputWriter, load_audio_value, model_dtype, new_blocks, report_errors, spectrogram
+from .common import (AudioValue, DemoInterface, OutputWriter, add_output_components, load_audio_value, model_dtype,
+                     new_blocks, report_errors, spectrogram)
+from .limits import DemoLimits
 
 __all__ = ["AutoencoderInterface", "create_autoencoder_ui"]
 
 
-class AutoencoderInterface:
-    """State and handler of the autoencoder UI (``model``: an ``AudioAutoencoder`` or ``DiffusionAutoencoder``)."""
+class AutoencoderInterface(DemoInterface):
+    """State and handler of the autoencoder UI.
 
-    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None) -> None:
-        self.model = model
-        self.sample_rate = int(model_config["sample_rate"])
+    Args:
+        model: an ``AudioAutoencoder`` or ``DiffusionAutoencoder`` (already on its device, in eval mode).
+        model_config: its config (``sample_rate``, ``model_type``).
+        writer: where result files go (default: a private temporary directory).
+        limits (DemoLimits | None, default None): input length, decoder steps and time limits of a request
+            (default ``DemoLimits()``).
+    """
+
+    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None,
+                 limits: Optional[DemoLimits] = None) -> None:
+        super().__init__(model, model_config, writer, limits, generates=False)
         self.is_diffusion = model_config.get("model_type") == "diffusion_autoencoder"
         bottleneck = getattr(model, "bottleneck", None)
         self.n_quantizers = int(bottleneck.num_quantizers) if isinstance(bottleneck, DACRVQBottleneck) else 0
-        self.writer = writer or OutputWriter()
 
     @report_errors
     def process(self, audio: AudioValue, n_quantizers: int = 0, latent_noise: float = 0.0,
@@ -39,7 +48,9 @@ class AutoencoderInterface:
         ``n_quantizers`` (DAC RVQ only, 1..n_codebooks) limits the codebooks used; ``latent_noise`` adds
         ``noise * N(0, 1)`` to the latents; ``decoder_steps`` is the diffusion decoder's step count.
         """
-        loaded = load_audio_value(audio, "Input audio")
+        if self.is_diffusion:
+            self.limits.check_steps(int(decoder_steps), "Decoder steps")
+        loaded = load_audio_value(audio, "Input audio", self.limits.max_input_seconds)
         if loaded is None:
             raise gr.Error("Upload an input audio file first")
         in_sr, tensor = loaded
@@ -52,11 +63,11 @@ class AutoencoderInterface:
             if not 1 <= n <= self.n_quantizers:
                 raise gr.Error(f"# quantizers must be between 1 and {self.n_quantizers}, got {n}")
             encode_kwargs["n_quantizers"] = n
-        with torch.no_grad():
+        with self.gate.request("Processing"), torch.no_grad():
             latents = self.model.encode_audio(prepared, **encode_kwargs)
             if latent_noise and float(latent_noise) > 0:
                 latents = latents + torch.randn_like(latents) * float(latent_noise)
-            decode_kwargs = {"steps": max(1, int(decoder_steps))} if self.is_diffusion else {}
+            decode_kwargs = {"steps": int(decoder_steps)} if self.is_diffusion else {}
             decoded = self.model.decode_audio(latents, **decode_kwargs)
         decoded = decoded[..., :expected_length].float()
         decoded = decoded.permute(1, 0, 2).reshape(decoded.shape[1], -1)
@@ -76,11 +87,10 @@ class AutoencoderInterface:
                                           elem_id="n-quantizers")
             c["latent_noise"] = gr.Slider(0.0, 10.0, step=0.001, value=0.0, label="Add latent noise",
                                           elem_id="latent-noise")
-            c["decoder_steps"] = gr.Slider(1, 500, step=1, value=100, label="Decoder steps",
+            c["decoder_steps"] = gr.Slider(1, self.limits.max_steps, step=1, value=min(100, self.limits.max_steps),
+                                           label="Decoder steps",
                                            visible=self.is_diffusion, elem_id="decoder-steps")
-        c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False, elem_id="output-audio")
-        c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                             object_fit="contain", elem_id="output-spectrogram")
+        add_output_components(c)
         c["process"].click(fn=self.process, inputs=[c["input_audio"], c["n_quantizers"], c["latent_noise"],
                                                     c["decoder_steps"]],
                            outputs=[c["output_audio"], c["output_spectrogram"]], api_name="process")
@@ -88,9 +98,9 @@ class AutoencoderInterface:
 
 
 def create_autoencoder_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
-                          writer: Optional[OutputWriter] = None) -> gr.Blocks:
+                          writer: Optional[OutputWriter] = None, limits: Optional[DemoLimits] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for an ``autoencoder`` / ``diffusion_autoencoder`` model."""
-    interface = AutoencoderInterface(model, model_config, writer=writer)
+    interface = AutoencoderInterface(model, model_config, writer=writer, limits=limits)
     with new_blocks(gradio_title) as ui:
         if gradio_title:
             gr.Markdown(f"### {gradio_title}")

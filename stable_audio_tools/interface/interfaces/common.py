@@ -18,7 +18,7 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 import gradio as gr
 import numpy as np
@@ -29,13 +29,14 @@ from PIL import Image
 from ...data.utils import AudioDecodeError, load_audio, resample
 from ...inference.utils import decode_latents
 from ..aeiou import audio_spectrogram_image
+from .limits import DemoLimits, RequestGate, RequestGuard
 
 __all__ = [
     "GRADIO_MAJOR", "UI_JS", "new_blocks", "single_tab_ui", "launch_style_kwargs", "copy_event_kwargs",
     "report_errors", "AudioValue",
     "load_audio_value", "prepare_input_audio", "model_dtype", "parse_seed", "required_sample_size",
     "seconds_slider_settings", "condense_prompt", "output_basename", "FILE_FORMATS", "FILE_NAMING", "OutputWriter",
-    "spectrogram", "SamplingMonitor",
+    "spectrogram", "SamplingMonitor", "DemoInterface", "add_output_components",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,14 @@ def single_tab_ui(interface: Any, gradio_title: str = "", tab: str = "Generation
     return ui
 
 
+def add_output_components(c: dict) -> None:
+    """Create the "Output audio" player and "Output spectrogram" gallery in the current layout, as
+    ``c["output_audio"]`` and ``c["output_spectrogram"]``."""
+    c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False, elem_id="output-audio")
+    c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False, object_fit="contain",
+                                         elem_id="output-spectrogram")
+
+
 def launch_style_kwargs() -> dict:
     """Theme and script keywords for ``Blocks.launch`` (empty before Gradio 6, where ``new_blocks`` sets them)."""
     return {"theme": _theme(), "js": UI_JS} if GRADIO_MAJOR >= 6 else {}
@@ -180,18 +189,36 @@ def _array_to_tensor(data: np.ndarray, what: str) -> torch.Tensor:
     return audio.unsqueeze(0) if audio.dim() == 1 else audio.transpose(0, 1).contiguous()
 
 
-def load_audio_value(value: AudioValue, what: str = "Audio") -> Optional[Tuple[int, torch.Tensor]]:
+def _check_duration(seconds: float, max_seconds: Optional[float], what: str) -> None:
+    if max_seconds is not None and seconds > max_seconds:
+        raise gr.Error(f"{what} is {seconds:.1f} s long; this server accepts at most {max_seconds:g} s "
+                       "(--max-input-seconds). Trim the file and upload it again.")
+
+
+def load_audio_value(value: AudioValue, what: str = "Audio",
+                     max_seconds: Optional[float] = None) -> Optional[Tuple[int, torch.Tensor]]:
     """Decode a Gradio audio value (a file path, or ``(sample_rate, numpy array)``) to ``(sr, float32 [C, T])``.
 
-    ``None`` stays ``None``. Unreadable or empty audio raises ``gr.Error`` naming ``what``.
+    ``None`` stays ``None``. Unreadable or empty audio, or audio longer than ``max_seconds`` (for files checked
+    from the header, before decoding), raises ``gr.Error`` naming ``what``.
     """
     if value is None:
         return None
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        sample_rate, audio = int(value[0]), _array_to_tensor(np.asarray(value[1]), what)
+        sample_rate = int(value[0])
+        data = np.asarray(value[1])
+        if sample_rate > 0:
+            _check_duration(data.shape[0] / sample_rate, max_seconds, what)
+        audio = _array_to_tensor(data, what)
     elif isinstance(value, (str, os.PathLike)):
         if not Path(value).is_file():
             raise gr.Error(f"{what}: file {Path(value).name} not found (upload it again)")
+        try:
+            info = sf.info(str(value))
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError):
+            info = None  # not decodable: load_audio below reports it
+        if info is not None and info.samplerate > 0:
+            _check_duration(info.frames / info.samplerate, max_seconds, what)
         try:
             audio, sample_rate = load_audio(str(value))
         except AudioDecodeError as e:
@@ -215,12 +242,14 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 def prepare_input_audio(value: AudioValue, sample_rate: int, dtype: torch.dtype, what: str,
-                        max_samples: Optional[int] = None) -> Optional[Tuple[int, torch.Tensor]]:
-    """Decode, resample to ``sample_rate`` (in float32), crop to ``max_samples`` and cast to ``dtype``.
+                        max_samples: Optional[int] = None,
+                        max_seconds: Optional[float] = None) -> Optional[Tuple[int, torch.Tensor]]:
+    """Decode (refusing audio longer than ``max_seconds``), resample to ``sample_rate`` (in float32), crop to
+    ``max_samples`` and cast to ``dtype``.
 
     Returns ``(sample_rate, [C, T])`` in the form the generation functions take, or ``None``.
     """
-    loaded = load_audio_value(value, what)
+    loaded = load_audio_value(value, what, max_seconds)
     if loaded is None:
         return None
     in_sr, audio = loaded
@@ -386,11 +415,23 @@ def _log_snr(objective: str, t: float, sigma: float) -> float:
 
 
 class SamplingMonitor:
-    """Sampler callback: reports ``step / steps`` to a ``gr.Progress`` and, every ``preview_every`` steps, decodes
-    the current denoised estimate into a spectrogram preview labelled ``Step i sigma=… logSNR=…``."""
+    """Sampler callback: checks the request's ``guard`` (time limit, client still there), reports
+    ``step / steps`` to a ``gr.Progress`` and, every ``preview_every`` steps, decodes the current denoised estimate
+    into a spectrogram preview labelled ``Step i sigma=… logSNR=…``.
+
+    Args:
+        model (nn.Module): the diffusion model wrapper (its ``pretransform`` decodes previews).
+        steps (int): sampling steps of the request.
+        sample_rate (int): the model's sample rate.
+        progress (callable | None, default None): a ``gr.Progress``.
+        preview_every (int, default 0): preview every N steps; 0: none.
+        objective (str, default ``"v"``): the diffusion objective (for the logSNR label).
+        guard (RequestGuard | None, default None): checked before anything else at every step.
+    """
 
     def __init__(self, model: torch.nn.Module, steps: int, sample_rate: int, progress: Optional[Callable] = None,
-                 preview_every: int = 0, objective: str = "v") -> None:
+                 preview_every: int = 0, objective: str = "v", guard: Optional[RequestGuard] = None) -> None:
+        self.guard = guard
         self.model = model
         self.steps = steps
         self.sample_rate = sample_rate
@@ -402,6 +443,8 @@ class SamplingMonitor:
 
     def __call__(self, info: dict) -> None:
         self.calls += 1
+        if self.guard is not None:
+            self.guard.check(self.calls, self.steps)
         step = int(info.get("i", self.calls - 1))
         if self.progress is not None:
             self.progress((min(self.calls, self.steps), self.steps), desc="Sampling")
@@ -423,3 +466,43 @@ class SamplingMonitor:
         """Tell the progress bar that sampling has finished (decoding and saving follow)."""
         if self.progress is not None:
             self.progress((self.steps, self.steps), desc=desc)
+
+
+# ----------------------------------------------------------------------------------------------- interfaces
+class DemoInterface:
+    """State every model type's UI shares: the model, its config and sample rate, where result files go and the
+    :class:`RequestGate` that enforces the limits of a request.
+
+    Args:
+        model (nn.Module): the model (already on its device, in eval mode).
+        model_config (dict): its config (``sample_rate``; ``sample_size`` with ``generates``; ``model.conditioning``).
+        writer (OutputWriter | None, default None): where result files go (default: a private temporary directory).
+        limits (DemoLimits | None, default None): what one request may ask for (default ``DemoLimits()``).
+        generates (bool, default True): the model generates ``sample_size`` samples (required in the config).
+    """
+
+    def __init__(self, model: torch.nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None,
+                 limits: Optional[DemoLimits] = None, generates: bool = True) -> None:
+        self.model = model
+        self.model_config = model_config
+        self.gate = RequestGate(limits, model)
+        self.limits = self.gate.limits
+        self.sample_rate = int(model_config["sample_rate"])
+        self.sample_size = required_sample_size(model_config) if generates else None
+        self.writer = writer or OutputWriter()
+        conditioning = (model_config.get("model") or {}).get("conditioning") or {}
+        self.conditioner_ids: List[str] = [c.get("id") for c in conditioning.get("configs", [])]
+        default_keys = conditioning.get("default_keys") or {}
+        self.has_prompt = any(default_keys.get(cid, cid) == "prompt" for cid in self.conditioner_ids)
+        self.has_seconds_start = "seconds_start" in self.conditioner_ids
+        self.has_seconds_total = "seconds_total" in self.conditioner_ids
+
+    @property
+    def model_seconds(self) -> float:
+        """Length the model generates, in seconds."""
+        return self.sample_size / self.sample_rate
+
+    @property
+    def max_seconds(self) -> float:
+        """Longest "Seconds total" a request may ask for (the model's length or a stricter ``max_seconds``)."""
+        return self.limits.seconds_cap(self.model_seconds)

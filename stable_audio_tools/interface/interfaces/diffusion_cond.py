@@ -23,9 +23,11 @@ from torch import nn
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
 from ...inference.sampling import RF_SAMPLER_TYPES
 from ..legacy import current_model, delete_files_async
-from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, OutputWriter, SamplingMonitor, condense_prompt,
-                     copy_event_kwargs, model_dtype, single_tab_ui, output_basename, parse_seed, prepare_input_audio,
-                     report_errors, required_sample_size, seconds_slider_settings, spectrogram)
+from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, DemoInterface, OutputWriter, SamplingMonitor,
+                     add_output_components, condense_prompt, copy_event_kwargs, model_dtype, single_tab_ui,
+                     output_basename, parse_seed, prepare_input_audio, report_errors, seconds_slider_settings,
+                     spectrogram)
+from .limits import DemoLimits
 
 __all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "RF_SAMPLERS", "DENOISER_SAMPLERS",
            # upstream's module-state functions (deprecated wrappers) and helpers
@@ -37,36 +39,25 @@ RF_SAMPLERS = [s for s in ("euler", "rk4", "dpmpp") if s in RF_SAMPLER_TYPES]
 DENOISER_SAMPLERS = ["pingpong"]
 
 
-class DiffusionCondInterface:
+class DiffusionCondInterface(DemoInterface):
     """State and handlers of the conditioned-diffusion UI.
 
     Args:
         model: a ``ConditionedDiffusionModelWrapper`` (already on its device, in eval mode).
         model_config: its config (``sample_rate``, ``sample_size``, ``model_type``, ``model.conditioning``).
         writer: where result files go (default: a private temporary directory).
+        limits (DemoLimits | None, default None): steps, seconds, input length and time limits of a request
+            (default ``DemoLimits()``).
     """
 
-    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None) -> None:
-        self.model = model
-        self.model_config = model_config
-        self.sample_rate = int(model_config["sample_rate"])
-        self.sample_size = required_sample_size(model_config)
+    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None,
+                 limits: Optional[DemoLimits] = None) -> None:
+        super().__init__(model, model_config, writer, limits)
         self.inpainting = model_config.get("model_type") == "diffusion_cond_inpaint"
         self.objective = getattr(model, "diffusion_objective", "v")
-        conditioning = (model_config.get("model") or {}).get("conditioning") or {}
-        ids = [c.get("id") for c in conditioning.get("configs", [])]
-        default_keys = conditioning.get("default_keys") or {}
-        self.has_seconds_start = "seconds_start" in ids
-        self.has_seconds_total = "seconds_total" in ids
-        self.prompt_required = any(default_keys.get(cid, cid) == "prompt" for cid in ids)
-        self.writer = writer or OutputWriter()
+        self.prompt_required = self.has_prompt
 
     # ------------------------------------------------------------------------------------------- settings
-    @property
-    def model_seconds(self) -> float:
-        """Length the model generates, in seconds."""
-        return self.sample_size / self.sample_rate
-
     @property
     def sampler_types(self) -> List[str]:
         """Sampler choices for the model's diffusion objective."""
@@ -95,11 +86,11 @@ class DiffusionCondInterface:
             raise gr.Error(f"Seconds total ({seconds_total:g} s) is longer than this model generates "
                            f"({self.model_seconds:.2f} s: sample_size {self.sample_size} at {self.sample_rate} Hz). "
                            f"Choose at most {self.model_seconds:.2f} s.")
+        self.limits.check_seconds(seconds_total, self.model_seconds)
         if cut and seconds_total * self.sample_rate < 1:
             raise gr.Error("Seconds total must be above 0 to cut the output to it (or untick 'Cut to seconds "
                            "total').")
-        if steps < 1:
-            raise gr.Error(f"Steps must be at least 1, got {steps}")
+        self.limits.check_steps(steps)
         if sampler_type not in self.sampler_types:
             raise gr.Error(f"Sampler type {sampler_type!r} does not fit this {self.objective!r} model; choose one of "
                            f"{', '.join(self.sampler_types)}")
@@ -128,38 +119,40 @@ class DiffusionCondInterface:
                  progress: Any = gr.Progress()) -> Tuple[str, List[Any]]:
         """Generate one clip; returns ``(audio file path, [spectrogram, *preview (image, label) pairs])``.
 
-        ``seconds_total`` defaults to the model's length; with ``cut_to_seconds_total`` the output is cut to it.
+        ``seconds_total`` defaults to the model's length (or the limit ``max_seconds`` when shorter); with
+        ``cut_to_seconds_total`` the output is cut to it.
         ``init_audio`` / ``inpaint_audio`` are file paths or ``(sample_rate, numpy array)`` values.
         """
         prompt = prompt or ""
-        seconds_total = self.model_seconds if seconds_total is None else float(seconds_total)
+        seconds_total = self.max_seconds if seconds_total is None else float(seconds_total)
         steps = int(steps)
         sampler_type = sampler_type or self.default_sampler
         cfg_interval = (float(cfg_interval_min), float(cfg_interval_max))
         self._check_inputs(prompt, seconds_total, cut_to_seconds_total, steps, sampler_type, cfg_interval)
         seed = parse_seed(seed)
         dtype = model_dtype(self.model)
-        init = prepare_input_audio(init_audio, self.sample_rate, dtype, "Init audio", self.sample_size)
-        inpaint = prepare_input_audio(inpaint_audio, self.sample_rate, dtype, "Inpaint audio", self.sample_size) \
-            if self.inpainting else None
+        max_input = self.limits.max_input_seconds
+        init = prepare_input_audio(init_audio, self.sample_rate, dtype, "Init audio", self.sample_size, max_input)
+        inpaint = prepare_input_audio(inpaint_audio, self.sample_rate, dtype, "Inpaint audio", self.sample_size,
+                                      max_input) if self.inpainting else None
+        mask = self._inpaint_mask(mask_start, mask_end) if inpaint is not None else None
 
         conditioning = [{"prompt": prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}]
         negative = [{"prompt": negative_prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}] \
             if negative_prompt else None
-        monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress, preview_every=preview_every,
-                                  objective=self.objective)
         args = dict(steps=steps, cfg_scale=float(cfg_scale), conditioning=conditioning,
                     negative_conditioning=negative, batch_size=1, sample_size=self.sample_size, seed=seed,
                     sampler_type=sampler_type, sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho),
                     init_audio=init, init_noise_level=float(init_noise_level), cfg_interval=cfg_interval,
-                    scale_phi=float(cfg_rescale), callback=monitor)
-        if self.inpainting:
-            if inpaint is not None:
-                args.update(inpaint_audio=inpaint, inpaint_mask=self._inpaint_mask(mask_start, mask_end))
-            audio = generate_diffusion_cond_inpaint(self.model, **args)
-        else:
-            audio = generate_diffusion_cond(self.model, **args)
-        monitor.done()
+                    scale_phi=float(cfg_rescale))
+        if mask is not None:
+            args.update(inpaint_audio=inpaint, inpaint_mask=mask)
+        generate = generate_diffusion_cond_inpaint if self.inpainting else generate_diffusion_cond
+        with self.gate.request("Generation") as guard:
+            monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress,
+                                      preview_every=preview_every, objective=self.objective, guard=guard)
+            audio = generate(self.model, callback=monitor, **args)
+            monitor.done()
 
         if cut_to_seconds_total:
             audio = audio[..., :int(round(seconds_total * self.sample_rate))]
@@ -185,10 +178,13 @@ class DiffusionCondInterface:
                 with gr.Row(visible=self.has_seconds_start or self.has_seconds_total):
                     c["seconds_start"] = gr.Slider(0, 512, step=1, value=0, label="Seconds start",
                                                    visible=self.has_seconds_start, elem_id="seconds-start")
-                    c["seconds_total"] = gr.Slider(0, 512, step=step, value=default_seconds, label="Seconds total",
+                    c["seconds_total"] = gr.Slider(0, self.max_seconds, step=step,
+                                                   value=min(default_seconds, self.max_seconds), label="Seconds total",
                                                    visible=self.has_seconds_total, elem_id="seconds-total")
                 with gr.Row():
-                    c["steps"] = gr.Slider(1, 500, step=1, value=self.default_steps, label="Steps", elem_id="steps")
+                    c["steps"] = gr.Slider(1, self.limits.max_steps, step=1,
+                                          value=min(self.default_steps, self.limits.max_steps), label="Steps",
+                                          elem_id="steps")
                     c["cfg_scale"] = gr.Slider(0.0, 25.0, step=0.1, value=self.default_cfg_scale, label="CFG scale",
                                                elem_id="cfg-scale")
                 with gr.Accordion("Sampler params", open=False):
@@ -230,10 +226,7 @@ class DiffusionCondInterface:
                     c["mask_end"] = gr.Slider(0.0, seconds, step=min(0.1, step), value=seconds,
                                               label="Mask End (sec)", elem_id="mask-end")
             with gr.Column():
-                c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
-                                             elem_id="output-audio")
-                c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     object_fit="contain", elem_id="output-spectrogram")
+                add_output_components(c)
                 c["send_to_init"] = gr.Button("Send to init audio", scale=1, elem_id="send-to-init")
                 c["send_to_init"].click(**copy_event_kwargs(c["output_audio"], c["init_audio"]))
                 if self.inpainting:
@@ -249,9 +242,9 @@ class DiffusionCondInterface:
 
 
 def create_diffusion_cond_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
-                             writer: Optional[OutputWriter] = None) -> gr.Blocks:
+                             writer: Optional[OutputWriter] = None, limits: Optional[DemoLimits] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for a ``diffusion_cond`` / ``diffusion_cond_inpaint`` model."""
-    interface = DiffusionCondInterface(model, model_config, writer=writer)
+    interface = DiffusionCondInterface(model, model_config, writer=writer, limits=limits)
     return single_tab_ui(interface, gradio_title)
 
 

@@ -13,22 +13,29 @@ import gradio as gr
 from torch import nn
 
 from ...inference.generation import generate_diffusion_uncond
-from .common import (AudioValue, OutputWriter, SamplingMonitor, copy_event_kwargs, model_dtype, single_tab_ui,
-                     parse_seed, prepare_input_audio, report_errors, required_sample_size, spectrogram)
+from .common import (AudioValue, DemoInterface, OutputWriter, SamplingMonitor, add_output_components, copy_event_kwargs,
+                     model_dtype, single_tab_ui, parse_seed, prepare_input_audio, report_errors, spectrogram)
+from .limits import DemoLimits
 
 __all__ = ["DiffusionUncondInterface", "create_diffusion_uncond_ui", "UNCOND_SAMPLERS"]
 
 UNCOND_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2", "k-dpm-fast"]
 
 
-class DiffusionUncondInterface:
-    """State and handler of the unconditional-diffusion UI (``model``: a ``DiffusionModelWrapper``)."""
+class DiffusionUncondInterface(DemoInterface):
+    """State and handler of the unconditional-diffusion UI.
 
-    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None) -> None:
-        self.model = model
-        self.sample_rate = int(model_config["sample_rate"])
-        self.sample_size = required_sample_size(model_config)
-        self.writer = writer or OutputWriter()
+    Args:
+        model: a ``DiffusionModelWrapper`` (already on its device, in eval mode).
+        model_config: its config (``sample_rate``, ``sample_size``).
+        writer: where result files go (default: a private temporary directory).
+        limits (DemoLimits | None, default None): steps, input length and time limits of a request
+            (default ``DemoLimits()``).
+    """
+
+    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None,
+                 limits: Optional[DemoLimits] = None) -> None:
+        super().__init__(model, model_config, writer, limits)
 
     @report_errors
     def generate(self, steps: int = 100, seed: Any = -1, sampler_type: str = "dpmpp-3m-sde", sigma_min: float = 0.03,
@@ -36,21 +43,21 @@ class DiffusionUncondInterface:
                  init_noise_level: float = 0.1, progress: Any = gr.Progress()) -> Tuple[str, List[Any]]:
         """Generate one clip of the model's ``sample_size``; returns ``(audio file path, [spectrogram])``."""
         steps = int(steps)
-        if steps < 1:
-            raise gr.Error(f"Steps must be at least 1, got {steps}")
+        self.limits.check_steps(steps)
         if sampler_type not in UNCOND_SAMPLERS:
             raise gr.Error(f"Unknown sampler type {sampler_type!r}; choose one of {', '.join(UNCOND_SAMPLERS)}")
         seed = parse_seed(seed)
         if use_init and init_audio is None:
             raise gr.Error("'Use init audio' is ticked but no init audio was given")
         init = prepare_input_audio(init_audio, self.sample_rate, model_dtype(self.model), "Init audio",
-                                   self.sample_size) if use_init else None
-        monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress)
-        audio = generate_diffusion_uncond(self.model, steps=steps, batch_size=1, sample_size=self.sample_size,
-                                          seed=seed, sampler_type=sampler_type, sigma_min=float(sigma_min),
-                                          sigma_max=float(sigma_max), init_audio=init,
-                                          init_noise_level=float(init_noise_level), callback=monitor)
-        monitor.done()
+                                   self.sample_size, self.limits.max_input_seconds) if use_init else None
+        with self.gate.request("Generation") as guard:
+            monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress, guard=guard)
+            audio = generate_diffusion_uncond(self.model, steps=steps, batch_size=1, sample_size=self.sample_size,
+                                              seed=seed, sampler_type=sampler_type, sigma_min=float(sigma_min),
+                                              sigma_max=float(sigma_max), init_audio=init,
+                                              init_noise_level=float(init_noise_level), callback=monitor)
+            monitor.done()
         audio = audio.float().permute(1, 0, 2).reshape(audio.shape[1], -1)
         path = self.writer.write(audio, self.sample_rate, "output", "wav", normalize=False)
         return path, [spectrogram(audio, self.sample_rate)]
@@ -62,7 +69,8 @@ class DiffusionUncondInterface:
         with gr.Row(equal_height=False):
             with gr.Column():
                 with gr.Row():
-                    c["steps"] = gr.Slider(1, 500, step=1, value=100, label="Steps", elem_id="steps")
+                    c["steps"] = gr.Slider(1, self.limits.max_steps, step=1, value=min(100, self.limits.max_steps),
+                                          label="Steps", elem_id="steps")
                 with gr.Accordion("Sampler params", open=False):
                     c["seed"] = gr.Textbox(label="Seed (set to -1 for random seed)", value="-1", elem_id="seed")
                     with gr.Row():
@@ -75,10 +83,7 @@ class DiffusionUncondInterface:
                     c["init_audio"] = gr.Audio(label="Init audio", type="filepath", elem_id="init-audio")
                     c["init_noise_level"] = gr.Slider(0.0, 100.0, step=0.01, value=0.1, label="Init noise level")
             with gr.Column():
-                c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
-                                             elem_id="output-audio")
-                c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     object_fit="contain", elem_id="output-spectrogram")
+                add_output_components(c)
                 c["send_to_init"] = gr.Button("Send to init audio", scale=1, elem_id="send-to-init")
                 c["send_to_init"].click(**copy_event_kwargs(c["output_audio"], c["init_audio"]))
         inputs = [c[k] for k in ("steps", "seed", "sampler_type", "sigma_min", "sigma_max", "use_init", "init_audio",
@@ -89,7 +94,8 @@ class DiffusionUncondInterface:
 
 
 def create_diffusion_uncond_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
-                               writer: Optional[OutputWriter] = None) -> gr.Blocks:
+                               writer: Optional[OutputWriter] = None,
+                               limits: Optional[DemoLimits] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for a ``diffusion_uncond`` model."""
-    interface = DiffusionUncondInterface(model, model_config, writer=writer)
+    interface = DiffusionUncondInterface(model, model_config, writer=writer, limits=limits)
     return single_tab_ui(interface, gradio_title)

@@ -14,42 +14,40 @@ import gradio as gr
 import torch
 from torch import nn
 
-from .common import (OutputWriter, single_tab_ui, parse_seed, report_errors, required_sample_size,
+from .common import (DemoInterface, OutputWriter, add_output_components, single_tab_ui, parse_seed, report_errors,
                      seconds_slider_settings, spectrogram)
+from .limits import DemoLimits
 
 __all__ = ["LMInterface", "create_lm_ui"]
 
 
-class LMInterface:
-    """State and handler of the language-model UI (``model``: an ``AudioLanguageModelWrapper``)."""
+class LMInterface(DemoInterface):
+    """State and handler of the language-model UI.
 
-    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None) -> None:
-        self.model = model
-        self.sample_rate = int(model_config["sample_rate"])
-        self.sample_size = required_sample_size(model_config)
+    Args:
+        model: an ``AudioLanguageModelWrapper`` (already on its device, in eval mode).
+        model_config: its config (``sample_rate``, ``sample_size``, ``model.conditioning``).
+        writer: where result files go (default: a private temporary directory).
+        limits (DemoLimits | None, default None): seconds and time limits of a request (default ``DemoLimits()``).
+    """
+
+    def __init__(self, model: nn.Module, model_config: Dict[str, Any], writer: Optional[OutputWriter] = None,
+                 limits: Optional[DemoLimits] = None) -> None:
+        super().__init__(model, model_config, writer, limits)
         self.ratio = int(model.pretransform.downsampling_ratio)
-        conditioning = (model_config.get("model") or {}).get("conditioning") or {}
-        ids = [c.get("id") for c in conditioning.get("configs", [])]
-        default_keys = conditioning.get("default_keys") or {}
-        self.conditioned = getattr(model, "conditioner", None) is not None and bool(ids)
-        self.has_prompt = any(default_keys.get(cid, cid) == "prompt" for cid in ids)
-        self.has_seconds_start = "seconds_start" in ids
-        self.has_seconds_total = "seconds_total" in ids
-        self.writer = writer or OutputWriter()
-
-    @property
-    def model_seconds(self) -> float:
-        return self.sample_size / self.sample_rate
+        self.conditioned = getattr(model, "conditioner", None) is not None and bool(self.conditioner_ids)
 
     @report_errors
     def generate(self, temperature: float = 1.0, top_p: float = 0.95, top_k: int = 0, prompt: str = "",
                  seconds_start: float = 0, seconds_total: Optional[float] = None, cfg_scale: float = 1.0,
                  seed: Any = -1, progress: Any = gr.Progress()) -> Tuple[str, List[Any]]:
-        """Generate ``seconds_total`` seconds (default: the model's ``sample_size``); returns ``(path, [image])``."""
-        seconds_total = self.model_seconds if seconds_total is None else float(seconds_total)
+        """Generate ``seconds_total`` seconds (default: the model's ``sample_size``, or the limit ``max_seconds``
+        when shorter); returns ``(path, [image])``."""
+        seconds_total = self.max_seconds if seconds_total is None else float(seconds_total)
         if seconds_total > self.model_seconds + 1e-9:
             raise gr.Error(f"Seconds total ({seconds_total:g} s) is longer than this model's context "
                            f"({self.model_seconds:.2f} s); choose at most {self.model_seconds:.2f} s.")
+        self.limits.check_seconds(seconds_total, self.model_seconds)
         if seconds_total * self.sample_rate < 1:
             raise gr.Error("Seconds total must be above 0")
         if self.has_prompt and not (prompt or "").strip():
@@ -63,10 +61,13 @@ class LMInterface:
         if self.conditioned:
             kwargs.update(conditioning=[{"prompt": prompt or "", "seconds_start": seconds_start,
                                          "seconds_total": seconds_total}], cfg_scale=float(cfg_scale))
-        if progress is not None:
-            kwargs["callback"] = lambda step, total: progress((int(step), int(total)), desc="Generating tokens")
-        with torch.no_grad():
-            audio = self.model.generate_audio(**kwargs)
+        with self.gate.request("Generation") as guard, torch.no_grad():
+            def on_step(step: int, total: int) -> None:
+                guard.check(step, total)
+                if progress is not None:
+                    progress((int(step), int(total)), desc="Generating tokens")
+
+            audio = self.model.generate_audio(callback=on_step, **kwargs)
         audio = audio[..., :samples].float()
         audio = audio.permute(1, 0, 2).reshape(audio.shape[1], -1)
         path = self.writer.write(audio, self.sample_rate, "output", "wav", normalize=True)
@@ -86,7 +87,8 @@ class LMInterface:
                 with gr.Row():
                     c["seconds_start"] = gr.Slider(0, 512, step=1, value=0, label="Seconds start",
                                                    visible=self.has_seconds_start, elem_id="seconds-start")
-                    c["seconds_total"] = gr.Slider(step, self.model_seconds, step=step, value=default_seconds,
+                    c["seconds_total"] = gr.Slider(step, self.max_seconds, step=step,
+                                                   value=min(default_seconds, self.max_seconds),
                                                    label="Seconds total", elem_id="seconds-total")
                 with gr.Row():
                     c["temperature"] = gr.Slider(0.0, 5.0, step=0.01, value=1.0, label="Temperature",
@@ -98,10 +100,7 @@ class LMInterface:
                                                visible=self.conditioned, elem_id="cfg-scale")
                     c["seed"] = gr.Textbox(label="Seed (set to -1 for random seed)", value="-1", elem_id="seed")
             with gr.Column():
-                c["output_audio"] = gr.Audio(label="Output audio", type="filepath", interactive=False,
-                                             elem_id="output-audio")
-                c["output_spectrogram"] = gr.Gallery(label="Output spectrogram", show_label=False,
-                                                     object_fit="contain", elem_id="output-spectrogram")
+                add_output_components(c)
         inputs = [c[k] for k in ("temperature", "top_p", "top_k", "prompt", "seconds_start", "seconds_total",
                                  "cfg_scale", "seed")]
         c["generate"].click(fn=self.generate, inputs=inputs, outputs=[c["output_audio"], c["output_spectrogram"]],
@@ -110,7 +109,7 @@ class LMInterface:
 
 
 def create_lm_ui(model: nn.Module, model_config: Dict[str, Any], gradio_title: str = "",
-                 writer: Optional[OutputWriter] = None) -> gr.Blocks:
+                 writer: Optional[OutputWriter] = None, limits: Optional[DemoLimits] = None) -> gr.Blocks:
     """The ``gr.Blocks`` app for an ``lm`` model."""
-    interface = LMInterface(model, model_config, writer=writer)
+    interface = LMInterface(model, model_config, writer=writer, limits=limits)
     return single_tab_ui(interface, gradio_title)
