@@ -92,6 +92,10 @@ class DiffusionTransformer(nn.Module):
     Remaining ``kwargs`` go to ContinuousTransformer (and its blocks).
     """
 
+    #: ``**kwargs`` go to ContinuousTransformer, minus what the DiT sets itself (read by config validation)
+    config_kwargs_to = ((ContinuousTransformer, ("dim", "depth", "dim_heads", "dim_in", "dim_out", "cross_attend",
+                                                 "cond_token_dim", "global_cond_dim")),)
+
     def __init__(self, io_channels: int = 32, patch_size: int = 1, embed_dim: int = 768, cond_token_dim: int = 0,
                  project_cond_tokens: bool = True, global_cond_dim: int = 0, project_global_cond: bool = True,
                  input_concat_dim: int = 0, prepend_cond_dim: int = 0, depth: int = 12, num_heads: int = 8,
@@ -411,6 +415,8 @@ class DiTWrapper(ConditionedDiffusionModel):
     null branch). Parameters are not rescaled at init (SPEC 3.6).
     """
 
+    config_kwargs_to = ((DiffusionTransformer, ()),)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         model = DiffusionTransformer(*args, **kwargs)
         super().__init__(supports_cross_attention=model.cond_token_dim > 0,
@@ -448,6 +454,8 @@ class DiTUncondWrapper(DiffusionModel):
 
     Parameters are multiplied by 0.5 at init (SPEC 3.6). ``forward(x, t, **kwargs)`` calls the DiT.
     """
+
+    config_kwargs_to = ((DiffusionTransformer, ("io_channels",)),)
 
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:
         super().__init__()

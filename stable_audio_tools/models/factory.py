@@ -14,6 +14,7 @@ from torch import nn
 
 from .bottleneck import create_bottleneck_from_config
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .config_geometry import check_model_config
 
 __all__ = [
     "MODEL_TYPES",
@@ -85,6 +86,7 @@ def create_model_from_config(model_config: Mapping) -> nn.Module:
     require(model_config, "sample_rate", "", "audio sample rate in Hz", (int,))
     require(model_config, "model", "", "the model definition")
     warn_unknown_keys(model_config, TOP_LEVEL_KEYS, "")
+    check_model_config(model_config)
     return MODEL_TYPES[model_type](model_config)
 
 

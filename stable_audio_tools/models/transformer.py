@@ -392,6 +392,10 @@ class ContinuousTransformer(nn.Module):
     (``attn_kwargs``, ``ff_kwargs``, ``norm_kwargs``, ``layer_scale``, ``remove_norms``, ``add_rope``).
     """
 
+    #: ``**block_kwargs`` go to every TransformerBlock (read by config validation)
+    config_kwargs_to = ((TransformerBlock, ("dim", "dim_heads", "cross_attend", "dim_context", "global_cond_dim",
+                                            "causal", "zero_init_branch_outputs", "conformer", "layer_ix")),)
+
     def __init__(self, dim: int, depth: int, *, dim_in: Optional[int] = None, dim_out: Optional[int] = None,
                  dim_heads: int = 64, cross_attend: bool = False, cond_token_dim: Optional[int] = None,
                  final_cross_attn_ix: int = -1, global_cond_dim: Optional[int] = None, causal: bool = False,
