@@ -26,6 +26,7 @@ __all__ = [
     "require_mapping",
     "check_choice",
     "close_key",
+    "typo_of",
     "check_unknown_keys",
     "warn_unknown_keys",
     "check_bool",
@@ -117,6 +118,10 @@ def require(cfg: Mapping, key: str, path: str, expected: str = "", types: Option
     require_mapping(cfg, path or "<root>")
     full = join_path(path, key)
     if key not in cfg:
+        typo = typo_of(cfg, key)
+        if typo is not None:
+            raise ConfigError(join_path(path, typo), f"is not an accepted key here, and '{full}' is required but "
+                                                     "missing", f"did you mean '{key}'?")
         raise ConfigError(full, "is required but missing", expected)
     value = cfg[key]
     if types is not None:
@@ -169,6 +174,13 @@ def close_key(key: str, accepted: Iterable[str]) -> Optional[str]:
         if distance <= limit and (best is None or distance < best[0]):
             best = (distance, str(candidate))
     return best[1] if best else None
+
+
+def typo_of(cfg: Mapping, key: str) -> Optional[str]:
+    """The key of ``cfg`` that is a typo of the absent ``key`` (see :func:`close_key`), or None."""
+    if key in cfg:
+        return None
+    return next((str(k) for k in cfg if close_key(str(k), (key,)) is not None), None)
 
 
 def check_unknown_keys(cfg: Mapping, known: Iterable[str], path: str) -> None:

@@ -14,7 +14,9 @@ reports every problem it finds at once (one :class:`~stable_audio_tools.config.C
   pretransform and the backbone's ``io_channels`` / ``in_channels``; a DiT's ``global_cond_dim``,
   ``cond_token_dim`` and ``prepend_cond_dim`` equal the widths of the conditioners routed to them
   (each conditioner outputs ``model.conditioning.cond_dim`` unless its config sets ``output_dim``);
-* language models: ``cross_attn_cond_dim`` / ``prepend_cond_dim`` likewise.
+* language models: ``cross_attn_cond_dim`` / ``prepend_cond_dim`` likewise;
+* the encoder's output width is what the bottleneck takes: ``latent_dim`` (no bottleneck, ``tanh``,
+  ``l2_norm``) or ``2 x latent_dim`` (``vae``).
 
 Checks whose inputs are missing or mistyped are skipped here: the builders report those with their path.
 """
@@ -25,7 +27,7 @@ import inspect
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..config import ConfigError, check_positive_int, join_path, non_finite_paths, raise_errors
+from ..config import MAX_SIZE, ConfigError, check_positive_int, join_path, non_finite_paths, raise_errors, typo_of
 from .config_schema import SIZE_LIMITS
 
 __all__ = ["check_model_config", "autoencoder_errors"]
@@ -48,18 +50,19 @@ def _class_for(registry: Mapping[str, str], kind: Any) -> Optional[Callable]:
 
 
 def _value(config: Mapping, key: str, cls: Optional[Callable]) -> Any:
-    """``config[key]``, else the constructor's default for ``key`` (None when there is none)."""
+    """``config[key]``, else the constructor's default for ``key`` (None when there is none, or when the config
+    holds a typo of ``key``: the builder reports that)."""
     if key in config:
         return config[key]
-    if cls is None:
+    if cls is None or typo_of(config, key) is not None:
         return None
     param = inspect.signature(cls).parameters.get(key)
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def _ints(value: Any) -> Optional[List[int]]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                       for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                       and 0 < v <= MAX_SIZE for v in value):
         return None
     return list(value)
 
@@ -72,10 +75,12 @@ def _positive(config: Mapping, key: str, path: str, errors: List[ConfigError], r
               high: Optional[int] = None) -> Optional[int]:
     """Append an error unless ``config[key]`` is a positive integer; return it when it is."""
     if key not in config:
-        if required:
+        typo = typo_of(config, key) if required else None
+        if typo is not None:
+            errors.append(ConfigError(join_path(path, typo), f"is not an accepted key here, and "
+                                      f"'{join_path(path, key)}' is required but missing", f"did you mean '{key}'?"))
+        elif required:
             errors.append(ConfigError(join_path(path, key), "is required but missing"))
-        return None
-    if config[key] is None and not required:
         return None
     try:
         return check_positive_int(config[key], join_path(path, key), high=high or SIZE_LIMITS.get(key, 2 ** 16))
@@ -84,11 +89,33 @@ def _positive(config: Mapping, key: str, path: str, errors: List[ConfigError], r
         return None
 
 
+def _spec_errors(spec: Any, path: str, errors: List[ConfigError], required: bool = True) -> bool:
+    """Append an error unless ``spec`` is a ``{"type", "config"?}`` object with an object (or null) config;
+    return whether it is."""
+    if spec is None and not required:
+        return False
+    if not isinstance(spec, Mapping):
+        errors.append(ConfigError(path, f"expected a JSON object {{\"type\": ..., \"config\": {{...}}}}, got "
+                                        f"{type(spec).__name__} {spec!r:.60}"))
+        return False
+    for key in ("type", "config"):
+        typo = typo_of(spec, key)
+        if typo is not None:
+            errors.append(ConfigError(join_path(path, typo), "is not an accepted key here",
+                                      f"did you mean '{key}'?"))
+            return False
+    if spec.get("config") is not None and not isinstance(spec["config"], Mapping):
+        errors.append(ConfigError(join_path(path, "config"), f"expected a JSON object, got "
+                                                             f"{type(spec['config']).__name__} {spec['config']!r:.60}"))
+        return False
+    return True
+
+
 def _coder_errors(spec: Any, path: str, ratio: Optional[int], channels: Optional[int], encoder: bool,
                   errors: List[ConfigError]) -> None:
     from .autoencoders import DECODER_TYPES, ENCODER_TYPES
 
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("config", {}), Mapping):
+    if not _spec_errors(spec, path, errors):
         return
     kind = spec.get("type")
     cls = _class_for(ENCODER_TYPES if encoder else DECODER_TYPES, kind)
@@ -114,12 +141,56 @@ def _coder_errors(spec: Any, path: str, ratio: Optional[int], channels: Optional
                                   f"set it to {channels}"))
 
 
+def _latent_width_errors(ae: Mapping, path: str, latent_dim: Optional[int], errors: List[ConfigError]) -> None:
+    """The encoder's output width must be what the bottleneck takes (``latent_dim``, twice that for a VAE)."""
+    from .autoencoders import ENCODER_TYPES
+    from .bottleneck import BOTTLENECK_TYPES
+
+    encoder, bottleneck = ae.get("encoder"), ae.get("bottleneck")
+    if latent_dim is None or not isinstance(encoder, Mapping) or not isinstance(encoder.get("config", {}), Mapping):
+        return
+    if bottleneck is None:
+        if typo_of(ae, "bottleneck") is not None:
+            return
+        kind = None
+    elif isinstance(bottleneck, Mapping) and isinstance(bottleneck.get("type"), str) and \
+            isinstance(bottleneck.get("config", {}), Mapping):
+        kind = bottleneck["type"]
+    else:
+        return
+    if kind == "dac_rvq":
+        bottleneck_cls = BOTTLENECK_TYPES.get("dac_rvq")
+        input_dim = _value(bottleneck.get("config") or {}, "input_dim",
+                           bottleneck_cls if callable(bottleneck_cls) else None)
+        if not _is_int(input_dim) or input_dim < 1:
+            return
+        expected, why = input_dim, f"the 'dac_rvq' bottleneck quantizes {input_dim} channels (its input_dim)"
+    elif kind == "vae":
+        expected, why = 2 * latent_dim, f"a 'vae' bottleneck needs the encoder to output 2 x latent_dim = {2 * latent_dim} channels (mean and scale)"
+    elif kind in (None, "tanh", "l2_norm"):
+        expected, why = latent_dim, f"the bottleneck passes the encoder's output on as the {latent_dim}-channel latents"
+    else:
+        return
+    key = {"oobleck": "latent_dim", "taae": "latent_dim", "dac": "latent_dim", "seanet": "dimension"}.get(encoder.get("type"))
+    if key is None:
+        return
+    config = encoder.get("config") or {}
+    cls = _class_for(ENCODER_TYPES, encoder.get("type"))
+    width = _value(config, key, cls)
+    if encoder.get("type") == "dac" and width is None and typo_of(config, key) is None:  # no projection: the DAC encoder's width
+        d_model, strides = _value(config, "d_model", cls), _ints(_value(config, "strides", cls))
+        width = d_model * 2 ** len(strides) if _is_int(d_model) and strides is not None else None
+    if _is_int(width) and width != expected:
+        errors.append(ConfigError(join_path(path, f"encoder.config.{key}"), f"is {width}, but {why}",
+                                  f"set it to {expected}"))
+
+
 def autoencoder_errors(ae: Any, path: str) -> List[ConfigError]:
     """Problems of an autoencoder ``model`` block (see the module docstring); ``path`` is its JSON path."""
     errors: List[ConfigError] = []
     if not isinstance(ae, Mapping):
         return errors
-    _positive(ae, "latent_dim", path, errors)
+    latent_dim = _positive(ae, "latent_dim", path, errors)
     ratio = _positive(ae, "downsampling_ratio", path, errors)
     io_channels = _positive(ae, "io_channels", path, errors)
     in_channels = _positive(ae, "in_channels", path, errors, required=False)
@@ -131,14 +202,22 @@ def autoencoder_errors(ae: Any, path: str) -> List[ConfigError]:
         _coder_errors(ae["encoder"], join_path(path, "encoder"), ratio, in_channels, True, errors)
     if "decoder" in ae:
         _coder_errors(ae["decoder"], join_path(path, "decoder"), ratio, out_channels, False, errors)
+    if "bottleneck" in ae:
+        _spec_errors(ae["bottleneck"], join_path(path, "bottleneck"), errors, required=False)
+    _latent_width_errors(ae, path, latent_dim, errors)
     errors.extend(_pretransform_errors(ae.get("pretransform"), join_path(path, "pretransform")))
     return errors
 
 
 def _pretransform_errors(spec: Any, path: str) -> List[ConfigError]:
-    if isinstance(spec, Mapping) and spec.get("type") == "autoencoder":
-        return autoencoder_errors(spec.get("config"), join_path(path, "config"))
-    return []
+    errors: List[ConfigError] = []
+    if not _spec_errors(spec, path, errors, required=False):
+        return errors
+    if spec.get("type") == "autoencoder":
+        if not isinstance(spec.get("config"), Mapping):
+            return [ConfigError(join_path(path, "config"), "is required: the autoencoder's model definition")]
+        return autoencoder_errors(spec["config"], join_path(path, "config"))
+    return errors
 
 
 def _pretransform_latent_dim(model: Mapping) -> Optional[int]:
@@ -184,7 +263,7 @@ def _width_errors(backbone: Mapping, routes: Mapping, widths: Mapping[str, int],
             if len(distinct) != 1:
                 continue
             expected = distinct.pop()
-        declared = backbone.get(width_key, 0)
+        declared = backbone.get(width_key, None if typo_of(backbone, width_key) else 0)
         if _is_int(declared) and declared != expected:
             ids = ", ".join(routes[ids_key])
             what = "concatenated width" if how == "sum" else "width"
@@ -207,11 +286,14 @@ def _diffusion_cond_errors(model: Mapping) -> List[ConfigError]:
     if isinstance(conditioning, Mapping):
         _positive(conditioning, "cond_dim", "model.conditioning", errors)
     diffusion = model.get("diffusion")
-    if not isinstance(diffusion, Mapping) or not isinstance(diffusion.get("config"), Mapping):
+    if not isinstance(diffusion, Mapping) or not _spec_errors(diffusion, "model.diffusion", errors) or \
+            not isinstance(diffusion.get("config"), Mapping):
         return errors
     backbone, kind, path = diffusion["config"], diffusion.get("type"), "model.diffusion.config"
     channel_key = {"dit": "io_channels", "adp_cfg_1d": "in_channels", "adp_1d": "in_channels"}.get(kind)
     declared = backbone.get(channel_key, 32 if kind == "dit" else None) if channel_key else None
+    if channel_key and typo_of(backbone, channel_key):
+        declared = None
     if io_channels is not None and _is_int(declared) and declared != io_channels:
         errors.append(ConfigError(join_path(path, channel_key), f"is {declared}, but model.io_channels is "
                                                                 f"{io_channels}", f"set it to {io_channels}"))
@@ -227,6 +309,7 @@ def _lm_errors(model: Mapping) -> List[ConfigError]:
     conditioning = model.get("conditioning")
     if isinstance(conditioning, Mapping):
         _positive(conditioning, "cond_dim", "model.conditioning", errors)
+    errors.extend(_pretransform_errors(model.get("pretransform"), "model.pretransform"))
     lm = model.get("lm")
     if isinstance(lm, Mapping) and isinstance(lm.get("config"), Mapping):
         errors.extend(_width_errors(lm["config"], lm, _conditioner_widths(model), "model.lm.config", "model.lm", (
@@ -238,13 +321,10 @@ def _lm_errors(model: Mapping) -> List[ConfigError]:
 def check_model_config(config: Mapping) -> None:
     """Raise one ConfigError listing every problem of the checks above (nothing is built)."""
     errors = [ConfigError(p, "must be a finite number, got NaN or infinity") for p in non_finite_paths(config)]
+    model, kind = config.get("model"), config.get("model_type")
     _positive(config, "sample_rate", "", errors)
-    if config.get("sample_size") is not None:
-        _positive(config, "sample_size", "", errors, high=_SAMPLE_SIZE_LIMIT)
-    if config.get("audio_channels") is not None:
-        _positive(config, "audio_channels", "", errors)
-    model = config.get("model")
-    kind = config.get("model_type")
+    _positive(config, "sample_size", "", errors, required=kind == "diffusion_uncond", high=_SAMPLE_SIZE_LIMIT)
+    _positive(config, "audio_channels", "", errors, required=False)
     if isinstance(model, Mapping):
         if kind == "autoencoder":
             errors.extend(autoencoder_errors(model, "model"))

@@ -10,7 +10,9 @@ so that nothing is allocated for a value that cannot be right. All problems of o
   Classes that pass ``**kwargs`` on declare where in ``config_kwargs_to`` (a tuple of ``(callable, names
   the class sets itself)``), and the accepted keys are followed through that chain (``DiTWrapper`` →
   ``DiffusionTransformer`` → ``ContinuousTransformer`` → ``TransformerBlock``). A class whose ``**kwargs``
-  are not declared checks them itself; there only typos of named arguments are errors here.
+  are not declared checks them itself; there only typos of named arguments are errors here. Arguments that
+  are keyword dicts for another class (``attn_kwargs``) are declared in ``config_dict_kwargs`` and checked
+  the same way, recursively.
 * **Required arguments** (no default) missing from the block are errors.
 * **Types** follow the constructor's annotations: ``int`` takes integers (not ``true``), ``float`` any
   number, ``bool`` only ``true`` / ``false``, ``Sequence[int]`` a list of integers, ``Mapping`` an
@@ -32,8 +34,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..config import MAX_SIZE, ConfigError, close_key, join_path, raise_errors, require_mapping
 
-__all__ = ["POSITIVE_SIZES", "NON_NEGATIVE_SIZES", "SIZE_LIMITS", "accepted_arguments", "check_arguments",
-           "build_from_config"]
+__all__ = ["POSITIVE_SIZES", "NON_NEGATIVE_SIZES", "SIZE_LIMITS", "accepted_arguments", "nested_arguments",
+           "check_arguments", "build_from_config"]
 
 POSITIVE_SIZES = frozenset({
     "channels", "in_channels", "out_channels", "io_channels", "latent_dim", "embed_dim", "embed_dims", "dim",
@@ -99,6 +101,16 @@ def accepted_arguments(fn: Callable) -> Tuple[Dict[str, Tuple[inspect.Parameter,
     return accepted, open_chain
 
 
+def nested_arguments(fn: Callable) -> Dict[str, Callable]:
+    """Arguments that are themselves keyword dicts for another callable (``attn_kwargs`` -> ``Attention``),
+    declared by a class's ``config_dict_kwargs`` along the ``config_kwargs_to`` chain."""
+    nested = dict(getattr(fn, "config_dict_kwargs", None) or {})
+    for target, _ in getattr(fn, "config_kwargs_to", None) or ():
+        for name, inner in nested_arguments(target).items():
+            nested.setdefault(name, inner)
+    return nested
+
+
 # ---------------------------------------------------------------------- annotation checks
 def _describe(hint: Any) -> str:
     text = str(hint).replace("typing.", "")
@@ -125,9 +137,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is typing.Literal:
         return value in args
     container = origin or hint
-    if container in (list, tuple, typing.Sequence, typing.List, typing.Tuple) or \
-            (isinstance(container, type) and container.__module__ == "collections.abc"
-             and container.__name__ in ("Sequence", "Iterable", "MutableSequence")):
+    if _is_sequence_hint(container):
         if not isinstance(value, (list, tuple)):
             return False
         if container is tuple and args and args[-1] is not Ellipsis:
@@ -139,6 +149,34 @@ def _matches(value: Any, hint: Any) -> bool:
              and container.__name__ in ("Mapping", "MutableMapping")):
         return isinstance(value, Mapping)
     return True
+
+
+def _is_sequence_hint(container: Any) -> bool:
+    return container in (list, tuple, typing.Sequence, typing.List, typing.Tuple) or \
+        (isinstance(container, type) and container.__module__ == "collections.abc"
+         and container.__name__ in ("Sequence", "Iterable", "MutableSequence"))
+
+
+def _item_hint(hint: Any) -> Any:
+    """The item annotation of a homogeneous sequence annotation (``Optional[Sequence[int]]`` -> ``int``)."""
+    candidates = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    for candidate in candidates:
+        args = typing.get_args(candidate)
+        if _is_sequence_hint(typing.get_origin(candidate) or candidate) and args and \
+                (len(args) == 1 or args[-1] is Ellipsis or len(set(args)) == 1):
+            return args[0]
+    return None
+
+
+def _type_error(key_path: str, value: Any, hint: Any, owner: str) -> ConfigError:
+    item = _item_hint(hint)
+    if isinstance(value, (list, tuple)) and item is not None:
+        for index, entry in enumerate(value):
+            if not _matches(entry, item):
+                return _type_error(join_path(key_path, index), entry, item, owner)
+    problem = "is required but null" if value is None else \
+        f"expected {_describe(hint)}, got {type(value).__name__} {value!r:.60}"
+    return ConfigError(key_path, problem, f"an option of {owner}")
 
 
 def _size_errors(name: str, value: Any, path: str) -> List[ConfigError]:
@@ -170,6 +208,7 @@ def check_arguments(factory: Callable, config: Mapping, path: str, given: Tuple[
     Raises one ConfigError listing every problem found.
     """
     accepted, open_chain = accepted_arguments(factory)
+    nested = nested_arguments(factory)
     name = getattr(factory, "__name__", str(factory))
     errors: List[ConfigError] = []
     for key in sorted(map(str, config)):
@@ -190,17 +229,31 @@ def check_arguments(factory: Callable, config: Mapping, path: str, given: Tuple[
             continue
         value = config[key]
         if not _matches(value, hint):
-            problem = "is required but null" if value is None else \
-                f"expected {_describe(hint)}, got {type(value).__name__} {value!r:.60}"
-            errors.append(ConfigError(key_path, problem, f"an option of {name}"))
+            errors.append(_type_error(key_path, value, hint, name))
             continue
         errors.extend(_size_errors(key, value, key_path))
+        if key in nested and isinstance(value, Mapping):
+            try:
+                # the owner passes the nested callable's required arguments itself
+                check_arguments(nested[key], value, key_path, tuple(accepted_arguments(nested[key])[0]))
+            except ConfigError as err:
+                errors.extend(err.errors)
     raise_errors(errors)
 
 
-def _blame(message: str, keys: List[str], path: str) -> str:
-    named = [k for k in keys if re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", message)]
-    return join_path(path, named[0]) if len(named) == 1 else path
+def _key_paths(config: Mapping, path: str) -> List[Tuple[str, str]]:
+    """(key, JSON path) of every key of ``config`` and of the objects nested in it."""
+    out = []
+    for key, value in config.items():
+        out.append((str(key), join_path(path, key)))
+        if isinstance(value, Mapping):
+            out.extend(_key_paths(value, join_path(path, key)))
+    return out
+
+
+def _blame(message: str, config: Mapping, path: str) -> str:
+    named = [p for k, p in _key_paths(config, path) if re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", message)]
+    return named[0] if len(named) == 1 else path
 
 
 def build_from_config(factory: Callable, config: Optional[Mapping], path: str, **extra: Any) -> Any:
@@ -217,4 +270,4 @@ def build_from_config(factory: Callable, config: Optional[Mapping], path: str, *
         raise
     except (TypeError, ValueError, ZeroDivisionError) as err:
         name = getattr(factory, "__name__", str(factory))
-        raise ConfigError(_blame(str(err), sorted(config), path), f"rejected by {name}: {err}") from err
+        raise ConfigError(_blame(str(err), config, path), f"rejected by {name}: {err}") from err

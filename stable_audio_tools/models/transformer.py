@@ -262,6 +262,9 @@ class TransformerBlock(nn.Module):
     gives scale/shift/gate for each; the branch output is multiplied by ``sigmoid(1 - gate)``.
     """
 
+    #: keyword dicts passed on to the attention, feed-forward and norm layers (read by config validation)
+    config_dict_kwargs = {"attn_kwargs": Attention, "ff_kwargs": FeedForward, "norm_kwargs": LayerNorm}
+
     def __init__(self, dim: int, dim_heads: int = 64, cross_attend: bool = False,
                  dim_context: Optional[int] = None, global_cond_dim: Optional[int] = None,
                  causal: bool = False, zero_init_branch_outputs: bool = True, conformer: bool = False,
