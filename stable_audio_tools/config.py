@@ -140,7 +140,7 @@ def check_choice(value: Any, choices: Iterable[str], path: str) -> Any:
         return value
     hint = ""
     if isinstance(value, str):
-        close = difflib.get_close_matches(value, choices, n=1)
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
         if close:
             hint = f"did you mean '{close[0]}'?"
     raise ConfigError(path, f"unknown value {value!r:.60}; accepted values: {', '.join(map(repr, choices))}", hint)
@@ -275,7 +275,9 @@ def get_positive(cfg: Mapping, key: str, default: Any, path: str, integer: bool 
     full = join_path(path, key)
     if integer:
         return check_positive_int(value, full, high=None)
-    return check_number(value, full, low=0, low_open=True)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(full, f"expected a positive number, got {_show(value)}")
+    return value
 
 
 def check_list(value: Any, path: str, length: Optional[int] = None, allow_empty: bool = True) -> list:

@@ -10,7 +10,7 @@ Differences from upstream, all deliberate:
   ``RuntimeError`` is raised instead of retrying forever (upstream recursed until ``RecursionError``).
 * Every item uses its own ``random.Random`` seeded from torch's generator, so crops and phase flips
   are reproducible under ``pl.seed_everything(seed, workers=True)`` and differ between workers.
-* Config mistakes raise :class:`~stable_audio_tools.models.config.ConfigError` naming the JSON path
+* Config mistakes raise :class:`~stable_audio_tools.config.ConfigError` naming the JSON path
   (``datasets[0].path``) and the fix; unused keys produce a warning; the config is never mutated.
 * ``persistent_workers`` only with ``num_workers > 0`` and ``pin_memory`` only when CUDA is
   available (upstream always set both, which fails with ``num_workers=0``).
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, check_choice, check_positive_int, get_bool, get_positive, require, require_mapping, warn_unknown_keys
 from .skips import REJECTED, SILENT, SkippingDataset, SkipReportingDataLoader, UnusableItem, check_audio
 from .utils import (AUDIO_EXTENSIONS, AudioDecodeError, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence,
                     load_audio, resample)
@@ -363,18 +363,6 @@ def collation_fn(samples: Sequence[Sequence[Any]]) -> List[Any]:
     return result
 
 
-def _require_bool(cfg: Mapping, key: str, default: bool, path: str) -> bool:
-    value = cfg.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {value!r:.60}")
-    return value
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/audio",
                         directory_hint: str = "point it at the directory that holds the audio files",
                         ignored_keys: Sequence[str] = ()) -> List[LocalDatasetConfig]:
@@ -406,13 +394,7 @@ def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/a
 
 def optional_positive(cfg: Mapping, key: str, integer: bool = False) -> Optional[Union[int, float]]:
     """``cfg[key]`` when it is a positive (integer) number, None when absent or null; else a ConfigError."""
-    value = cfg.get(key)
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value == float("inf"):
-        raise ConfigError(key, f"expected a positive {'integer' if integer else 'number'} or null, got {value!r:.60}")
-    return value
+    return get_positive(cfg, key, None, "", integer)
 
 
 def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool,
@@ -431,8 +413,8 @@ def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sampl
                                  force_channels: str, num_workers: int, shuffle: bool) -> DataLoader:
     warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last", "min_length_sec"), "")
     sources = parse_local_sources(dataset_config)
-    random_crop = _require_bool(dataset_config, "random_crop", True, "random_crop")
-    drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
+    random_crop = get_bool(dataset_config, "random_crop", True, "")
+    drop_last = get_bool(dataset_config, "drop_last", True, "")
     try:
         dataset = SampleDataset(sources, sample_size=sample_size, sample_rate=sample_rate, random_crop=random_crop,
                                 force_channels=force_channels,
@@ -472,9 +454,9 @@ def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, samp
     supported = ", ".join(repr(t) for t in _DATALOADER_BUILDERS)
     dataset_type = require(dataset_config, "dataset_type", "", f"set it to one of {supported}", (str,))
     check_choice(dataset_type, _DATALOADER_BUILDERS, "dataset_type")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(sample_size, "sample_size")
-    _check_positive_int(sample_rate, "sample_rate")
+    check_positive_int(batch_size, "batch_size", high=None)
+    check_positive_int(sample_size, "sample_size", high=None)
+    check_positive_int(sample_rate, "sample_rate", high=None)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     force_channels = "mono" if audio_channels == 1 else "stereo"

@@ -211,16 +211,15 @@ def check_arguments(factory: Callable, config: Mapping, path: str, given: Tuple[
     nested = nested_arguments(factory)
     name = getattr(factory, "__name__", str(factory))
     errors: List[ConfigError] = []
+    listing = f"is not an option of {name}; accepted: {', '.join(sorted(accepted))}"
     for key in sorted(map(str, config)):
         if key in accepted:
             continue
         match = close_key(key, accepted)
         if match is not None:
-            errors.append(ConfigError(join_path(path, key), f"is not an option of {name}",
-                                      f"did you mean '{match}'?"))
+            errors.append(ConfigError(join_path(path, key), listing, f"did you mean '{match}'?"))
         elif not open_chain:
-            errors.append(ConfigError(join_path(path, key), f"is not an option of {name}; accepted: "
-                                                            f"{', '.join(sorted(accepted))}"))
+            errors.append(ConfigError(join_path(path, key), listing))
     for key, (param, hint) in accepted.items():
         key_path = join_path(path, key)
         if key not in config:
@@ -266,7 +265,9 @@ def build_from_config(factory: Callable, config: Optional[Mapping], path: str, *
     check_arguments(factory, config, path, tuple(extra))
     try:
         return factory(**{**extra, **config})
-    except ConfigError:
+    except ConfigError as err:
+        if err.path in config and err.errors == [err]:  # the constructor named its own argument
+            raise ConfigError(join_path(path, err.path), err.problem, err.hint) from err
         raise
     except (TypeError, ValueError, ZeroDivisionError) as err:
         name = getattr(factory, "__name__", str(factory))

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..config import check_choice
 from .blocks import FourierFeatures
 from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
 from .transformer import ContinuousTransformer, warn_if_cross_attention_ignores_context
@@ -54,12 +55,6 @@ Output = Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, Any]]]
 def _mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
     """``Linear(dim_in, dim_out) → SiLU → Linear(dim_out, dim_out)`` (keys ``0.*`` and ``2.*``)."""
     return nn.Sequential(nn.Linear(dim_in, dim_out, bias=bias), nn.SiLU(), nn.Linear(dim_out, dim_out, bias=bias))
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"DiffusionTransformer {name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {value!r}")
 
 
 def _cat(*tensors: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -103,10 +98,10 @@ class DiffusionTransformer(nn.Module):
                  timestep_cond_type: str = "global", timestep_embed_dim: Optional[int] = None,
                  diffusion_objective: str = "v", use_cross_attn_mask: bool = False, **kwargs: Any) -> None:
         super().__init__()
-        _check_choice("transformer_type", transformer_type, TRANSFORMER_TYPES)
-        _check_choice("global_cond_type", global_cond_type, GLOBAL_COND_TYPES)
-        _check_choice("timestep_cond_type", timestep_cond_type, TIMESTEP_COND_TYPES)
-        _check_choice("diffusion_objective", diffusion_objective, DIFFUSION_OBJECTIVES)
+        check_choice(transformer_type, TRANSFORMER_TYPES, "transformer_type")
+        check_choice(global_cond_type, GLOBAL_COND_TYPES, "global_cond_type")
+        check_choice(timestep_cond_type, TIMESTEP_COND_TYPES, "timestep_cond_type")
+        check_choice(diffusion_objective, DIFFUSION_OBJECTIVES, "diffusion_objective")
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"DiffusionTransformer patch_size must be a positive integer, got {patch_size!r}")
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottleneck, RVQVAEBottleneck,
                                  VAEBottleneck, WassersteinBottleneck)
-from ..models.config import ConfigError, require, require_mapping
+from ..config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
 from .demo_callbacks import AutoencoderDemoCallback
 from .ema import EMA

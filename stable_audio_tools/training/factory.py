@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict, Mapping
 import pytorch_lightning as pl
 from torch import nn
 
-from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from .config_checks import autoencoder_training_options, check_training_block
 from .demo_callbacks import create_demo_callback_from_config
 
 __all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS",
@@ -27,8 +28,7 @@ def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapp
     from .autoencoders import AutoencoderTrainingWrapper
 
     warn_unknown_keys(training, AUTOENCODER_TRAINING_KEYS, "training")
-    if "learning_rate" not in training and "optimizer_configs" not in training:
-        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given")
+    options = autoencoder_training_options(training)
     teacher = None
     if training.get("teacher_model") is not None:
         ckpt = training.get("teacher_model_ckpt")
@@ -40,17 +40,10 @@ def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapp
     return AutoencoderTrainingWrapper(
         model,
         sample_rate=model_config["sample_rate"],
-        lr=training.get("learning_rate", 1e-4),
-        warmup_steps=training.get("warmup_steps", 0),
-        warmup_mode=training.get("warmup_mode", "adv"),
-        encoder_freeze_on_warmup=training.get("encoder_freeze_on_warmup", False),
         loss_config=training.get("loss_configs"),
         eval_loss_config=training.get("eval_loss_configs"),
-        optimizer_configs=training.get("optimizer_configs"),
-        use_ema=training.get("use_ema", False),
-        force_input_mono=training.get("force_input_mono", False),
-        latent_mask_ratio=training.get("latent_mask_ratio", 0.0),
         teacher_model=teacher,
+        **options,
         **overrides,
     )
 
@@ -98,4 +91,5 @@ def create_training_wrapper_from_config(model_config: Mapping, model: nn.Module,
     model_type = require(model_config, "model_type", "")
     check_choice(model_type, TRAINING_WRAPPERS, "model_type")
     training = require_mapping(require(model_config, "training", "", "the training settings"), "training")
+    check_training_block(training)
     return TRAINING_WRAPPERS[model_type](model_config, model, training, **overrides)

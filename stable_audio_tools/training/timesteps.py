@@ -9,7 +9,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Union
 
 import torch
 
-from ..models.config import ConfigError, check_choice, require_mapping, warn_unknown_keys
+from ..config import ConfigError, check_choice, require_mapping, warn_unknown_keys
 
 __all__ = [
     "TIMESTEP_SAMPLERS",

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from ..models.config import check_choice
+from ..config import check_choice
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.utils import CheckpointKindError, read_checkpoint
 from .export import atomic_write, save_unwrapped
