@@ -84,10 +84,10 @@ def create_model_from_config(model_config: Mapping) -> nn.Module:
     model_config = require_mapping(model_config, "<root>")
     model_type = require(model_config, "model_type", "", f"one of {', '.join(MODEL_TYPES)}")
     check_choice(model_type, MODEL_TYPES, "model_type")
-    require(model_config, "sample_rate", "", "audio sample rate in Hz", (int,))
-    require(model_config, "model", "", "the model definition")
     warn_unknown_keys(model_config, TOP_LEVEL_KEYS, "")
     check_model_config(model_config)
+    require(model_config, "sample_rate", "", "audio sample rate in Hz", (int,))
+    require(model_config, "model", "", "the model definition")
     return MODEL_TYPES[model_type](model_config)
 
 
