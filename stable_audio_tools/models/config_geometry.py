@@ -13,7 +13,8 @@ reports every problem it finds at once (one :class:`~stable_audio_tools.config.C
 * conditioned diffusion models: ``model.io_channels`` equals the latent width of an ``autoencoder``
   pretransform and the backbone's ``io_channels`` / ``in_channels``; a DiT's ``global_cond_dim``,
   ``cond_token_dim`` and ``prepend_cond_dim`` equal the widths of the conditioners routed to them
-  (each conditioner outputs ``model.conditioning.cond_dim`` unless its config sets ``output_dim``);
+  (each conditioner outputs ``model.conditioning.cond_dim`` unless its config sets ``output_dim``); the
+  routing keys (``cross_attention_cond_ids``...) are lists of conditioner ids;
 * language models: ``cross_attn_cond_dim`` / ``prepend_cond_dim`` likewise;
 * the encoder's output width is what the bottleneck takes: ``latent_dim`` (no bottleneck, ``tanh``,
   ``l2_norm``) or ``2 x latent_dim`` (``vae``).
@@ -273,6 +274,26 @@ def _width_errors(backbone: Mapping, routes: Mapping, widths: Mapping[str, int],
     return errors
 
 
+_ROUTE_KEYS = ("cross_attention_cond_ids", "global_cond_ids", "input_concat_ids", "prepend_cond_ids")
+
+
+def _route_errors(block: Mapping, path: str) -> List[ConfigError]:
+    """The routing keys (``cross_attention_cond_ids``...) must be lists of conditioner ids (strings)."""
+    errors = []
+    for key in _ROUTE_KEYS:
+        ids = block.get(key)
+        if ids is None:
+            continue
+        if not isinstance(ids, (list, tuple)):
+            errors.append(ConfigError(join_path(path, key), f"expected a list of conditioner ids, got "
+                                                            f"{type(ids).__name__} {ids!r:.60}"))
+            continue
+        errors.extend(ConfigError(join_path(path, f"{key}[{i}]"), f"expected a conditioner id (a string), got "
+                                                                  f"{type(cid).__name__} {cid!r:.60}")
+                      for i, cid in enumerate(ids) if not isinstance(cid, str))
+    return errors
+
+
 def _diffusion_cond_errors(model: Mapping) -> List[ConfigError]:
     errors: List[ConfigError] = []
     io_channels = _positive(model, "io_channels", "model", errors)
@@ -289,6 +310,7 @@ def _diffusion_cond_errors(model: Mapping) -> List[ConfigError]:
     if not isinstance(diffusion, Mapping) or not _spec_errors(diffusion, "model.diffusion", errors) or \
             not isinstance(diffusion.get("config"), Mapping):
         return errors
+    errors.extend(_route_errors(diffusion, "model.diffusion"))
     backbone, kind, path = diffusion["config"], diffusion.get("type"), "model.diffusion.config"
     channel_key = {"dit": "io_channels", "adp_cfg_1d": "in_channels", "adp_1d": "in_channels"}.get(kind)
     declared = backbone.get(channel_key, 32 if kind == "dit" else None) if channel_key else None
@@ -311,6 +333,8 @@ def _lm_errors(model: Mapping) -> List[ConfigError]:
         _positive(conditioning, "cond_dim", "model.conditioning", errors)
     errors.extend(_pretransform_errors(model.get("pretransform"), "model.pretransform"))
     lm = model.get("lm")
+    if isinstance(lm, Mapping):
+        errors.extend(_route_errors(lm, "model.lm"))
     if isinstance(lm, Mapping) and isinstance(lm.get("config"), Mapping):
         errors.extend(_width_errors(lm["config"], lm, _conditioner_widths(model), "model.lm.config", "model.lm", (
             ("cross_attention_cond_ids", "cross_attn_cond_dim", "each"),
