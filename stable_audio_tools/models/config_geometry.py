@@ -163,7 +163,7 @@ def _latent_width_errors(ae: Mapping, path: str, latent_dim: Optional[int], erro
         bottleneck_cls = BOTTLENECK_TYPES.get("dac_rvq")
         input_dim = _value(bottleneck.get("config") or {}, "input_dim",
                            bottleneck_cls if callable(bottleneck_cls) else None)
-        if not _is_int(input_dim) or input_dim < 1:
+        if not _is_int(input_dim) or not 0 < input_dim <= MAX_SIZE:
             return
         expected, why = input_dim, f"the 'dac_rvq' bottleneck quantizes {input_dim} channels (its input_dim)"
     elif kind == "vae":
