@@ -73,6 +73,10 @@ class ConfigError(ValueError):
                 message += f" ({hint})"
         super().__init__(message)
 
+    def __reduce__(self):
+        # picklable (DataLoader workers send exceptions to the main process)
+        return (type(self), (self.path, self.problem, self.hint, self.errors if len(self.errors) > 1 else ()))
+
     @property
     def paths(self) -> List[str]:
         """The JSON paths of every problem reported by this error."""
@@ -120,8 +124,8 @@ def require(cfg: Mapping, key: str, path: str, expected: str = "", types: Option
     if key not in cfg:
         typo = typo_of(cfg, key)
         if typo is not None:
-            raise ConfigError(join_path(path, typo), f"is not an accepted key here, and '{full}' is required but "
-                                                     "missing", f"did you mean '{key}'?")
+            raise ConfigError(full, "is required but missing", f"found '{join_path(path, typo)}': did you mean "
+                                                               f"'{key}'?")
         raise ConfigError(full, "is required but missing", expected)
     value = cfg[key]
     if types is not None:

@@ -78,8 +78,8 @@ def _positive(config: Mapping, key: str, path: str, errors: List[ConfigError], r
     if key not in config:
         typo = typo_of(config, key) if required else None
         if typo is not None:
-            errors.append(ConfigError(join_path(path, typo), f"is not an accepted key here, and "
-                                      f"'{join_path(path, key)}' is required but missing", f"did you mean '{key}'?"))
+            errors.append(ConfigError(join_path(path, key), "is required but missing",
+                                      f"found '{join_path(path, typo)}': did you mean '{key}'?"))
         elif required:
             errors.append(ConfigError(join_path(path, key), "is required but missing"))
         return None
