@@ -2,7 +2,8 @@
 
     python train.py --model-config model.json --dataset-config dataset.json --save-dir runs [--flags]
 
-Every flag is declared in defaults.ini (``python train.py --help`` lists them with their help text).
+Every flag is declared in defaults.ini (``python train.py --help`` lists them with their help text). A flag's value
+comes from the command line, else from the W&B run given with --wandb-config, else from the INI file.
 """
 from __future__ import annotations
 

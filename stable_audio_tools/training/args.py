@@ -3,7 +3,9 @@
 Each key of the ``[DEFAULTS]`` section of the INI file (``--config-file``, default ``defaults.ini``)
 becomes a ``--kebab-case`` flag; the comment line just above a key is its help text; values are parsed
 with ``ast.literal_eval`` (falling back to the raw string) and that type becomes the flag's type.
-Precedence: command line > ``--wandb-config`` (a previous W&B run's config) > INI file.
+Precedence: command line (``--flag value`` or ``--flag=value``) > ``--wandb-config`` (a previous W&B run's config:
+a local ``config.yaml`` / run directory, or a run path read through the W&B API) > INI file. Flags are accepted only
+in full; an abbreviation is refused with the flag it could stand for.
 """
 from __future__ import annotations
 
