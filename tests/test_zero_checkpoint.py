@@ -20,23 +20,10 @@ from stable_audio_tools.training import create_training_wrapper_from_config
 from stable_audio_tools.training.zero_checkpoint import ZeroCheckpointError, load_zero_checkpoint
 
 from conftest import ROOT
+from tiny_autoencoder import tiny_autoencoder_config
 
 WORLD = 2
-TINY_AE = {
-    "model_type": "autoencoder", "sample_size": 512, "sample_rate": 8000, "audio_channels": 1,
-    "model": {
-        "encoder": {"type": "oobleck", "config": {"in_channels": 1, "channels": 2, "c_mults": [1], "strides": [4],
-                                                   "latent_dim": 4}},
-        "decoder": {"type": "oobleck", "config": {"out_channels": 1, "channels": 2, "c_mults": [1], "strides": [4],
-                                                   "latent_dim": 2, "final_tanh": False}},
-        "bottleneck": {"type": "vae"}, "latent_dim": 2, "downsampling_ratio": 4, "io_channels": 1,
-    },
-    "training": {"learning_rate": 1e-3, "use_ema": True,
-                 "loss_configs": {"spectral": {"type": "mrstft", "config": {"fft_sizes": [64], "hop_sizes": [16],
-                                                                            "win_lengths": [64]},
-                                               "weights": {"mrstft": 1.0}},
-                                  "time": {"type": "l1", "weights": {"l1": 0.1}}}},
-}
+TINY_AE = tiny_autoencoder_config(use_ema=True)
 
 
 @pytest.fixture
