@@ -88,7 +88,8 @@ def write_zero_dir(root, wrapper, stage, ds, prefix=""):
     common = {"module": {prefix + n: v.half() if v.is_floating_point() else v for n, v in state.items()},
               "buffer_names": [prefix + n for n in buffers], "optimizer": None, "param_shapes": shapes,
               "shared_params": {prefix + k: prefix + v for k, v in shared.items()}, "frozen_param_shapes": collections.OrderedDict((prefix + n, state[n].shape) for n in frozen),
-              "lr_scheduler": None, "skipped_steps": 0, "global_steps": 7, "global_samples": 14,
+              "lr_scheduler": None, "data_sampler": None, "random_ltd": None, "sparse_tensor_module_names": set(),
+              "skipped_steps": 0, "global_steps": 7, "global_samples": 14,
               "dp_world_size": WORLD, "mp_world_size": 1, **ds_keys, **lightning}
     if stage <= 2:
         per_rank = [[] for _ in range(WORLD)]
