@@ -72,6 +72,8 @@ def test_wandb_config_sources_and_errors(ini, tmp_path):
     empty_dir.mkdir()
     with pytest.raises(SystemExit, match="no config.yaml in that directory"):
         wandb_run_config(str(empty_dir))
+    with pytest.raises(SystemExit, match="no such file or directory"):
+        wandb_run_config(str(tmp_path / "wandb" / "run-x" / "files" / "config.yaml"))
     bad = write_wandb_config(tmp_path / "bad.yaml", {"batch_size": "many"})
     with pytest.raises(SystemExit, match="'many' of 'batch_size' does not fit --batch-size"):
         get_all_args(argv=["--config-file", str(ini), "--wandb-config", str(bad)])

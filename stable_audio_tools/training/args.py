@@ -122,6 +122,8 @@ def wandb_run_config(source: str) -> Dict[str, Any]:
             raise SystemExit(f"--wandb-config {source}: no config.yaml in that directory (nor in its files/ folder); "
                              f"pass a W&B run directory, its files/config.yaml, or a run path entity/project/run_id")
         config = _read_yaml_config(config_file, source)
+    elif source.endswith((".yaml", ".yml")) or source.startswith((".", "/", "~")):
+        raise SystemExit(f"--wandb-config {source}: no such file or directory")
     else:
         try:
             import wandb
