@@ -223,7 +223,7 @@ def get_bool(cfg: Mapping, key: str, default: bool, path: str) -> bool:
 def check_int(value: Any, path: str, low: Optional[int] = None, high: Optional[int] = None) -> int:
     """``value`` if it is an integer (not a bool) within ``[low, high]``, else a ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int):
-        problem = "is required but null" if value is None else f"expected an integer, got {_show(value)}"
+        problem = "expected an integer, got null" if value is None else f"expected an integer, got {_show(value)}"
         raise ConfigError(path, problem)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(path, f"must be in [{low if low is not None else '-inf'}, "
@@ -234,7 +234,8 @@ def check_int(value: Any, path: str, low: Optional[int] = None, high: Optional[i
 def check_positive_int(value: Any, path: str, high: Optional[int] = MAX_SIZE) -> int:
     """``value`` if it is an integer in ``[1, high]`` (``high`` None: no upper bound), else a ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        problem = "is required but null" if value is None else f"expected a positive integer, got {_show(value)}"
+        problem = "expected a positive integer, got null" if value is None else \
+            f"expected a positive integer, got {_show(value)}"
         raise ConfigError(path, problem)
     if high is not None and value > high:
         raise ConfigError(path, f"is {value}, larger than the limit {high}", "a typo? such a size cannot be built")
@@ -248,7 +249,7 @@ def check_number(value: Any, path: str, low: Optional[float] = None, high: Optio
     ``low_open`` makes the lower bound exclusive (``> low`` instead of ``>= low``).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problem = "is required but null" if value is None else f"expected a number, got {_show(value)}"
+        problem = "expected a number, got null" if value is None else f"expected a number, got {_show(value)}"
         raise ConfigError(path, problem)
     if not math.isfinite(value):
         raise ConfigError(path, f"must be a finite number, got {value}")

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ConfigError, check_choice, check_positive_int, get_bool, get_positive, require, require_mapping, warn_unknown_keys
+from ..config import (ConfigError, check_choice, check_positive_int, get_bool, get_positive, require, require_mapping,
+                      warn_unknown_keys)
 from .skips import REJECTED, SILENT, SkippingDataset, SkipReportingDataLoader, UnusableItem, check_audio
 from .utils import (AUDIO_EXTENSIONS, AudioDecodeError, Mono, PadCrop_Normalized_T, PhaseFlipper, Stereo, is_silence,
                     load_audio, resample)

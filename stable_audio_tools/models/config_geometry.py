@@ -167,18 +167,21 @@ def _latent_width_errors(ae: Mapping, path: str, latent_dim: Optional[int], erro
             return
         expected, why = input_dim, f"the 'dac_rvq' bottleneck quantizes {input_dim} channels (its input_dim)"
     elif kind == "vae":
-        expected, why = 2 * latent_dim, f"a 'vae' bottleneck needs the encoder to output 2 x latent_dim = {2 * latent_dim} channels (mean and scale)"
+        expected = 2 * latent_dim
+        why = f"a 'vae' bottleneck needs the encoder to output 2 x latent_dim = {expected} channels (mean and scale)"
     elif kind in (None, "tanh", "l2_norm"):
         expected, why = latent_dim, f"the bottleneck passes the encoder's output on as the {latent_dim}-channel latents"
     else:
         return
-    key = {"oobleck": "latent_dim", "taae": "latent_dim", "dac": "latent_dim", "seanet": "dimension"}.get(encoder.get("type"))
+    key = {"oobleck": "latent_dim", "taae": "latent_dim", "dac": "latent_dim",
+           "seanet": "dimension"}.get(encoder.get("type"))
     if key is None:
         return
     config = encoder.get("config") or {}
     cls = _class_for(ENCODER_TYPES, encoder.get("type"))
     width = _value(config, key, cls)
-    if encoder.get("type") == "dac" and width is None and typo_of(config, key) is None:  # no projection: the DAC encoder's width
+    if encoder.get("type") == "dac" and width is None and typo_of(config, key) is None:
+        # no projection: the DAC encoder's own width
         d_model, strides = _value(config, "d_model", cls), _ints(_value(config, "strides", cls))
         width = d_model * 2 ** len(strides) if _is_int(d_model) and strides is not None else None
     if _is_int(width) and width != expected:

@@ -126,7 +126,8 @@ def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: i
                           path)
         inner = create_autoencoder_from_config({"model": require(spec, "config", path), "sample_rate": sample_rate},
                                                path=f"{path}.config")
-        pretransform = P.AutoencoderPretransform(inner, scale=get_number(spec, "scale", 1.0, path, low=0, low_open=True),
+        pretransform = P.AutoencoderPretransform(inner,
+                                                 scale=get_number(spec, "scale", 1.0, path, low=0, low_open=True),
                                                  model_half=get_bool(spec, "model_half", False, path),
                                                  iterate_batch=get_bool(spec, "iterate_batch", False, path),
                                                  chunked=get_bool(spec, "chunked", False, path))

@@ -366,7 +366,8 @@ def create_diffusion_demo_callback(model_config: Mapping[str, Any], **kwargs: An
     if demo_dl is None:
         raise ValueError(f"create_demo_callback_from_config needs demo_dl=<dataloader> for {model_type} models")
     if model_type == "diffusion_cond_inpaint":
-        params = dict(common, demo_dl=demo_dl, sample_size=sample_size, num_demos=get_positive(demo, "num_demos", 8, "training.demo"),
+        params = dict(common, demo_dl=demo_dl, sample_size=sample_size,
+                      num_demos=get_positive(demo, "num_demos", 8, "training.demo"),
                       demo_cfg_scales=_cfg_scales(demo))
         return DiffusionCondInpaintDemoCallback(**{**params, **kwargs})
     params = dict(common, demo_dl=demo_dl, sample_size=sample_size)

@@ -213,7 +213,8 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
         model, discriminator=discriminator, arc_config=arc, optimizer_configs=optimizer_configs,
         teacher_model=teacher, use_ema=get_bool(training, "use_ema", True, "training"),
         pre_encoded=get_bool(training, "pre_encoded", False, "training"),
-        cfg_dropout_prob=get_number(training, "cfg_dropout_prob", 0.1, "training", low=0.0, high=1.0), clip_grad_norm=clip,
+        cfg_dropout_prob=get_number(training, "cfg_dropout_prob", 0.1, "training", low=0.0, high=1.0),
+        clip_grad_norm=clip,
         trim_config=trim or None, inpainting_config=_check_inpainting(model_config, model, training))
 
 
