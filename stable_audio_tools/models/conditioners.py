@@ -34,6 +34,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..audio import set_audio_channels
 from .adp_blocks import NumberEmbedder
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
@@ -198,8 +199,6 @@ class PretransformConditioner(Conditioner):
         _set_pretransform(self, pretransform, save_pretransform)
 
     def forward(self, audio: Union[torch.Tensor, Sequence[torch.Tensor]], device: Device = None) -> List[torch.Tensor]:
-        from ..data.utils import set_audio_channels
-
         if isinstance(audio, (list, tuple)):
             audio = torch.stack(list(audio), dim=0)
         if audio.dim() == 2:
@@ -245,8 +244,6 @@ class SourceMixConditioner(Conditioner):
         return self.null_source.dtype if self.allow_null_source else torch.get_default_dtype()
 
     def _latents(self, source: torch.Tensor, device: Device) -> torch.Tensor:
-        from ..data.utils import set_audio_channels
-
         source = source.to(_device_or(device, source))
         if self.pre_encoded:
             return source

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
+from ..audio import set_audio_channels
 from .codebook_patterns import PATTERN_PROVIDERS, CodebooksPatternProvider
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, \
     warn_unknown_keys
@@ -227,8 +228,6 @@ class AudioLanguageModelWrapper(nn.Module):
         if init_data is not None and init_audio is not None:
             raise ValueError("give either init_data (codes) or init_audio, not both")
         if init_audio is not None:
-            from ..data.utils import set_audio_channels
-
             audio = init_audio.to(device)
             audio = audio.reshape(1, 1, -1) if audio.dim() == 1 else audio[None] if audio.dim() == 2 else audio
             audio = set_audio_channels(audio.float(), self.pretransform.io_channels)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
+from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping
 from .logging_utils import log_audio, log_image, log_point_cloud, media_dir, save_wav
 

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
+from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
 from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 
-from ..interface.aeiou import audio_spectrogram_image
+from ..plotting import audio_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from .demo_callbacks import DemoCallbackBase
 
