@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn.functional import interpolate
 
-from .sampling import sample_k, sample_rf
+from ..models.diffusion import register_generator
+from ..samplers import sample_k, sample_rf
 from .utils import build_mask, decode_latents, prepare_audio
 
 __all__ = ["generate_diffusion_cond", "generate_diffusion_cond_inpaint", "generate_diffusion_uncond",
@@ -291,3 +292,7 @@ def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scal
     sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
                                   sampler_kwargs, device)
     return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+
+
+register_generator("diffusion_uncond", generate_diffusion_uncond)
+register_generator("diffusion_cond", generate_diffusion_cond)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..audio import prepare_audio, set_audio_channels
-from .sampling import get_bmask
+from ..samplers import get_bmask
 
 __all__ = ["prepare_audio", "set_audio_channels", "build_mask", "get_bmask", "decode_latents"]
 

@@ -12,12 +12,13 @@ U-Net (:mod:`.dau1d`) and ``Profiler`` (:mod:`.common`); the backbone base class
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..samplers import DistributionShift
 from .common import Profiler
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 from .dau1d import DiffusionAttnUnet1D
@@ -31,6 +32,26 @@ __all__ = [
     # defined elsewhere, importable from here as from upstream's models/diffusion.py
     "DiTWrapper", "DiTUncondWrapper", "DiffusionAttnUnet1D", "Profiler",
 ]
+
+
+# Generation functions live above models (stable_audio_tools.inference.generation, which registers them here on
+# import; the package's __init__ imports it), so the wrappers' ``generate`` methods reach them without importing
+# upward.
+_GENERATORS: Dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def register_generator(kind: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Make ``fn(model, *args, **kwargs)`` what ``generate`` runs for ``kind`` ("diffusion_uncond" for
+    :class:`DiffusionModelWrapper`, "diffusion_cond" for :class:`ConditionedDiffusionModelWrapper`)."""
+    _GENERATORS[kind] = fn
+
+
+def _generator(kind: str) -> Callable[..., torch.Tensor]:
+    fn = _GENERATORS.get(kind)
+    if fn is None:
+        raise RuntimeError(f"no {kind} generation function is registered; import stable_audio_tools.inference "
+                           f"(importing stable_audio_tools does this)")
+    return fn
 
 
 def _halve_parameters(module: nn.Module) -> None:
@@ -140,9 +161,8 @@ class DiffusionModelWrapper(nn.Module):
         return self.model(x, t, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        from ..inference.generation import generate_diffusion_uncond
-
-        return generate_diffusion_uncond(self, *args, **kwargs)
+        """``generate_diffusion_uncond(self, *args, **kwargs)`` (see :func:`register_generator`)."""
+        return _generator("diffusion_uncond")(self, *args, **kwargs)
 
 
 def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
@@ -203,9 +223,8 @@ class ConditionedDiffusionModelWrapper(nn.Module):
         return self.model(x, t, **self.get_conditioning_inputs(cond), **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        from ..inference.generation import generate_diffusion_cond
-
-        return generate_diffusion_cond(self, *args, **kwargs)
+        """``generate_diffusion_cond(self, *args, **kwargs)`` (see :func:`register_generator`)."""
+        return _generator("diffusion_cond")(self, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------- factories
@@ -311,8 +330,6 @@ def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionMo
 
     dist_shift = None
     if diffusion.get("distribution_shift_options") is not None:
-        from ..inference.sampling import DistributionShift
-
         dist_shift = build_from_config(DistributionShift, diffusion["distribution_shift_options"],
                                        "model.diffusion.distribution_shift_options")
     return ConditionedDiffusionModelWrapper(

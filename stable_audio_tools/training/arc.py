@@ -29,6 +29,7 @@ from torch import nn
 from ..models.arc import ConvDiscriminator, ConvNeXtDiscriminator
 from ..models.common import checkpoint
 from ..models.inpainting import random_inpaint_mask
+from ..samplers.flow_samplers import sample_rf_dpmpp_2m
 from .demo_callbacks import eval_mode
 from .ema import EMA
 from .timesteps import TimestepSampler
@@ -55,7 +56,8 @@ def sample_flow_dpmpp_w_intermediates(model: nn.Module, x: torch.Tensor, sigmas:
     :class:`~stable_audio_tools.inference.sampling.DistributionShift`) if given. ``callback`` is called after every
     model evaluation with ``{"x", "i", "sigma", "sigma_hat", "denoised"}``. Returns ``{"target": final sample
     [B, C, L], "x": states before each step [steps, B, C, L], "t": their times [steps, 1]}``.
-    ``model(x, t [B], **extra_args)`` predicts the RF velocity.
+    ``model(x, t [B], **extra_args)`` predicts the RF velocity. The steps are the shared
+    :func:`~stable_audio_tools.samplers.flow_samplers.sample_rf_dpmpp_2m`; its callback keeps the states.
     """
     if sigmas is None:
         if steps is None:
@@ -63,30 +65,19 @@ def sample_flow_dpmpp_w_intermediates(model: nn.Module, x: torch.Tensor, sigmas:
         sigmas = torch.linspace(1, 0, steps + 1)
         if dist_shift is not None:
             sigmas = dist_shift.time_shift(sigmas, x.shape[-1])
-    ones = x.new_ones([x.shape[0]])
-    sigmas = sigmas.to(x.device)
-    states, times = [], []
-    old_denoised = None
+    states: List[torch.Tensor] = []
+    times: List[torch.Tensor] = []
 
-    def log_snr(t: torch.Tensor) -> torch.Tensor:
-        return ((1 - t) / t).log()
-
-    for i in range(len(sigmas) - 1):
-        t_curr, t_next = sigmas[i], sigmas[i + 1]
-        states.append(x)
-        times.append(t_curr)
-        denoised = x - t_curr * model(x, t_curr * ones, **extra_args)
+    def keep_state(info: Dict[str, Any]) -> None:
+        states.append(info["x"])
+        times.append(info["t"])
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": t_curr, "sigma_hat": t_curr, "denoised": denoised})
-        h = log_snr(t_next) - log_snr(t_curr)
-        if old_denoised is None or t_next == 0:
-            update = denoised
-        else:
-            r = (log_snr(t_curr) - log_snr(sigmas[i - 1])) / h
-            update = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-        x = (t_next / t_curr) * x - (1 - t_next) * torch.expm1(-h) * update
-        old_denoised = denoised
-    return {"target": x.detach(), "x": torch.stack(states).detach(), "t": torch.stack(times).unsqueeze(-1).detach()}
+            callback({"x": info["x"], "i": info["i"], "sigma": info["sigma"], "sigma_hat": info["sigma"],
+                      "denoised": info["denoised"]})
+
+    target = sample_rf_dpmpp_2m(model, x, sigmas.to(x.device), extra_args, keep_state, disable=True)
+    return {"target": target.detach(), "x": torch.stack(states).detach(),
+            "t": torch.stack(times).unsqueeze(-1).detach()}
 
 
 def _checkpointed(fn: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:

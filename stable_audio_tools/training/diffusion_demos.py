@@ -14,9 +14,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
+from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
+from ..samplers.flow_samplers import sample, sample_discrete_euler, sample_flow_pingpong
 from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
 from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
@@ -52,17 +53,15 @@ def generate_demo_latents(model: nn.Module, objective: str, noise: torch.Tensor,
     """Sample from a conditioned backbone ``model`` as upstream's demos do: v-DDIM (``v``), discrete Euler
     (``rectified_flow``) or ping-pong on a logSNR-linear schedule from -6 to 2 (``rf_denoiser``), all with
     batched CFG at ``cfg_scale``."""
-    from ..inference import sampling
-
     kwargs = dict(cond_inputs, cfg_scale=cfg_scale, dist_shift=dist_shift, batch_cfg=True)
     if objective == "v":
-        return sampling.sample(model, noise, steps, 0, **kwargs)
+        return sample(model, noise, steps, 0, **kwargs)
     if objective == "rectified_flow":
-        return sampling.sample_discrete_euler(model, noise, steps, **kwargs)
+        return sample_discrete_euler(model, noise, steps, **kwargs)
     if objective == "rf_denoiser":
         sigmas = torch.sigmoid(-torch.linspace(-6, 2, steps + 1, device=noise.device))
         sigmas[0], sigmas[-1] = 1.0, 0.0
-        return sampling.sample_flow_pingpong(model, noise, sigmas=sigmas, **kwargs)
+        return sample_flow_pingpong(model, noise, sigmas=sigmas, **kwargs)
     raise ValueError(f"unknown diffusion objective {objective!r}")
 
 
@@ -105,8 +104,6 @@ class DiffusionUncondDemoCallback(_DiffusionDemo):
         self.demo_samples = sample_size
 
     def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        from ..inference.sampling import sample
-
         diffusion = module.diffusion
         length = self.demo_samples if self.demo_samples is not None else diffusion.sample_size
         if diffusion.pretransform is not None:

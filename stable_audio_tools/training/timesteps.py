@@ -10,6 +10,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Union
 import torch
 
 from ..models.config import ConfigError, check_choice, require_mapping, warn_unknown_keys
+from ..samplers import get_alphas_sigmas, sample_timesteps_logsnr, truncated_logistic_normal_rescaled
 
 __all__ = [
     "TIMESTEP_SAMPLERS",
@@ -74,12 +75,8 @@ class TimestepSampler:
         elif kind == "logit_normal":
             t = torch.sigmoid(torch.randn(batch_size))
         elif kind == "trunc_logit_normal":
-            from ..inference.sampling import truncated_logistic_normal_rescaled
-
             t = 1 - truncated_logistic_normal_rescaled(batch_size)
         elif kind == "log_snr":
-            from ..inference.sampling import sample_timesteps_logsnr
-
             t = sample_timesteps_logsnr(batch_size, mean_logsnr=self.options["mean_logsnr"],
                                         std_logsnr=self.options["std_logsnr"])
         elif kind == "one_shot":
@@ -104,8 +101,6 @@ class NoisedInputs(NamedTuple):
 def alphas_sigmas(t: torch.Tensor, objective: str) -> "tuple[torch.Tensor, torch.Tensor]":
     """Signal and noise scales at ``t``: ``(cos(πt/2), sin(πt/2))`` for ``v``, ``(1 - t, t)`` for the RF ones."""
     if objective == "v":
-        from ..inference.sampling import get_alphas_sigmas
-
         return get_alphas_sigmas(t)
     if objective in ("rectified_flow", "rf_denoiser"):
         return 1 - t, t
