@@ -19,7 +19,7 @@ Differences from upstream (checkpoint keys unchanged):
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -30,11 +30,10 @@ from ..models.arc import ConvDiscriminator, ConvNeXtDiscriminator
 from ..models.common import checkpoint
 from ..models.inpainting import random_inpaint_mask
 from ..samplers.flow_samplers import sample_rf_dpmpp_2m
+from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch
 from .demo_callbacks import eval_mode
 from .ema import EMA
 from .timesteps import TimestepSampler
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = ["ARCTrainingWrapper", "sample_flow_dpmpp_w_intermediates", "euler_step", "checkpoint", "ARC_HEADS"]
 
@@ -84,7 +83,7 @@ def _checkpointed(fn: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
     return checkpoint(fn, *args, **kwargs)
 
 
-class ARCTrainingWrapper(pl.LightningModule):
+class ARCTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """ARC post-training wrapper.
 
     Attributes (state-dict prefixes): ``diffusion`` (student), ``teacher_model`` (frozen, or None),
@@ -160,39 +159,17 @@ class ARCTrainingWrapper(pl.LightningModule):
         self.trim_type = trim_config.get("type", "random_item")
         self.inpainting_config = inpainting_config
         self.inpaint_mask_kwargs = dict((inpainting_config or {}).get("mask_kwargs", {}))
-        self._scheduler_index: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        path = "training.optimizer_configs"
-        gen_cfg, disc_cfg = self.optimizer_configs["diffusion"], self.optimizer_configs["discriminator"]
-        opt_gen = create_optimizer_from_config(gen_cfg["optimizer"], self.diffusion.parameters(),
-                                               f"{path}.diffusion.optimizer")
-        opt_disc = create_optimizer_from_config(
-            disc_cfg["optimizer"], list(self.discriminator_head.parameters()) + list(self.discriminator.parameters()),
-            f"{path}.discriminator.optimizer")
-        schedulers = []
-        self._scheduler_index = {}
-        for group, cfg, opt in (("diffusion", gen_cfg, opt_gen), ("discriminator", disc_cfg, opt_disc)):
-            if "scheduler" in cfg:
-                self._scheduler_index[group] = len(schedulers)
-                schedulers.append({"scheduler": create_scheduler_from_config(cfg["scheduler"], opt,
-                                                                             f"{path}.{group}.scheduler"),
-                                   "interval": "step"})
-        return ([opt_gen, opt_disc], schedulers) if schedulers else [opt_gen, opt_disc]
-
-    def _scheduler(self, group: str):
-        index = self._scheduler_index.get(group)
-        if index is None:
-            return None
-        schedulers = self.lr_schedulers()
-        return schedulers[index] if isinstance(schedulers, list) else schedulers
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", self.diffusion.parameters()),
+                ("discriminator", list(self.discriminator_head.parameters()) + list(self.discriminator.parameters()))]
 
     def _optimizer_step(self, opt, loss: torch.Tensor, group: str) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        scheduler = self._scheduler(group)
+        scheduler = self.scheduler_for(group)
         if scheduler is not None:
             scheduler.step()
 

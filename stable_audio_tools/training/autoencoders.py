@@ -16,7 +16,7 @@ Differences from upstream, all keeping checkpoint names and the generator/discri
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -26,11 +26,11 @@ from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottl
                                  VAEBottleneck, WassersteinBottleneck)
 from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
+from .common import OptimizerGroupsMixin
 from .demo_callbacks import AutoencoderDemoCallback
 from .ema import EMA
 from .losses import AuralossLoss, L1Loss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss, \
     ValueLoss
-from .utils import create_optimizer_from_config, create_scheduler_from_config
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
            "trim_to_shortest",
@@ -76,7 +76,7 @@ def create_loss_modules_from_bottleneck(bottleneck: nn.Module, loss_config: Mapp
     return losses
 
 
-class AutoencoderTrainingWrapper(pl.LightningModule):
+class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an ``AudioAutoencoder`` with reconstruction, bottleneck and (optionally) adversarial losses.
 
     Generator and discriminator steps alternate: odd global steps train the discriminator (when there is
@@ -225,32 +225,11 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             self.eval_losses[key] = known[key](**kwargs)
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        cfgs = self.optimizer_configs
-        opts = [create_optimizer_from_config(cfgs["autoencoder"]["optimizer"], self.autoencoder.parameters(),
-                                             "training.optimizer_configs.autoencoder.optimizer")]
-        groups = ["autoencoder"]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        groups = [("autoencoder", self.autoencoder.parameters())]
         if self.use_disc:
-            opts.append(create_optimizer_from_config(cfgs["discriminator"]["optimizer"],
-                                                     self.discriminator.parameters(),
-                                                     "training.optimizer_configs.discriminator.optimizer"))
-            groups.append("discriminator")
-        scheds = []
-        self._scheduler_index: Dict[str, int] = {}
-        for opt, group in zip(opts, groups):
-            if "scheduler" in cfgs.get(group, {}):
-                self._scheduler_index[group] = len(scheds)
-                scheds.append({"scheduler": create_scheduler_from_config(
-                    cfgs[group]["scheduler"], opt, f"training.optimizer_configs.{group}.scheduler"),
-                    "interval": "step"})
-        return (opts, scheds) if scheds else opts
-
-    def _scheduler(self, group: str):
-        index = getattr(self, "_scheduler_index", {}).get(group)
-        if index is None:
-            return None
-        schedulers = self.lr_schedulers()
-        return schedulers[index] if isinstance(schedulers, list) else schedulers
+            groups.append(("discriminator", self.discriminator.parameters()))
+        return groups
 
     # ------------------------------------------------------------------ training
     @staticmethod
@@ -311,7 +290,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                 info["loss_dis"] = torch.zeros((), device=reals.device)
             loss, losses = self.losses_disc(info)
             log_dict["train/disc_lr"] = opt.param_groups[0]["lr"]
-            self._optimizer_step(opt, loss, self._scheduler("discriminator"))
+            self._optimizer_step(opt, loss, self.scheduler_for("discriminator"))
         else:
             if self.use_disc:
                 if self.warmed_up:
@@ -321,7 +300,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                     info["loss_adv"] = info["feature_matching_distance"] = torch.zeros((), device=reals.device)
             opt = optimizers[0]
             loss, losses = self.losses_gen(info)
-            self._optimizer_step(opt, loss, self._scheduler("autoencoder"))
+            self._optimizer_step(opt, loss, self.scheduler_for("autoencoder"))
             if self.use_ema:
                 self.autoencoder_ema.update()
             log_dict.update({"train/loss": loss.detach(), "train/latent_std": latents.std().detach(),

@@ -2,7 +2,7 @@
 
 As upstream's ``training/diffusion.py``, this module also exposes the ``diffusion_cond`` wrapper
 (:mod:`.diffusion_cond`), the diffusion demo callbacks (:mod:`.diffusion_demos`), the batch helpers every wrapper
-shares (:mod:`.wrapper_utils`) and ``Profiler`` (:mod:`stable_audio_tools.models.common`); ARC is in :mod:`.arc`.
+shares (:mod:`.common`) and ``Profiler`` (:mod:`stable_audio_tools.models.common`); ARC is in :mod:`.arc`.
 
 Differences from upstream (checkpoint keys and numerics unchanged):
 
@@ -16,7 +16,7 @@ Differences from upstream (checkpoint keys and numerics unchanged):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.common import Profiler
+from .common import (OptimizerGroupsMixin, adam_configs, encode_to_latents, padding_masks_from_metadata, split_batch,
+                     swapped_child)
 from .diffusion_cond import DiffusionCondTrainingWrapper
 from .diffusion_demos import (DiffusionAutoencoderDemoCallback, DiffusionCondDemoCallback,
                               DiffusionCondInpaintDemoCallback, DiffusionUncondDemoCallback)
 from .ema import EMA
 from .losses import AuralossLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss
 from .timesteps import TimestepSampler, noise_inputs
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 
 __all__ = [
     "DiffusionUncondTrainingWrapper",
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-class DiffusionUncondTrainingWrapper(pl.LightningModule):
+class DiffusionUncondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an unconditional ``DiffusionModelWrapper`` (e.g. Dance Diffusion) with the v objective.
 
     Attributes (state-dict prefixes): ``diffusion``, ``diffusion_ema`` (EMA of ``diffusion.model`` with the
@@ -71,8 +72,12 @@ class DiffusionUncondTrainingWrapper(pl.LightningModule):
         self.timestep_sampler = TimestepSampler("uniform")
         self.losses = MultiLoss([MSELoss("v", "targets", weight=1.0, name="mse_loss")])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(list(self.diffusion.parameters()), lr=self.lr)
+    @property
+    def optimizer_configs(self) -> Dict[str, Dict[str, Any]]:
+        return adam_configs("diffusion", self.lr)
+
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", list(self.diffusion.parameters()))]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         reals, _ = split_batch(batch)
@@ -97,7 +102,7 @@ class DiffusionUncondTrainingWrapper(pl.LightningModule):
             save_unwrapped(self.diffusion, path, use_safetensors)
 
 
-class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
+class DiffusionAutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains a ``DiffusionAutoencoder``: its encoder's latents condition a v-objective diffusion decoder.
 
     Step: pretransform encode (no grad) -> ``encode(skip_pretransform=True)`` (bottleneck losses) -> optional
@@ -136,8 +141,12 @@ class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
                                              name="mrstft_loss", weight=0.1))
         self.losses = MultiLoss(loss_modules)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(list(self.diffae.parameters()), lr=self.lr)
+    @property
+    def optimizer_configs(self) -> Dict[str, Dict[str, Any]]:
+        return adam_configs("diffae", self.lr)
+
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffae", list(self.diffae.parameters()))]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         audio, _ = split_batch(batch)

@@ -13,7 +13,7 @@ Differences from upstream (checkpoint keys and numerics unchanged):
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.inpainting import random_inpaint_mask
+from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 from .ema import EMA
 from .losses import MSELoss, MultiLoss
 from .timesteps import TimestepSampler, noise_inputs
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 
 __all__ = ["DiffusionCondTrainingWrapper", "VALIDATION_TIMESTEPS"]
 
@@ -33,7 +32,7 @@ VALIDATION_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _NUM_LOSS_BUCKETS = 10
 
 
-class DiffusionCondTrainingWrapper(pl.LightningModule):
+class DiffusionCondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains a ``ConditionedDiffusionModelWrapper`` (text/timing/... conditioned, optionally latent).
 
     Attributes (state-dict prefixes): ``diffusion``, ``diffusion_ema`` (EMA of ``diffusion.model``, online model
@@ -99,14 +98,8 @@ class DiffusionCondTrainingWrapper(pl.LightningModule):
         self._val_losses: Dict[float, List[torch.Tensor]] = {t: [] for t in self.validation_timesteps}
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        group = self.optimizer_configs["diffusion"]
-        path = "training.optimizer_configs.diffusion"
-        opt = create_optimizer_from_config(group["optimizer"], self.diffusion.parameters(), f"{path}.optimizer")
-        if "scheduler" in group:
-            scheduler = create_scheduler_from_config(group["scheduler"], opt, f"{path}.scheduler")
-            return [opt], [{"scheduler": scheduler, "interval": "step"}]
-        return [opt]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", self.diffusion.parameters())]
 
     # ------------------------------------------------------------------ shared pieces
     def _conditioning(self, metadata: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
 from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..samplers.flow_samplers import sample, sample_discrete_euler, sample_flow_pingpong
 from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
+from .common import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = [
     "DiffusionUncondDemoCallback",

@@ -23,7 +23,7 @@ Differences from upstream (checkpoint keys and numerics unchanged):
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from .common import OptimizerGroupsMixin, padding_masks_from_metadata, split_batch
 from .ema import EMA
 from .lm_demos import AudioLanguageModelDemoCallback
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import padding_masks_from_metadata, split_batch
 
 __all__ = [
     "AudioLanguageModelTrainingWrapper",
@@ -111,7 +110,7 @@ def tokens_to_codes(tokens: torch.Tensor, model: nn.Module, pre_encoded: bool = 
     return tokens.long().contiguous()
 
 
-class AudioLanguageModelTrainingWrapper(pl.LightningModule):
+class AudioLanguageModelTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an ``AudioLanguageModelWrapper`` (pretransform frozen).
 
     Attributes (state-dict prefixes): ``model`` and, with ``use_ema``, ``model_ema`` (ema-pytorch-compatible
@@ -154,14 +153,8 @@ class AudioLanguageModelTrainingWrapper(pl.LightningModule):
         self.cfg_dropout_prob = cfg_dropout_prob
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        group = self.optimizer_configs["lm"]
-        path = "training.optimizer_configs.lm"
-        opt = create_optimizer_from_config(group["optimizer"], self.model.parameters(), f"{path}.optimizer")
-        if "scheduler" in group:
-            scheduler = create_scheduler_from_config(group["scheduler"], opt, f"{path}.scheduler")
-            return [opt], [{"scheduler": scheduler, "interval": "step"}]
-        return [opt]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("lm", self.model.parameters())]
 
     # ------------------------------------------------------------------ shared pieces
     def codes_from_batch(self, reals: torch.Tensor) -> torch.Tensor:
