@@ -43,6 +43,8 @@ from .utils import get_dbmax, is_silence_audio, remove_long_silence
 
 __all__ = [
     "SUPPORTED_DATASET_TYPES",
+    "DATASET_TYPES",
+    "register_dataset_type",
     "fast_scandir",
     "get_audio_filenames",
     "LocalDatasetConfig",
@@ -65,7 +67,6 @@ logger = logging.getLogger(__name__)
 
 MetadataFn = Callable[[Dict[str, Any], Optional[torch.Tensor]], Mapping[str, Any]]
 
-SUPPORTED_DATASET_TYPES: Tuple[str, ...] = ("audio_dir", "pre_encoded", "s3", "wds")
 _BANNED_NAME_PARTS = ("paxheader", "__macosx")
 
 
@@ -451,12 +452,27 @@ def _lazy_builder(module: str, name: str) -> Callable[..., DataLoader]:
     return build
 
 
-_DATALOADER_BUILDERS: Dict[str, Callable[..., DataLoader]] = {
-    "audio_dir": _create_audio_dir_dataloader,
-    "pre_encoded": _lazy_builder(".pre_encoded", "create_pre_encoded_dataloader"),
-    "s3": _lazy_builder(".webdataset", "create_webdataset_dataloader"),
-    "wds": _lazy_builder(".webdataset", "create_webdataset_dataloader"),
-}
+# The dataset-type registry: dataset_type -> builder(dataset_config, batch_size=, sample_size=, sample_rate=,
+# force_channels=, num_workers=, shuffle=) -> DataLoader. The only list of dataset types.
+DATASET_TYPES: Dict[str, Callable[..., DataLoader]] = {}
+
+
+def register_dataset_type(name: str, builder: Callable[..., DataLoader]) -> None:
+    """Make ``"dataset_type": name`` build its DataLoader with ``builder`` (keyword arguments ``batch_size``,
+    ``sample_size``, ``sample_rate``, ``force_channels`` ("mono" / "stereo"), ``num_workers``, ``shuffle``).
+    Raises ValueError for a name already registered."""
+    if name in DATASET_TYPES:
+        raise ValueError(f"dataset type {name!r} is already registered; pick another name")
+    DATASET_TYPES[name] = builder
+
+
+register_dataset_type("audio_dir", _create_audio_dir_dataloader)
+register_dataset_type("pre_encoded", _lazy_builder(".pre_encoded", "create_pre_encoded_dataloader"))
+register_dataset_type("s3", _lazy_builder(".webdataset", "create_webdataset_dataloader"))
+register_dataset_type("wds", _lazy_builder(".webdataset", "create_webdataset_dataloader"))
+
+# The built-in dataset types (a snapshot of DATASET_TYPES at import; the registry is the live list).
+SUPPORTED_DATASET_TYPES: Tuple[str, ...] = tuple(DATASET_TYPES)
 
 
 def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
@@ -466,19 +482,20 @@ def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, samp
     ``audio_channels == 1`` forces mono items, anything else stereo. Batches are
     ``[audio [B, C, sample_size], (info, ...)]`` (see :func:`collation_fn`). ``drop_last``
     defaults to true; workers persist only when ``num_workers > 0``; memory is pinned only when
-    CUDA is available. Supported ``dataset_type`` values: :data:`SUPPORTED_DATASET_TYPES`.
+    CUDA is available. Supported ``dataset_type`` values: the keys of :data:`DATASET_TYPES` (see
+    :func:`register_dataset_type`).
     """
     require_mapping(dataset_config, "<dataset config>")
-    supported = ", ".join(repr(t) for t in _DATALOADER_BUILDERS)
+    supported = ", ".join(repr(t) for t in DATASET_TYPES)
     dataset_type = require(dataset_config, "dataset_type", "", f"set it to one of {supported}", (str,))
-    check_choice(dataset_type, _DATALOADER_BUILDERS, "dataset_type")
+    check_choice(dataset_type, DATASET_TYPES, "dataset_type")
     _check_positive_int(batch_size, "batch_size")
     _check_positive_int(sample_size, "sample_size")
     _check_positive_int(sample_rate, "sample_rate")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     force_channels = "mono" if audio_channels == 1 else "stereo"
-    return _DATALOADER_BUILDERS[dataset_type](dataset_config, batch_size=batch_size, sample_size=sample_size,
+    return DATASET_TYPES[dataset_type](dataset_config, batch_size=batch_size, sample_size=sample_size,
                                               sample_rate=sample_rate, force_channels=force_channels,
                                               num_workers=num_workers, shuffle=shuffle)
 

@@ -35,6 +35,7 @@ import gradio as gr
 import torch
 from torch import nn
 
+from ..families import MODEL_FAMILIES, resolve_builder
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
@@ -136,21 +137,14 @@ def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_t
     handlers honour ``limits`` (default ``DemoLimits()``); :func:`launch_ui` applies the same limits' server
     settings (the app keeps them as ``demo_limits``)."""
     model_type = model_config.get("model_type")
-    if model_type in ("diffusion_cond", "diffusion_cond_inpaint"):
-        from .interfaces.diffusion_cond import create_diffusion_cond_ui as build
-    elif model_type == "diffusion_uncond":
-        from .interfaces.diffusion_uncond import create_diffusion_uncond_ui as build
-    elif model_type in ("autoencoder", "diffusion_autoencoder"):
-        from .interfaces.autoencoder import create_autoencoder_ui as build
-    elif model_type == "lm":
-        from .interfaces.lm import create_lm_ui as build
-    else:
-        raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: diffusion_cond, "
-                         "diffusion_cond_inpaint, diffusion_uncond, autoencoder, diffusion_autoencoder, lm")
+    family = MODEL_FAMILIES.get(model_type)
+    if family is None or family.ui is None:
+        supported = ", ".join(t for t, f in MODEL_FAMILIES.items() if f.ui is not None)
+        raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: {supported}")
+    build = resolve_builder(family.ui)
     limits = limits or DemoLimits()
     seconds = (model_config.get("sample_size") or 0) / (model_config.get("sample_rate") or 1)
-    has_length_control = model_type in ("diffusion_cond", "diffusion_cond_inpaint", "lm")
-    if has_length_control and limits.max_seconds is not None and seconds and limits.max_seconds > seconds:
+    if family.ui_length_control and limits.max_seconds is not None and seconds and limits.max_seconds > seconds:
         log.warning("--max-seconds %g is above this model's length (%.2f s); requests are limited to %.2f s",
                     limits.max_seconds, seconds, seconds)
     ui = build(model, model_config, gradio_title=gradio_title, limits=limits)

@@ -31,7 +31,7 @@ from ..models.common import checkpoint
 from ..models.inpainting import random_inpaint_mask
 from ..samplers.flow_samplers import sample_rf_dpmpp_2m
 from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch
-from .demo_callbacks import eval_mode
+from .demo_base import eval_mode
 from .ema import EMA
 from .timesteps import TimestepSampler
 

@@ -27,7 +27,7 @@ from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottl
 from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
 from .common import OptimizerGroupsMixin
-from .demo_callbacks import AutoencoderDemoCallback
+from .autoencoder_demos import AutoencoderDemoCallback
 from .ema import EMA
 from .losses import AuralossLoss, L1Loss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss, \
     ValueLoss

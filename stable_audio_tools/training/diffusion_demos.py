@@ -18,7 +18,7 @@ from ..models.config import ConfigError, require, require_mapping, warn_unknown_
 from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
 from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..samplers.flow_samplers import sample, sample_discrete_euler, sample_flow_pingpong
-from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
+from .demo_base import DemoCallbackBase, eval_mode, match_channels
 from .common import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = [
@@ -182,7 +182,7 @@ class DiffusionCondDemoCallback(_DiffusionDemo):
     @staticmethod
     def _mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         length = min(a.shape[-1], b.shape[-1])
-        a, b = _match_channels(a[None, :, :length].float(), b[None, :, :length].float())
+        a, b = match_channels(a[None, :, :length].float(), b[None, :, :length].float())
         return (a + b)[0]
 
     def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -292,7 +292,7 @@ class DiffusionAutoencoderDemoCallback(_DiffusionDemo):
         latents = model.encode(reals).float()
         fakes = model.decode(latents, steps=self.demo_steps)
         length = min(reals.shape[-1], fakes.shape[-1])
-        pair_reals, pair_fakes = _match_channels(reals[..., :length].float(), fakes[..., :length].float())
+        pair_reals, pair_fakes = match_channels(reals[..., :length].float(), fakes[..., :length].float())
         batch, channels = pair_reals.shape[:2]
         interleaved = torch.stack([pair_reals, pair_fakes], dim=1).reshape(batch * 2, channels, length)
         path, as_int16 = self.save_demo_audio(trainer, "recon", _flatten(interleaved), normalize=True)

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 
 from ..plotting import audio_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
-from .demo_callbacks import DemoCallbackBase
+from .demo_base import DemoCallbackBase
 
 __all__ = ["AudioLanguageModelDemoCallback", "create_lm_demo_callback", "LM_DEMO_KEYS"]
 
