@@ -146,7 +146,7 @@ _I = "stable_audio_tools.interface.interfaces."
 
 register_model_family(ModelFamily(
     "autoencoder", model=_M + "factory:create_autoencoder_model",
-    training_wrapper=_T + "autoencoders:create_autoencoder_training_wrapper",
+    training_wrapper=_T + "factory:create_autoencoder_training_wrapper",
     demo=_T + "autoencoder_demos:create_autoencoder_demo_callback", unwrapper=_T + "unwrap:unwrap_autoencoder",
     ui=_I + "autoencoder:create_autoencoder_ui", automatic_optimization=False))
 register_model_family(ModelFamily(
