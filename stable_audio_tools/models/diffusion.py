@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..samplers import DistributionShift
+from .adp import UNet1d, UNetCFG1d
 from .common import Profiler
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 from .dau1d import DiffusionAttnUnet1D
@@ -65,8 +66,6 @@ class UNetCFG1DWrapper(ConditionedDiffusionModel):
     """``adp_cfg_1d``: ADP UNetCFG1d with cross-attention embeddings, global features and classifier-free guidance."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNetCFG1d
-
         super().__init__(supports_cross_attention=True, supports_global_cond=True, supports_input_concat=True)
         self.model = UNetCFG1d(*args, **kwargs)
         _halve_parameters(self.model)
@@ -96,8 +95,6 @@ class UNet1DCondWrapper(ConditionedDiffusionModel):
     """``adp_1d``: ADP UNet1d conditioned on global features and input-concatenated channels (no CFG)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNet1d
-
         super().__init__(supports_global_cond=True, supports_input_concat=True)
         self.model = UNet1d(*args, **kwargs)
         _halve_parameters(self.model)
@@ -116,8 +113,6 @@ class UNet1DUncondWrapper(DiffusionModel):
     """``adp_uncond_1d``: unconditional ADP UNet1d."""
 
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNet1d
-
         super().__init__()
         self.model = UNet1d(*args, in_channels=in_channels, **kwargs)
         self.io_channels = in_channels

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, RotaryEmbedding
+from .blocks import AdaRMSNorm
 from .transformer import FeedForward, LayerNorm
 
 __all__ = [
@@ -85,8 +86,6 @@ class ContinuousLocalTransformer(nn.Module):
 
         def norm() -> nn.Module:
             if cond_dim > 0:
-                from .blocks import AdaRMSNorm
-
                 return AdaRMSNorm(dim, cond_dim, eps=1e-8)
             return LayerNorm(dim)
 

@@ -13,6 +13,10 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .bottleneck import DitheredFSQBottleneck, RVQBottleneck
+from .pqmf import PQMF
+from .wavelets import WaveletDecode1d, WaveletEncode1d
+
 __all__ = [
     "Pretransform",
     "AutoencoderPretransform",
@@ -107,8 +111,6 @@ class AutoencoderPretransform(Pretransform):
 
     def _tokens_time_major(self) -> bool:
         """Whether the bottleneck's tokens are ``[B, T, Q]`` (rvq, rvq_vae, dithered_fsq) rather than ``[B, Q, T]``."""
-        from .bottleneck import DitheredFSQBottleneck, RVQBottleneck
-
         return isinstance(self.model.bottleneck, (RVQBottleneck, DitheredFSQBottleneck))
 
     def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -146,8 +148,6 @@ class WaveletPretransform(Pretransform):
 
     def __init__(self, channels: int, levels: int, wavelet: str) -> None:
         super().__init__(enable_grad=False, io_channels=channels, is_discrete=False)
-        from .wavelets import WaveletDecode1d, WaveletEncode1d
-
         self.encoder = WaveletEncode1d(channels, levels, wavelet)
         self.decoder = WaveletDecode1d(channels, levels, wavelet)
         self.downsampling_ratio = 2 ** levels
@@ -170,8 +170,6 @@ class PQMFPretransform(Pretransform):
 
     def __init__(self, attenuation: float = 100, num_bands: int = 16, channels: int = 1) -> None:
         super().__init__(enable_grad=False, io_channels=channels, is_discrete=False)
-        from .pqmf import PQMF
-
         self.pqmf = PQMF(attenuation, num_bands)
         self.downsampling_ratio = num_bands
         self.encoded_channels = channels * num_bands

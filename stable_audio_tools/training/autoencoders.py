@@ -22,19 +22,19 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottleneck, RVQVAEBottleneck,
-                                 VAEBottleneck, WassersteinBottleneck)
 from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
-from .common import OptimizerGroupsMixin
 from .autoencoder_demos import AutoencoderDemoCallback
+from .common import OptimizerGroupsMixin, create_loss_modules_from_bottleneck
 from .ema import EMA
-from .losses import AuralossLoss, L1Loss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss, \
-    ValueLoss
+from .export import save_unwrapped
+from .losses import (AuralossLoss, L1Loss, MelSTFTLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss,
+                     MultiScaleMelSpectrogramLoss, SISDRLoss, STFTLoss, SumAndDifferenceSTFTLoss, ValueLoss)
+from .losses.metrics import PESQMetric
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
            "trim_to_shortest",
-           "AutoencoderDemoCallback"]  # defined in .demo_callbacks, importable here as from upstream's module
+           "AutoencoderDemoCallback"]  # defined in .autoencoder_demos / .common, importable here as upstream
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,6 @@ def default_autoencoder_loss_config() -> Dict[str, Any]:
 def trim_to_shortest(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     n = min(a.shape[-1], b.shape[-1])
     return a[..., :n], b[..., :n]
-
-
-def create_loss_modules_from_bottleneck(bottleneck: nn.Module, loss_config: Mapping) -> List[nn.Module]:
-    """The regularisation losses a bottleneck contributes (kl, quantizer, codebook/commitment, mmd)."""
-    weights = (loss_config.get("bottleneck") or {}).get("weights", {})
-    losses: List[nn.Module] = []
-    if isinstance(bottleneck, (VAEBottleneck, DACRVQVAEBottleneck, RVQVAEBottleneck)):
-        losses.append(ValueLoss(key="kl", weight=weights.get("kl", 1e-6), name="kl_loss"))
-    if isinstance(bottleneck, (RVQBottleneck, RVQVAEBottleneck)):
-        losses.append(ValueLoss(key="quantizer_loss", weight=1.0, name="quantizer_loss"))
-    if isinstance(bottleneck, (DACRVQBottleneck, DACRVQVAEBottleneck)):
-        losses.append(ValueLoss(key="vq/codebook_loss", weight=1.0, name="codebook_loss"))
-        losses.append(ValueLoss(key="vq/commitment_loss", weight=0.25, name="commitment_loss"))
-    if isinstance(bottleneck, WassersteinBottleneck):
-        losses.append(ValueLoss(key="mmd", weight=weights.get("mmd", 100), name="mmd_loss"))
-    return losses
 
 
 class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
@@ -199,8 +183,6 @@ class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     def _mrmel_loss(self, cfg: Mapping, path: str) -> nn.Module:
-        from .losses import MultiScaleMelSpectrogramLoss
-
         weight = require(require(cfg, "weights", path), "mrmel", f"{path}.weights")
         try:
             module = MultiScaleMelSpectrogramLoss(sample_rate=self.sample_rate, **dict(cfg.get("config", {})))
@@ -210,10 +192,6 @@ class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
                             decay=cfg.get("decay", 1.0))
 
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
-        from .losses import MelSTFTLoss, SISDRLoss, STFTLoss
-
-        from .losses.metrics import PESQMetric
-
         path = "training.eval_loss_configs"
         known = {"stft": STFTLoss, "sisdr": SISDRLoss, "mel": MelSTFTLoss, "pesq": PESQMetric}
         for key, cfg in require_mapping(eval_loss_config, path).items():
@@ -350,8 +328,6 @@ class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     # ------------------------------------------------------------------ export
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Write the (EMA if used) autoencoder as an unwrapped checkpoint."""
-        from .export import save_unwrapped
-
         model = self.autoencoder_ema.ema_model if self.use_ema and self.autoencoder_ema is not None \
             else self.autoencoder
         save_unwrapped(model, path, use_safetensors)

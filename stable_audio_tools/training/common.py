@@ -1,5 +1,6 @@
-"""What every training family shares: batch splitting, latents and padding masks from a batch, and one
-``configure_optimizers`` body over named optimizer groups (``training.optimizer_configs``).
+"""What every training family shares: batch splitting, latents and padding masks from a batch, one
+``configure_optimizers`` body over named optimizer groups (``training.optimizer_configs``) and the losses a
+bottleneck contributes (autoencoders and diffusion autoencoders).
 
 Family modules (``autoencoders``, ``diffusion``, ``diffusion_cond``, ``arc``, ``lm``) import from here and never from
 each other (see ``docs/architecture.md``).
@@ -13,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottleneck, RVQVAEBottleneck, VAEBottleneck,
+                                 WassersteinBottleneck)
+from .losses import ValueLoss
 from .utils import create_optimizer_from_config, create_scheduler_from_config
 
 __all__ = ["split_batch", "encode_to_latents", "padding_masks_from_metadata", "swapped_child", "adam_configs",
-           "build_optimizers", "OptimizerGroupsMixin"]
+           "build_optimizers", "OptimizerGroupsMixin", "create_loss_modules_from_bottleneck"]
 
 OPTIMIZER_CONFIGS_PATH = "training.optimizer_configs"
 
@@ -151,3 +155,19 @@ class OptimizerGroupsMixin:
             return None
         schedulers = self.lr_schedulers()
         return schedulers[index] if isinstance(schedulers, list) else schedulers
+
+
+def create_loss_modules_from_bottleneck(bottleneck: nn.Module, loss_config: Mapping) -> List[nn.Module]:
+    """The regularisation losses a bottleneck contributes (kl, quantizer, codebook/commitment, mmd)."""
+    weights = (loss_config.get("bottleneck") or {}).get("weights", {})
+    losses: List[nn.Module] = []
+    if isinstance(bottleneck, (VAEBottleneck, DACRVQVAEBottleneck, RVQVAEBottleneck)):
+        losses.append(ValueLoss(key="kl", weight=weights.get("kl", 1e-6), name="kl_loss"))
+    if isinstance(bottleneck, (RVQBottleneck, RVQVAEBottleneck)):
+        losses.append(ValueLoss(key="quantizer_loss", weight=1.0, name="quantizer_loss"))
+    if isinstance(bottleneck, (DACRVQBottleneck, DACRVQVAEBottleneck)):
+        losses.append(ValueLoss(key="vq/codebook_loss", weight=1.0, name="codebook_loss"))
+        losses.append(ValueLoss(key="vq/commitment_loss", weight=0.25, name="commitment_loss"))
+    if isinstance(bottleneck, WassersteinBottleneck):
+        losses.append(ValueLoss(key="mmd", weight=weights.get("mmd", 100), name="mmd_loss"))
+    return losses

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.common import Profiler
-from .common import (OptimizerGroupsMixin, adam_configs, encode_to_latents, padding_masks_from_metadata, split_batch,
-                     swapped_child)
+from .common import (OptimizerGroupsMixin, adam_configs, create_loss_modules_from_bottleneck, encode_to_latents,
+                     padding_masks_from_metadata, split_batch, swapped_child)
 from .diffusion_cond import DiffusionCondTrainingWrapper
 from .diffusion_demos import (DiffusionAutoencoderDemoCallback, DiffusionCondDemoCallback,
                               DiffusionCondInpaintDemoCallback, DiffusionUncondDemoCallback)
 from .ema import EMA
+from .export import save_unwrapped
 from .losses import AuralossLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss
 from .timesteps import TimestepSampler, noise_inputs
 
@@ -96,8 +97,6 @@ class DiffusionUncondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
 
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the ``DiffusionModelWrapper`` with the EMA backbone (keys ``model.*``, ``pretransform.*``)."""
-        from .export import save_unwrapped
-
         with swapped_child(self.diffusion, "model", self.diffusion_ema.ema_model):
             save_unwrapped(self.diffusion, path, use_safetensors)
 
@@ -124,8 +123,6 @@ class DiffusionAutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModu
         self.timestep_sampler = TimestepSampler("uniform")
         loss_modules = [MSELoss("v", "targets", weight=1.0, name="mse_loss")]
         if model.bottleneck is not None:
-            from .autoencoders import create_loss_modules_from_bottleneck
-
             loss_modules += create_loss_modules_from_bottleneck(model.bottleneck, {})
         self.use_reconstruction_loss = use_reconstruction_loss
         if use_reconstruction_loss:
@@ -188,6 +185,4 @@ class DiffusionAutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModu
 
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the EMA copy of the diffusion autoencoder."""
-        from .export import save_unwrapped
-
         save_unwrapped(self.diffae_ema.ema_model, path, use_safetensors)

@@ -23,6 +23,7 @@ from torch import nn
 from ..models.inpainting import random_inpaint_mask
 from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 from .ema import EMA
+from .export import save_unwrapped
 from .losses import MSELoss, MultiLoss
 from .timesteps import TimestepSampler, noise_inputs
 
@@ -204,8 +205,6 @@ class DiffusionCondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the conditioned model (EMA backbone when EMA is used): keys ``model.*``, ``conditioner.*``,
         ``pretransform.*``."""
-        from .export import save_unwrapped
-
         ema = self.diffusion_ema.ema_model if self.diffusion_ema is not None else None
         with swapped_child(self.diffusion, "model", ema):
             save_unwrapped(self.diffusion, path, use_safetensors)

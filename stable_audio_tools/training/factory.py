@@ -12,6 +12,9 @@ from torch import nn
 
 from ..families import BuilderTable, get_model_family, resolve_builder
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..models.factory import create_model_from_config
+from ..models.utils import load_ckpt_state_dict
+from .autoencoders import AutoencoderTrainingWrapper
 from .demo_callbacks import create_demo_callback_from_config
 
 __all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS", "create_autoencoder_training_wrapper",
@@ -26,10 +29,6 @@ def create_autoencoder_training_wrapper(model_config: Mapping, model: nn.Module,
                                        **overrides: Any) -> pl.LightningModule:
     """The ``autoencoder`` training-wrapper builder: ``AutoencoderTrainingWrapper`` from ``training`` (with an
     optional frozen teacher loaded from ``teacher_model`` / ``teacher_model_ckpt``)."""
-    from ..models.factory import create_model_from_config
-    from ..models.utils import load_ckpt_state_dict
-    from .autoencoders import AutoencoderTrainingWrapper
-
     warn_unknown_keys(training, AUTOENCODER_TRAINING_KEYS, "training")
     if "learning_rate" not in training and "optimizer_configs" not in training:
         raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given")

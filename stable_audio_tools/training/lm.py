@@ -33,6 +33,7 @@ from torch import nn
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
 from .common import OptimizerGroupsMixin, padding_masks_from_metadata, split_batch
 from .ema import EMA
+from .export import save_unwrapped
 from .lm_demos import AudioLanguageModelDemoCallback
 
 __all__ = [
@@ -219,8 +220,6 @@ class AudioLanguageModelTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the bare LM (the EMA copy when there is one): keys ``pretransform.*``, ``lm.*``,
         ``conditioner.*``."""
-        from .export import save_unwrapped
-
         model = self.model_ema.ema_model if self.model_ema is not None else self.model
         save_unwrapped(model, path, use_safetensors)
 
