@@ -477,7 +477,7 @@ SUPPORTED_DATASET_TYPES: Tuple[str, ...] = tuple(DATASET_TYPES)
 
 def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, sample_size: int, sample_rate: int,
                                   audio_channels: int = 2, num_workers: int = 4, shuffle: bool = True) -> DataLoader:
-    """Build the training/validation DataLoader described by a dataset config (SPEC 7.1).
+    """Build the training/validation DataLoader described by a dataset config (see docs/dataset_config.md).
 
     ``audio_channels == 1`` forces mono items, anything else stereo. Batches are
     ``[audio [B, C, sample_size], (info, ...)]`` (see :func:`collation_fn`). ``drop_last``

@@ -1,6 +1,7 @@
 """Pre-encoded latents (``dataset_type: "pre_encoded"``): the dataset that reads ``pre_encode.py``'s output.
 
-Layout (SPEC 1.4 / 7.4): ``<root>/<rank>/<13-digit id>.npy`` holds one item's latents ``[C, L]`` (or
+Layout (see docs/data_formats.md#pre-encoding-with-pre_encodepy, docs/data_formats.md#the-pre_encoded-dataset-type):
+``<root>/<rank>/<13-digit id>.npy`` holds one item's latents ``[C, L]`` (or
 tokens ``[n_q, L]``), ``<id>.json`` beside it the item's metadata with a latent-rate ``padding_mask``
 (0/1 list of length ``L``). ``<root>/filelist.txt``, when present, lists the latent files (relative
 paths, one per line) instead of scanning.

@@ -1,4 +1,5 @@
-"""WebDataset loaders (``dataset_type: "wds"``, or ``"s3"`` for backwards compatibility), SPEC 7.6.
+"""WebDataset loaders (``dataset_type: "wds"``, or ``"s3"`` for backwards compatibility), see
+docs/data_formats.md#webdataset-shards-wds--s3.
 
 Sources are directories of local ``.tar`` shards (``path``) or S3 prefixes (``s3_path``, optional
 ``profile``). S3 shards are listed with ``aws s3 ls`` and streamed through ``pipe:aws s3 cp <url> -``

@@ -1,4 +1,5 @@
-"""Audio generation with diffusion models (SPEC 6.1-6.3).
+"""Audio generation with diffusion models (see docs/inference.md#text-to-audio-generate_diffusion_cond,
+docs/inference.md#unconditional-models-generate_diffusion_uncond).
 
 ``generate_diffusion_cond`` / ``generate_diffusion_cond_inpaint`` take a ``ConditionedDiffusionModelWrapper``
 and ``generate_diffusion_uncond`` a ``DiffusionModelWrapper``; they return audio ``[batch, channels, samples]``

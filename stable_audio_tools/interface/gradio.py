@@ -1,4 +1,4 @@
-"""The Gradio demo (SPEC 1.5, 8): model loading, device selection and one UI per model type.
+"""The Gradio demo (see docs/gradio.md): model loading, device selection and one UI per model type.
 
 ``create_ui`` loads a model (a Hugging Face repo id or local directory via ``get_pretrained_model``, or a config
 plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_type``:

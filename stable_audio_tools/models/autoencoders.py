@@ -1,4 +1,5 @@
-"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (SPEC 3.2, 4.7) and
+"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (see
+docs/model_config.md#encoders-and-decoders-type, docs/model_config.md#autoencoder--model) and
 ``DiffusionAutoencoder`` (``diffusion_autoencoder`` models: an optional encoder/decoder pair whose latents
 condition a diffusion decoder through input concatenation).
 

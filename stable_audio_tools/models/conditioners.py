@@ -1,4 +1,5 @@
-"""Conditioners: per-item metadata -> conditioning tensors for diffusion models and LMs (SPEC 3.5, 4.14).
+"""Conditioners: per-item metadata -> conditioning tensors for diffusion models and LMs (see
+docs/diffusion.md#conditioners-modelconditioning).
 
 Every conditioner maps the list of one metadata field over a batch to ``[embeddings, mask]``
 (``forward(values, device)``). :class:`MultiConditioner` runs one conditioner per id on a batch of
@@ -365,7 +366,7 @@ def _build_audio_conditioner(cls: type, config: Mapping, cond_dim: int, model_pr
 def create_multi_conditioner_from_conditioning_config(config: Mapping[str, Any], pretransform: Optional[nn.Module] = None,
                                                       path: str = "model.conditioning") -> MultiConditioner:
     """Build a :class:`MultiConditioner` from ``{configs: [{id, type, config}], cond_dim, default_keys?,
-    pre_encoded_keys?}`` (SPEC 3.5).
+    pre_encoded_keys?}`` (see docs/diffusion.md#conditioners-modelconditioning).
 
     Each conditioner gets ``output_dim = cond_dim`` unless its ``config`` sets ``output_dim``.
     ``pretransform`` is the model's pretransform, used by ``pretransform`` / ``source_mix`` conditioners

@@ -1,5 +1,5 @@
-"""Diffusion model wrappers and the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` factories (SPEC 2.3, 2.4,
-3.6, 4.12 wrappers, 4.17).
+"""Diffusion model wrappers and the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` factories (see
+docs/diffusion.md for the configs and backbones, docs/inference.md for the root objects).
 
 ``ConditionedDiffusionModelWrapper`` is what ``create_model_from_config`` returns for conditional models: it owns
 the backbone (``model``), the ``conditioner`` and the ``pretransform`` (checkpoint prefixes ``model.model.*``,
@@ -165,7 +165,8 @@ def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
 
 
 class ConditionedDiffusionModelWrapper(nn.Module):
-    """Root of ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (SPEC 4.17)."""
+    """Root of ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (see
+    docs/inference.md#loading-a-model-get_pretrained_model)."""
 
     def __init__(self, model: nn.Module, conditioner: Optional[nn.Module], io_channels: int, sample_rate: int,
                  min_input_length: int, diffusion_objective: str = "v", pretransform: Optional[nn.Module] = None,
@@ -282,7 +283,8 @@ _DIFFUSION_KEYS = ("type", "config", "diffusion_objective", "cross_attention_con
 
 
 def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionModelWrapper:
-    """``diffusion_cond`` / ``diffusion_cond_inpaint`` (SPEC 2.4)."""
+    """``diffusion_cond`` / ``diffusion_cond_inpaint`` (see
+    docs/diffusion.md#diffusion_cond-and-diffusion_cond_inpaint--model)."""
     from .conditioners import create_multi_conditioner_from_conditioning_config
 
     model_config = require_mapping(require(config, "model", ""), "model")

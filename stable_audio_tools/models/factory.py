@@ -1,4 +1,5 @@
-"""Model factory: JSON model config -> ``nn.Module`` (SPEC 2, 3.1, 3.4).
+"""Model factory: JSON model config -> ``nn.Module`` (see docs/model_config.md,
+docs/model_config.md#pretransforms-modelpretransform).
 
 Configs are never mutated. Errors are :class:`~stable_audio_tools.models.config.ConfigError` naming the
 JSON path of the bad key.
@@ -79,7 +80,8 @@ def create_model_from_config_path(model_config_path: Union[str, os.PathLike]) ->
 
 def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: int,
                                     path: str = "model.pretransform") -> nn.Module:
-    """Build a pretransform from ``{"type", "config", "enable_grad"?, ...}`` (SPEC 3.4).
+    """Build a pretransform from ``{"type", "config", "enable_grad"?, ...}`` (see
+    docs/model_config.md#pretransforms-modelpretransform).
 
     The result is in eval mode with ``requires_grad`` = ``enable_grad`` (default False).
     """

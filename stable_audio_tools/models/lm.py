@@ -1,4 +1,5 @@
-"""Multi-codebook audio language model and the ``lm`` model type (SPEC 2.6, 4.15, 6.6).
+"""Multi-codebook audio language model and the ``lm`` model type (see
+docs/training.md#audio-language-models-model_type-lm, docs/inference.md).
 
 * :class:`AudioLanguageModel` — per-codebook embeddings (``embeds.{q}``, ``codebook_size + 1``
   entries, the last one the special/masked token), a backbone (``backbone``) and per-codebook
@@ -14,8 +15,8 @@ Codes are always ``[B, num_quantizers, T]`` int64 here; the autoencoder pretrans
 ``tokenize`` / ``decode_tokens`` convert bottlenecks whose tokens are ``[B, T, Q]`` (rvq,
 dithered_fsq).
 
-Differences from upstream, whose LM path crashes at HEAD (SPEC 9.3 #4): the batch-size consistency
-check is real (a ``ValueError`` on mismatching inputs); ``top_k`` larger than the codebook keeps every
+Differences from upstream, whose LM path crashes at HEAD (see docs/compatibility.md#upstream-quirks): the
+batch-size consistency check is real (a ``ValueError`` on mismatching inputs); ``top_k`` larger than the codebook keeps every
 token; generation uses a per-layer KV cache with the ``continuous_transformer`` backbone
 (``use_cache=True``; upstream recomputes the whole prefix at every step, the tokens are the same);
 ``seed`` makes sampling reproducible (a dedicated ``torch.Generator``); ``init_audio`` prompts are
@@ -64,7 +65,8 @@ class LMOutput:
 
 
 class AudioLanguageModel(nn.Module):
-    """Embeddings + backbone + output heads over a codebook pattern (SPEC 4.15)."""
+    """Embeddings + backbone + output heads over a codebook pattern (see
+    docs/training.md#audio-language-models-model_type-lm)."""
 
     def __init__(self, pattern_provider: CodebooksPatternProvider, backbone: AudioLMBackbone, num_quantizers: int,
                  codebook_size: int) -> None:
@@ -123,7 +125,8 @@ def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
 
 
 class AudioLanguageModelWrapper(nn.Module):
-    """Root of an ``lm`` model: pretransform, conditioner and LM (SPEC 4.15, 4.17)."""
+    """Root of an ``lm`` model: pretransform, conditioner and LM (see
+    docs/training.md#audio-language-models-model_type-lm, docs/inference.md#loading-a-model-get_pretrained_model)."""
 
     def __init__(self, pretransform: nn.Module, lm: AudioLanguageModel, sample_rate: int, min_input_length: int,
                  conditioner: Optional[nn.Module] = None, cross_attn_cond_ids: Sequence[str] = (),
@@ -266,7 +269,7 @@ class AudioLanguageModelWrapper(nn.Module):
                  cross_attn_use_cfg: bool = True, prepend_use_cfg: bool = True, global_use_cfg: bool = True,
                  init_audio: Optional[torch.Tensor] = None, seed: int = -1,
                  disable_tqdm: bool = False) -> torch.Tensor:
-        """Generate codes ``[B, Q, max_gen_len]`` (SPEC 6.6).
+        """Generate codes ``[B, Q, max_gen_len]`` (see docs/inference.md).
 
         Args:
             max_gen_len: length in code frames (``audio samples / pretransform.downsampling_ratio``).
@@ -345,7 +348,8 @@ _LM_KEYS = ("type", "config", "codebook_pattern", "cross_attention_cond_ids", "p
 
 
 def create_audio_lm_from_config(config: Mapping[str, Any]) -> AudioLanguageModelWrapper:
-    """``model_type: lm`` (SPEC 2.6): ``model.pretransform`` (discrete, required), ``model.conditioning``,
+    """``model_type: lm`` (see docs/training.md#audio-language-models-model_type-lm): ``model.pretransform``
+    (discrete, required), ``model.conditioning``,
     ``model.lm`` {type, config, codebook_pattern, cross_attention_cond_ids, prepend_cond_ids, global_cond_ids}."""
     from .conditioners import create_multi_conditioner_from_conditioning_config
     from .factory import create_pretransform_from_config

@@ -1,4 +1,4 @@
-"""Backbones of the audio language model (SPEC 3.7, 4.15).
+"""Backbones of the audio language model (see docs/training.md#audio-language-models-model_type-lm).
 
 A backbone maps the summed codebook embeddings ``[B, S, embed_dim]`` (plus conditioning) to hidden
 states ``[B, S, embed_dim]``; patterns, embeddings and output heads live in
@@ -12,8 +12,8 @@ states ``[B, S, embed_dim]``; patterns, embeddings and output heads live in
 * :class:`XTransformersAudioLMBackbone` (``lm.type = "x_transformers"``): an x-transformers
   ``Decoder`` (flash attention, rotary, SwiGLU); needs ``pip install x-transformers``.
 
-Fixes over upstream (whose LM path crashes at HEAD, SPEC 9.3 #4): the padding ``mask`` and
-``prepend_cond_mask`` are accepted and not forwarded into the transformer blocks (which take no
+Fixes over upstream (whose LM path crashes at HEAD, see docs/compatibility.md#upstream-quirks): the padding ``mask``
+and ``prepend_cond_mask`` are accepted and not forwarded into the transformer blocks (which take no
 masks; with causal attention trailing padding cannot influence earlier positions and the training
 loss masks it out); a missing cross-attention projection is an ``Identity`` that is never indexed;
 ``global_cond`` reaches the ContinuousTransformer, so a config with ``global_cond_dim`` gets adaLN

@@ -1,4 +1,5 @@
-"""Local-attention transformer encoder / decoder (``type: "local_attn"``, SPEC 3.2 and 9.3 item 5).
+"""Local-attention transformer encoder / decoder (``type: "local_attn"``, see
+docs/model_config.md#encoders-and-decoders-type and docs/compatibility.md#upstream-quirks).
 
 Upstream's ``TransformerEncoder1D`` / ``TransformerDecoder1D`` cannot run: their local transformer
 passes ``natten_kernel_size`` to an ``Attention`` that no longer accepts it (TypeError), NATTEN

@@ -1,4 +1,5 @@
-"""Pretransforms: fixed or frozen transforms applied before an encoder / diffusion model (SPEC 3.4, 4.8).
+"""Pretransforms: fixed or frozen transforms applied before an encoder / diffusion model (see
+docs/model_config.md#pretransforms-modelpretransform).
 
 Every pretransform exposes ``enable_grad``, ``io_channels``, ``is_discrete``, ``encoded_channels`` and
 ``downsampling_ratio`` and the methods ``encode`` / ``decode`` (continuous latents) and ``tokenize`` /
@@ -286,7 +287,8 @@ class PretrainedDACPretransform(Pretransform):
         return self.model.encode(x)[1]
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        # from_codes returns (z_q, z_p, codes); upstream passed the whole tuple to decode (SPEC 9.3 #4).
+        # from_codes returns (z_q, z_p, codes); upstream passed the whole tuple to decode (see
+        # docs/compatibility.md#upstream-quirks).
         latents = self.model.quantizer.from_codes(tokens)[0]
         return self.model.decode(latents)
 

@@ -1,4 +1,4 @@
-"""Token sampling helpers for the audio LM (SPEC 9.1; AudioCraft semantics).
+"""Token sampling helpers for the audio LM (see docs/compatibility.md; AudioCraft semantics).
 
 * :func:`multinomial` — ``torch.multinomial`` over the last dimension of a tensor of any rank; one
   sample uses the exponential-race trick ``argmax(p / E)``, ``E ~ Exp(1)``.

@@ -1,4 +1,5 @@
-"""TAAE: the transformer autoencoder's encoder and decoder (``type: "taae"``, SPEC 4.6).
+"""TAAE: the transformer autoencoder's encoder and decoder (``type: "taae"``, see
+docs/model_config.md#encoders-and-decoders-type).
 
 Each :class:`TAAEBlock` pairs a strided (transposed) weight-normed convolution with a stack of
 :class:`~stable_audio_tools.models.transformer.TransformerBlock` s (``dim_heads`` 128, rotary,

@@ -1,4 +1,5 @@
-"""ContinuousTransformer and TransformerBlock (SPEC 4.11), the backbone of the DiT and TAAE.
+"""ContinuousTransformer and TransformerBlock (see docs/diffusion.md#dit-the-diffusiontransformer), the backbone of
+the DiT and TAAE.
 
 State-dict names equal upstream's, including the persistent buffers (``rotary_pos_emb.inv_freq``,
 ``rope.inv_freq``, the bias-free LayerNorm's ``beta``), so released checkpoints load strictly.
@@ -384,7 +385,8 @@ def warn_if_cross_attention_ignores_context(transformer: "ContinuousTransformer"
 
 
 class ContinuousTransformer(nn.Module):
-    """Stack of :class:`TransformerBlock` on continuous ``[b, n, dim_in]`` sequences (SPEC 4.11).
+    """Stack of :class:`TransformerBlock` on continuous ``[b, n, dim_in]`` sequences (see
+    docs/diffusion.md#dit-the-diffusiontransformer).
 
     Children (registration order as upstream): ``layers``, ``project_in``/``project_out``
     (bias-free Linear or Identity), ``rotary_pos_emb`` (RotaryEmbedding(max(dim_heads // 2, 32))),

@@ -1,4 +1,5 @@
-"""ARC (Adversarial Relativistic-Contrastive) post-training of rectified-flow DiT models (SPEC 5.7).
+"""ARC (Adversarial Relativistic-Contrastive) post-training of rectified-flow DiT models (see
+docs/diffusion.md#arc-post-training-trainingarc).
 
 The student (a ``diffusion_cond`` model) is trained against a discriminator made of a DiT backbone (hidden
 states of layer ``dit_hidden_layer``) and a small head (:mod:`stable_audio_tools.models.arc`); even global steps train

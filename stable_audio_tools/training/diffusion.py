@@ -1,4 +1,5 @@
-"""Lightning training wrappers for ``diffusion_uncond`` and ``diffusion_autoencoder`` models (SPEC 5.2, 5.5).
+"""Lightning training wrappers for ``diffusion_uncond`` and ``diffusion_autoencoder`` models (see
+docs/diffusion.md#training).
 
 As upstream's ``training/diffusion.py``, this module also exposes the ``diffusion_cond`` wrapper
 (:mod:`.diffusion_cond`), the diffusion demo callbacks (:mod:`.diffusion_demos`), the batch helpers every wrapper
@@ -12,7 +13,7 @@ Differences from upstream (checkpoint keys and numerics unchanged):
   hard-coded CUDA autocast);
 * ``export_model`` restores the online model after saving (upstream left the EMA model swapped in);
 * the diffusion autoencoder's reconstruction loss also works without a pretransform (upstream silently
-  skipped it), and its decoder path follows the model's ``decoder`` (SPEC 9.3 item 14).
+  skipped it), and its decoder path follows the model's ``decoder`` (see docs/compatibility.md#upstream-quirks).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Lightning training wrapper for ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (SPEC 5.4).
+"""Lightning training wrapper for ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (see
+docs/diffusion.md#diffusion_cond--diffusion_cond_inpaint-training).
 
 Differences from upstream (checkpoint keys and numerics unchanged):
 

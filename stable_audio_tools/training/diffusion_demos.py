@@ -1,9 +1,11 @@
-"""Demo callbacks of the diffusion model types (SPEC 5.8), built on :class:`~.demo_callbacks.DemoCallbackBase`.
+"""Demo callbacks of the diffusion model types (see docs/diffusion.md#demos-trainingdemo), built on
+:class:`~.demo_base.DemoCallbackBase`.
 
 Generated audio is peak-normalised, saved as ``<prefix>_<step:08>.wav`` under the run's media folder and
 logged with a mel spectrogram of its left channel. Differences from upstream: the inpainting demo generates
-with the EMA model when there is one (upstream used the online model, SPEC 9.3 item 11); a demo that fails is
-reported and training continues; mixes of conditioning audio and generations are trimmed/broadcast to a common
+with the EMA model when there is one (upstream used the online model, see docs/compatibility.md#upstream-quirks); a
+demo that fails is reported and training continues; mixes of conditioning audio and generations are trimmed/broadcast
+to a common
 shape.
 """
 from __future__ import annotations

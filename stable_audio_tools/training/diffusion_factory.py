@@ -174,7 +174,8 @@ def _build_arc_model(config: Mapping, ckpt: Optional[str], path: str) -> nn.Modu
 
 def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                        clip_grad_norm: Optional[float] = None) -> pl.LightningModule:
-    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (SPEC 5.7).
+    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (see
+    docs/diffusion.md#arc-post-training-trainingarc).
 
     ``clip_grad_norm`` (from ``train.py --gradient-clip-val``) overrides ``training.clip_grad_norm`` when > 0.
     """

@@ -1,4 +1,4 @@
-"""Training-wrapper factory: model config + model -> LightningModule (SPEC 5).
+"""Training-wrapper factory: model config + model -> LightningModule (see docs/training.md).
 
 As upstream's ``training/factory.py``, this module also exposes ``create_demo_callback_from_config``
 (:mod:`.demo_callbacks`).

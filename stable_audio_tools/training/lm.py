@@ -1,4 +1,5 @@
-"""Lightning training wrapper for ``lm`` models (multi-codebook audio language models, SPEC 5.6).
+"""Lightning training wrapper for ``lm`` models (multi-codebook audio language models, see
+docs/training.md#audio-language-models-model_type-lm).
 
 The LM learns to predict the discrete tokens of its (frozen) pretransform: for every codebook, a masked
 cross-entropy between the pattern-reverted logits and the codes, averaged over the codebooks.
@@ -226,7 +227,8 @@ class AudioLanguageModelTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule
 
 def create_lm_training_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                **overrides: Any) -> pl.LightningModule:
-    """``AudioLanguageModelTrainingWrapper`` from ``model_config["training"]`` (SPEC 2.6): ``learning_rate``
+    """``AudioLanguageModelTrainingWrapper`` from ``model_config["training"]`` (see
+    docs/training.md#audio-language-models-model_type-lm): ``learning_rate``
     or ``optimizer_configs`` (group ``lm``; wins with a warning when both are set), ``use_ema`` (false),
     ``pre_encoded`` (false), ``cfg_dropout_prob`` (0.1). ``overrides`` go to the wrapper."""
     from .diffusion_factory import _bool, _learning_rate, _number, _optimizer_configs

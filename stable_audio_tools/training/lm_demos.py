@@ -1,4 +1,5 @@
-"""Demo callback of ``lm`` models (SPEC 5.8, last bullet), built on :class:`~.demo_callbacks.DemoCallbackBase`.
+"""Demo callback of ``lm`` models (see docs/diffusion.md#demos-trainingdemo), built on
+:class:`~.demo_base.DemoCallbackBase`.
 
 For each CFG scale the language model generates ``num_demos`` token sequences covering ``sample_size`` audio
 samples, the pretransform decodes them, and the items are concatenated along time, peak-normalised and saved

@@ -1,4 +1,5 @@
-"""Training-time noise levels and diffusion objectives (SPEC 5.3, 5.4 steps 4-6, 5.7 ``noise_dist``).
+"""Training-time noise levels and diffusion objectives (see docs/diffusion.md#training,
+docs/diffusion.md#diffusion_cond--diffusion_cond_inpaint-training, docs/diffusion.md#arc-post-training-trainingarc).
 
 ``TimestepSampler`` draws the per-item diffusion time ``t`` in [0, 1]; ``noise_inputs`` mixes clean data and
 noise at ``t`` and returns the regression target of the model's objective.
@@ -109,7 +110,7 @@ def alphas_sigmas(t: torch.Tensor, objective: str) -> "tuple[torch.Tensor, torch
 
 def noise_inputs(x0: torch.Tensor, t: torch.Tensor, objective: str,
                  noise: Optional[torch.Tensor] = None) -> NoisedInputs:
-    """Noise ``x0 [B, C, L]`` to per-item times ``t [B]`` and compute the target (SPEC 5.3).
+    """Noise ``x0 [B, C, L]`` to per-item times ``t [B]`` and compute the target (see docs/diffusion.md#training).
 
     ``v``: ``x_t = α x0 + σ ε``, target ``α ε − σ x0``; ``rectified_flow`` / ``rf_denoiser``:
     ``x_t = (1 − t) x0 + t ε``, target ``ε − x0``.

@@ -1,4 +1,4 @@
-"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), SPEC 8.
+"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), see docs/gradio.md.
 
 One "Generation" tab: prompt and negative prompt, timing sliders (when the model has ``seconds_start`` /
 ``seconds_total`` conditioners), steps, CFG scale, sampler parameters (seed, CFG interval and rescale, sampler type,

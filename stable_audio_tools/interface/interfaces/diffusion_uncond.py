@@ -1,4 +1,4 @@
-"""Gradio UI for unconditional diffusion models (``diffusion_uncond``), SPEC 8.
+"""Gradio UI for unconditional diffusion models (``diffusion_uncond``), see docs/gradio.md.
 
 Controls: Generate, steps, sampler parameters (seed, sampler type, sigma min/max) and an "Init audio" accordion
 ("Use init audio", the audio, its noise level); outputs audio, a spectrogram and "Send to init audio". The handler
