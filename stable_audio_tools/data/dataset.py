@@ -1,23 +1,6 @@
 """Local audio datasets (``dataset_type: "audio_dir"``), collation and the dataloader factory.
 
-Differences from upstream, all deliberate:
-
-* Broken items never crash or stall an epoch, and are never replaced silently: an unreadable,
-  undecodable, empty or too short, non-finite or completely silent file is skipped with one warning
-  naming it and the reason (per process), remembered in :attr:`SampleDataset.unusable` and replaced
-  by another item whose metadata records the skip; the loader logs the count per reason every epoch
-  (:mod:`.skips`). ``pre_encode.py`` never replaces an item. When every file is unusable a
-  ``RuntimeError`` is raised instead of retrying forever (upstream recursed until ``RecursionError``).
-* Every item uses its own ``random.Random`` seeded from torch's generator, so crops and phase flips
-  are reproducible under ``pl.seed_everything(seed, workers=True)`` and differ between workers.
-* Config mistakes raise :class:`~stable_audio_tools.models.config.ConfigError` naming the JSON path
-  (``datasets[0].path``) and the fix; unused keys produce a warning; the config is never mutated.
-* ``persistent_workers`` only with ``num_workers > 0`` and ``pin_memory`` only when CUDA is
-  available (upstream always set both, which fails with ``num_workers=0``).
-* File lists are sorted per source (``os.scandir`` order is filesystem dependent), ``.aiff`` is
-  accepted besides ``.aif``, and custom metadata modules are reloaded by path inside each worker,
-  so they work with the ``spawn`` start method too; every process logs which module file it executes.
-* ``min_length_sec`` (optional) skips files shorter than that.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsdatadataset.
 """
 from __future__ import annotations
 

@@ -6,22 +6,7 @@ tokens ``[n_q, L]``), ``<id>.json`` beside it the item's metadata with a latent-
 (0/1 list of length ``L``). ``<root>/filelist.txt``, when present, lists the latent files (relative
 paths, one per line) instead of scanning.
 
-Differences from upstream, all deliberate:
-
-* A random latent crop updates ``seconds_start`` (upstream kept the uncropped start, so timing
-  conditioning saw the wrong offset; upstream PR 219). The latent frame rate comes from the item
-  JSON (``sample_rate`` and ``downsampling_ratio``, both written by our ``pre_encode.py``) or, for
-  older data, from ``<root>/details.json`` (``sample_size`` / uncropped latent length) and the item's
-  ``sample_rate``. Without either, ``seconds_start`` is left as it was and one warning says so.
-* The crop window may end on the last real frame (upstream's window stopped one frame short), and
-  latents shorter than ``latent_crop_length`` are zero-padded (padding mask 0) instead of producing
-  batches that cannot be stacked.
-* Broken items (missing or unreadable JSON, unreadable or misshapen ``.npy``, NaN/inf latents) are
-  skipped with one warning each and replaced by another item whose metadata records the skip; the
-  loader logs the count per reason every epoch (:mod:`.skips`). When no item can be used, or every
-  item is filtered out, a ``RuntimeError`` says why instead of recursing forever.
-* ``latent_crop_length`` placed inside a ``datasets`` entry (as upstream's docs once showed) is
-  reported with a warning naming the top-level key that is read.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsdatapre_encoded.
 """
 from __future__ import annotations
 

@@ -6,14 +6,7 @@ and ``generate_diffusion_uncond`` a ``DiffusionModelWrapper``; they return audio
 (or latents with ``return_latents=True``). Extra keywords go to the sampler: ``sampler_type``, ``sigma_min``,
 ``sigma_max``, ``rho``, ``cfg_interval``, ``scale_phi``, ``callback``, ``disable_tqdm`` ...
 
-Differences from upstream (behaviour for valid calls is unchanged):
-- ``device=None`` (default) means the device of the model's parameters (upstream defaulted to "cuda", which
-  crashes on CPU-only machines); pass ``device`` explicitly to override.
-- ``seed=-1`` picks a random seed and logs it with ``logging`` (upstream printed it).
-- ``generate_diffusion_uncond`` works (upstream read a missing attribute and mis-ordered ``sample_k``'s arguments).
-- ``decode_chunked=True`` decodes long latent sequences in overlapping windows (see
-  :func:`~stable_audio_tools.inference.utils.decode_latents`).
-- Caller-owned ``conditioning_tensors`` dicts are never modified.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinferencegeneration.
 """
 from __future__ import annotations
 

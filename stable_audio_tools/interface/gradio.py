@@ -10,13 +10,7 @@ plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_
 ``lm``                                     language-model generation
 ========================================= ==========================================================
 
-Differences from upstream: half precision is opt-in (``model_half=True``) and only used on CUDA; the device is
-CUDA, else MPS, else CPU (or the one given); a checkpoint that does not fit the config is refused with a
-:class:`CheckpointMismatchError` naming the keys (upstream copied the matching tensors and silently left the
-rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5, under
-the app's :class:`DemoLimits` (upload size, bounded queue, concurrency, file deletion); the handlers enforce the
-per-request limits (steps, seconds, input length, time limit, cancellation when the client goes away).
-:func:`private_gradio_temp_dir` gives the apps built inside it their own upload/cache directory, removed on exit.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinterfacegradio.
 
 Upstream's module-state functions (``generate_uncond``, ``create_lm_ui(model_config)``...) are importable from here
 as deprecated wrappers (:mod:`.legacy`); they use the model :func:`load_model` loaded last.

@@ -12,19 +12,7 @@ tokenizers (``t5``, ``clap_text``, ``clap_audio``, ``phoneme``, ``lut``) live in
 :mod:`stable_audio_tools.models.text_conditioners` (importable from here too); their optional
 dependencies are only imported when such a conditioner is built.
 
-Deviations from upstream (numerics of upstream-trained checkpoints are unchanged):
-
-* :class:`IntConditioner` keeps upstream's indexing (values are clamped to ``[min_val, max_val]`` and
-  used directly as embedding indices, **not** offset by ``min_val``; changing that would shift every
-  embedding of trained models). A value that would index past the table now raises a ValueError
-  explaining this instead of an IndexError.
-* :class:`PretransformConditioner` applies a non-identity ``proj_out`` over the latent channels
-  (upstream applied the Linear over the time axis, which only ran when the latent length happened to
-  equal the channel count). With the default identity projection the output is unchanged.
-* :class:`SourceMixConditioner` takes its dtype from its heads (upstream crashed when ``proj_out``
-  was an Identity) and reports a missing source as a ValueError.
-* :class:`MultiConditioner` unwraps list/tuple values of length 1 only (upstream's operator
-  precedence also took the first element of longer lists).
+Deviations from upstream: see docs/compatibility.md#stable_audio_toolsmodelsconditioners.
 """
 from __future__ import annotations
 

@@ -11,23 +11,7 @@ Work that is identical in both halves (timestep and global embeddings, input con
 projections are bias-free, so the null branch's projected tokens are exact zeros and are not
 recomputed. Results equal upstream's (which recomputes everything on ``2B`` rows) to float rounding.
 
-Differences from upstream (none changes keys or the numerics of configurations that run upstream):
-
-* Cross-attention masks are discarded by default, as upstream (see docs/compatibility.md#upstream-quirks): the
-  released models were trained that way, so padding tokens take part in cross-attention as zero vectors.
-  ``use_cross_attn_mask=True`` (a new, opt-in constructor option for newly trained models) applies
-  the mask exactly through FlexAttention's ``score_mod`` hook that the transformer blocks already
-  expose. FlexAttention has no CPU backward, so training with the mask needs a GPU.
-  Prepend-token masks and the padding ``mask`` stay unused, as upstream.
-* ``timestep_cond_type="input_concat"`` broadcasts the timestep embedding over time (upstream's broadcast
-  crashes; see docs/diffusion.md#dit-the-diffusiontransformer).
-* Invalid options, missing conditioning modules and sequence lengths that are not a multiple of
-  ``patch_size`` raise ``ValueError`` with a remedy instead of crashing later.
-* A cross-attention whose tokens make more key/value heads than there are query heads (e.g.
-  ``project_cond_tokens=False`` with 768-wide T5 tokens over 2 heads of 32 features) is built and
-  run as upstream does, contributing nothing; the build emits one ``ConfigWarning`` naming the keys.
-* ``DiTWrapper``'s ``supports_*`` flags describe the built model (upstream hard-codes them; nothing
-  reads them).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelsdit.
 """
 from __future__ import annotations
 

@@ -15,14 +15,7 @@ Codes are always ``[B, num_quantizers, T]`` int64 here; the autoencoder pretrans
 ``tokenize`` / ``decode_tokens`` convert bottlenecks whose tokens are ``[B, T, Q]`` (rvq,
 dithered_fsq).
 
-Differences from upstream, whose LM path crashes at HEAD (see docs/compatibility.md#upstream-quirks): the
-batch-size consistency check is real (a ``ValueError`` on mismatching inputs); ``top_k`` larger than the codebook keeps every
-token; generation uses a per-layer KV cache with the ``continuous_transformer`` backbone
-(``use_cache=True``; upstream recomputes the whole prefix at every step, the tokens are the same);
-``seed`` makes sampling reproducible (a dedicated ``torch.Generator``); ``init_audio`` prompts are
-tokenized by the pretransform; with ``cfg_scale != 1`` but nothing to guide, the batch is not doubled;
-``train()`` keeps the frozen pretransform in eval mode (upstream let Lightning switch it to training
-mode, where an rvq bottleneck updates its codebooks while tokenizing).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelslm.
 """
 from __future__ import annotations
 

@@ -6,16 +6,7 @@ states of layer ``dit_hidden_layer``) and a small head (:mod:`stable_audio_tools
 the student, odd steps the discriminator. An optional ODE warmup first regresses the student onto a frozen
 teacher's sampling trajectories. Manual optimization.
 
-Differences from upstream (checkpoint keys unchanged):
-
-* the student's EMA is updated after its optimizer step (upstream updated it before, one step stale);
-* generator and discriminator schedulers are independent (upstream used them only when both existed);
-* the contrastive loss rolls prompts on copies of the metadata (upstream rewrote the batch's own metadata
-  dicts, chaining the roll) and trimming trims the padding masks too;
-* in generator steps the real branch of the discriminator runs without autograd (it gets no gradient anyway);
-* ``train/std_data`` is logged (upstream's line was a no-op annotation);
-* gradients are clipped in ``on_before_optimizer_step``, i.e. after mixed-precision unscaling (upstream clipped
-  the still-scaled gradients).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingarc.
 """
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
 """Lightning training wrapper for ``autoencoder`` models (see docs/training.md#autoencoders).
 
-Differences from upstream, all keeping checkpoint names and the generator/discriminator numerics:
-
-* the EMA is updated *after* the generator's optimizer step (upstream updates it before, so its EMA
-  lags one step behind, see docs/compatibility.md#upstream-quirks);
-* on discriminator steps the generator runs without autograd and only the discriminator loss is
-  computed, and on generator steps the discriminator loss is not computed (upstream computes both and
-  throws one away): same values, less work;
-* gradient clipping (``clip_grad_norm``, fed from ``train.py --gradient-clip-val``) is done here, because
-  Lightning's own clipping cannot be used with manual optimization (see docs/compatibility.md#upstream-quirks);
-* teacher distillation losses reach the student through the teacher's frozen decoder (upstream runs
-  those decodes under ``no_grad``, which makes two of its four distillation terms inert);
-* generator and discriminator schedulers are independent (upstream only uses them when both exist).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingautoencoders.
 """
 from __future__ import annotations
 

@@ -5,15 +5,7 @@ As upstream's ``training/diffusion.py``, this module also exposes the ``diffusio
 (:mod:`.diffusion_cond`), the diffusion demo callbacks (:mod:`.diffusion_demos`), the batch helpers every wrapper
 shares (:mod:`.common`) and ``Profiler`` (:mod:`stable_audio_tools.models.common`); ARC is in :mod:`.arc`.
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* the pretransform is put in train mode only if it is trainable (``enable_grad``), in every wrapper
-  (upstream did this for diffusion_cond only; Lightning otherwise switches a frozen autoencoder to train mode);
-* mixed precision comes from the Trainer's ``precision`` (upstream also wrapped the uncond forward in a
-  hard-coded CUDA autocast);
-* ``export_model`` restores the online model after saving (upstream left the EMA model swapped in);
-* the diffusion autoencoder's reconstruction loss also works without a pretransform (upstream silently
-  skipped it), and its decoder path follows the model's ``decoder`` (see docs/compatibility.md#upstream-quirks).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion.
 """
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """Lightning training wrapper for ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (see
 docs/diffusion.md#diffusion_cond--diffusion_cond_inpaint-training).
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* padding masks are only required when something uses them (``mask_padding``, inpainting); items without a
-  ``padding_mask`` count as all real for inpainting;
-* pre-encoded padding masks are resized to the latent length when they differ;
-* ``log_loss_info`` works on a single device (upstream's reshape of the gathered tensors assumed several);
-* validation of an inpainting model draws inpainting masks too (upstream's validation gave the model no
-  inpainting inputs and failed);
-* validation losses are logged with ``self.log`` (so checkpoint callbacks can monitor ``val/avg_loss``).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion_cond.
 """
 from __future__ import annotations
 

@@ -2,11 +2,8 @@
 :class:`~.demo_base.DemoCallbackBase`.
 
 Generated audio is peak-normalised, saved as ``<prefix>_<step:08>.wav`` under the run's media folder and
-logged with a mel spectrogram of its left channel. Differences from upstream: the inpainting demo generates
-with the EMA model when there is one (upstream used the online model, see docs/compatibility.md#upstream-quirks); a
-demo that fails is reported and training continues; mixes of conditioning audio and generations are trimmed/broadcast
-to a common
-shape.
+logged with a mel spectrogram of its left channel.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion_demos.
 """
 from __future__ import annotations
 

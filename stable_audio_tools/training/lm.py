@@ -4,22 +4,7 @@ docs/training.md#audio-language-models-model_type-lm).
 The LM learns to predict the discrete tokens of its (frozen) pretransform: for every codebook, a masked
 cross-entropy between the pattern-reverted logits and the codes, averaged over the codebooks.
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* the pretransform is kept in eval mode while tokenizing (Lightning switches the whole module to train mode,
-  which made an ``rvq`` pretransform update its codebooks and a ``dac_rvq`` one apply quantizer dropout);
-* pre-encoded tokens are brought to ``[batch, codebooks, frames]`` whatever the bottleneck's own layout
-  (``rvq`` and ``dithered_fsq`` store ``[frames, codebooks]``);
-* items without a ``padding_mask`` count as all real (upstream raised a KeyError), and pre-encoded masks
-  (1-element lists) are accepted;
-* ``training.cfg_dropout_prob`` sets the classifier-free-guidance dropout (upstream hard-coded 0.1, the
-  default here);
-* a codebook with no valid target in the batch (possible for very short sequences with the ``delay``
-  pattern) is left out of the average instead of making the loss NaN, and a batch with no valid target at all
-  is skipped with a warning;
-* the cross-entropy is computed in float32 under mixed precision;
-* an optional ``validation_step`` logs ``val/cross_entropy`` and ``val/perplexity`` (no CFG dropout);
-* ``export_model`` writes safetensors with ``save_model`` (upstream's ``save_file`` fails on shared tensors).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstraininglm.
 """
 from __future__ import annotations
 

@@ -5,11 +5,7 @@ For each CFG scale the language model generates ``num_demos`` token sequences co
 samples, the pretransform decodes them, and the items are concatenated along time, peak-normalised and saved
 as ``demo_cfg_{scale}_{step:08}.wav`` with a mel spectrogram of the left channel.
 
-Differences from upstream: the demo conditioning is cut to ``num_demos`` entries (upstream passed the whole
-``demo_cond`` list, so a longer list gave a batch-size mismatch), a model with conditioning but no
-``demo_cond`` is reported when the callback is built (upstream failed at the first demo), and a failing demo
-is logged while training continues (upstream re-raised). Like upstream, demos use the online model, not the
-EMA copy.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstraininglm_demos.
 """
 from __future__ import annotations
 

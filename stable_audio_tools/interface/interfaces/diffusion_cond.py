@@ -6,10 +6,7 @@ sigma schedule), output parameters (file format and naming, spectrogram previews
 infinite radio, auto download), init audio for variations and, for inpainting models, inpaint audio with a mask.
 The handler is :meth:`DiffusionCondInterface.generate` (API name ``generate``, same inputs as upstream).
 
-Differences from upstream: the output is cut to "Seconds total" (upstream's checkbox existed but the cut used an
-integer slice of the whole batch), a length beyond the model's, an empty prompt for a text-conditioned model, an
-unreadable init/inpaint file or a bad seed are reported in the UI, progress is shown while sampling, previews work
-with every sampler, and each request writes its file into its own temporary folder.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinterfaceinterfacesdiffusion_cond.
 """
 from __future__ import annotations
 
