@@ -35,7 +35,6 @@ LAYERS: List[List[Tuple[str, Tuple[str, ...]]]] = [
 KNOWN_CYCLES: Set[FrozenSet[str]] = {
     frozenset(f"{PACKAGE}.models.{m}" for m in ("autoencoders", "conditioners", "diffusion", "factory", "lm",
                                                   "text_conditioners")),
-    frozenset(f"{PACKAGE}.data.{m}" for m in ("dataset", "pre_encoded", "webdataset")),
 }
 
 # Function-level imports inside the package, each with its reason. Optional dependencies are the only lasting
@@ -60,8 +59,6 @@ ALLOWED_FUNCTION_LEVEL: Dict[Tuple[str, str], str] = {
 # Private names imported from another module, until the shared helpers they stand for move (see reasons).
 ALLOWED_PRIVATE_IMPORTS: Dict[Tuple[str, str], str] = {
     ("training.lm", "training.diffusion_factory"): "validators move to stable_audio_tools.config (issue 9)",
-    ("data.pre_encoded", "data.dataset"): "shared dataset helpers move to a common data module",
-    ("data.webdataset", "data.dataset"): "shared dataset helpers move to a common data module",
 }
 
 

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
-from .dataset import (LocalDatasetConfig, _is_within, _require_bool, fast_scandir, make_dataloader, optional_positive,
-                      parse_local_sources)
+from .sources import (LocalDatasetConfig, fast_scandir, is_within, make_dataloader, optional_positive,
+                      parse_local_sources, require_bool)
 from .skips import (BAD_LATENTS, BAD_METADATA, NON_FINITE, PERMISSION_DENIED, REJECTED, TOO_LONG, TOO_SHORT,
                     SkippingDataset, UnusableItem, os_error_reason)
 
@@ -208,7 +208,7 @@ class PreEncodedDataset(SkippingDataset):
 
         for source_cfg, root in zip(self.sources, self._abs_roots):
             fn = source_cfg.custom_metadata_fn
-            if fn is None or not _is_within(os.path.abspath(latent_filename), root):
+            if fn is None or not is_within(os.path.abspath(latent_filename), root):
                 continue
             custom = fn(info, None)
             if not isinstance(custom, Mapping):
@@ -291,11 +291,11 @@ def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, samp
         sources, latent_crop_length=optional_positive(dataset_config, "latent_crop_length", integer=True),
         min_length_sec=optional_positive(dataset_config, "min_length_sec"),
         max_length_sec=optional_positive(dataset_config, "max_length_sec"),
-        random_crop=_require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
+        random_crop=require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
     used_sources = set(dataset._file_source)
     for index, source in enumerate(sources):
         if index not in used_sources:
             raise ConfigError(f"datasets[{index}].path", f"no .{dataset.latent_extension} latent files found under "
                               f"'{source.path}'", "run pre_encode.py with --output-path pointing there first")
-    drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
+    drop_last = require_bool(dataset_config, "drop_last", True, "drop_last")
     return make_dataloader(dataset, batch_size, shuffle, num_workers, drop_last, noun="latent files")

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
-from .dataset import MetadataFn, _require_bool, collation_fn, fast_scandir, load_custom_metadata_fn
+from .sources import MetadataFn, collation_fn, fast_scandir, load_custom_metadata_fn, require_bool
 from .pre_encoded import crop_pre_encoded, latent_frame_seconds
 from .skips import (BAD_LATENTS, BAD_METADATA, LOAD_ERROR, NO_AUDIO, NON_FINITE, REJECTED, SILENT, SkipRecord,
                     SkipReportingDataLoader, UnusableItem, attach_skips, check_audio)
@@ -548,14 +548,14 @@ def create_webdataset_dataloader(dataset_config: Mapping, batch_size: int, sampl
     return WebDatasetDataLoader(
         sources, batch_size=batch_size, sample_size=sample_size, sample_rate=sample_rate, num_workers=num_workers,
         epoch_steps=_positive(dataset_config, "epoch_steps", 2000, integer=True),
-        random_crop=_require_bool(dataset_config, "random_crop", True, "random_crop"),
+        random_crop=require_bool(dataset_config, "random_crop", True, "random_crop"),
         force_channels=force_channels,
-        remove_silence=_require_bool(dataset_config, "remove_silence", False, "remove_silence"),
+        remove_silence=require_bool(dataset_config, "remove_silence", False, "remove_silence"),
         silence_threshold=_pair(dataset_config, "silence_threshold", (0.01, 0.5)),
         max_silence_duration=_positive(dataset_config, "max_silence_duration", 0.25, integer=False),
-        volume_norm=_require_bool(dataset_config, "volume_norm", False, "volume_norm"),
+        volume_norm=require_bool(dataset_config, "volume_norm", False, "volume_norm"),
         volume_norm_param=_pair(dataset_config, "volume_norm_param", (-16, 2)),
-        pre_encoded=_require_bool(dataset_config, "pre_encoded", False, "pre_encoded"),
+        pre_encoded=require_bool(dataset_config, "pre_encoded", False, "pre_encoded"),
         latent_crop_length=_positive(dataset_config, "latent_crop_length", None, integer=True),
-        resampled_shards=_require_bool(dataset_config, "resampled_shards", True, "resampled_shards"),
+        resampled_shards=require_bool(dataset_config, "resampled_shards", True, "resampled_shards"),
     ).data_loader
