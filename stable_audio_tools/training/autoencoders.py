@@ -17,9 +17,10 @@ from .autoencoder_demos import AutoencoderDemoCallback
 from .common import OptimizerGroupsMixin, create_loss_modules_from_bottleneck
 from .ema import EMA
 from .export import save_unwrapped
-from .losses import (AuralossLoss, L1Loss, MelSTFTLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss,
+from .losses import (AuralossLoss, L1Loss, LossWithTarget, MelSTFTLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss,
                      MultiScaleMelSpectrogramLoss, SISDRLoss, STFTLoss, SumAndDifferenceSTFTLoss, ValueLoss)
 from .losses.metrics import PESQMetric
+from .losses.semantic import HubertLoss
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
            "trim_to_shortest",
@@ -144,9 +145,9 @@ class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
         if "mrmel" in loss_config:
             gen_losses.append(self._mrmel_loss(loss_config["mrmel"], f"{lpath}.mrmel"))
         if "hubert" in loss_config:
-            raise ConfigError(f"{lpath}.hubert", "the HuBERT/WavLM feature loss needs torchaudio's pretrained SSL "
-                                                 "bundles, which cannot be loaded in this installation",
-                              "remove the 'hubert' block, or use 'mrmel' for a perceptual loss")
+            hubert = self._hubert_loss(loss_config["hubert"], f"{lpath}.hubert")
+            if hubert is not None:
+                gen_losses.append(hubert)
         time_cfg = require_mapping(require(loss_config, "time", lpath, "{'weights': {'l1': ...}}"), f"{lpath}.time")
         tweights = time_cfg.get("weights", {})
         tdecay = time_cfg.get("decay", 1.0)
@@ -179,6 +180,47 @@ class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
             raise ConfigError(f"{path}.config", f"invalid option: {e}") from None
         return AuralossLoss(module, input_key="decoded", target_key="reals", name="mrmel_loss", weight=weight,
                             decay=cfg.get("decay", 1.0))
+
+    def _hubert_loss(self, cfg: Mapping, path: str) -> Optional[nn.Module]:
+        """Upstream's ``hubert`` block: ``HubertLoss(**config)`` (as ``self.hubert``) between the decoded and the
+        real audio, weighted by ``weights.hubert``; a weight of 0 adds nothing, as upstream."""
+        cfg = require_mapping(cfg, path)
+        weight = require(require(cfg, "weights", path, "{'hubert': ...}"), "hubert", f"{path}.weights")
+        if weight <= 0:
+            return None
+        try:
+            self.hubert = HubertLoss(weight=1.0, **dict(cfg.get("config", {})))
+        except TypeError as e:
+            raise ConfigError(f"{path}.config", f"invalid option: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{path}.config.model_name", str(e)) from None
+        except ValueError as e:
+            raise ConfigError(f"{path}.config.feature_ids", str(e)) from None
+        return LossWithTarget(self.hubert, input_key="decoded", target_key="reals", name="hubert_loss",
+                              weight=weight, decay=cfg.get("decay", 1.0))
+
+    def _frozen_feature_prefixes(self) -> Tuple[str, ...]:
+        return tuple(f"{name}.model." for name, module in self.named_modules(remove_duplicate=False)
+                     if isinstance(module, HubertLoss))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Leave the frozen HuBERT / WavLM / wav2vec 2.0 weights of the ``hubert`` loss out of the checkpoint: they
+        never change and are loaded from their source (a large model would otherwise be stored twice per save)."""
+        prefixes = self._frozen_feature_prefixes()
+        if prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Resume with the feature model just loaded: its weights in the checkpoint, if any (upstream saves them,
+        under torchaudio's names), are replaced by the current ones."""
+        prefixes = self._frozen_feature_prefixes()
+        if prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+            state.update({k: v for k, v in self.state_dict().items() if k.startswith(prefixes)})
 
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
         path = "training.eval_loss_configs"
