@@ -1,18 +1,12 @@
-"""Audio generation with diffusion models (SPEC 6.1-6.3).
+"""Audio generation with diffusion models (see docs/inference.md#text-to-audio-generate_diffusion_cond,
+docs/inference.md#unconditional-models-generate_diffusion_uncond).
 
 ``generate_diffusion_cond`` / ``generate_diffusion_cond_inpaint`` take a ``ConditionedDiffusionModelWrapper``
 and ``generate_diffusion_uncond`` a ``DiffusionModelWrapper``; they return audio ``[batch, channels, samples]``
 (or latents with ``return_latents=True``). Extra keywords go to the sampler: ``sampler_type``, ``sigma_min``,
 ``sigma_max``, ``rho``, ``cfg_interval``, ``scale_phi``, ``callback``, ``disable_tqdm`` ...
 
-Differences from upstream (behaviour for valid calls is unchanged):
-- ``device=None`` (default) means the device of the model's parameters (upstream defaulted to "cuda", which
-  crashes on CPU-only machines); pass ``device`` explicitly to override.
-- ``seed=-1`` picks a random seed and logs it with ``logging`` (upstream printed it).
-- ``generate_diffusion_uncond`` works (upstream read a missing attribute and mis-ordered ``sample_k``'s arguments).
-- ``decode_chunked=True`` decodes long latent sequences in overlapping windows (see
-  :func:`~stable_audio_tools.inference.utils.decode_latents`).
-- Caller-owned ``conditioning_tensors`` dicts are never modified.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinferencegeneration.
 """
 from __future__ import annotations
 
@@ -24,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn.functional import interpolate
 
-from .sampling import sample_k, sample_rf
+from ..models.diffusion import register_generator
+from ..samplers import sample_k, sample_rf
 from .utils import build_mask, decode_latents, prepare_audio
 
 __all__ = ["generate_diffusion_cond", "generate_diffusion_cond_inpaint", "generate_diffusion_uncond",
@@ -291,3 +286,7 @@ def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scal
     sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
                                   sampler_kwargs, device)
     return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+
+
+register_generator("diffusion_uncond", generate_diffusion_uncond)
+register_generator("diffusion_cond", generate_diffusion_cond)

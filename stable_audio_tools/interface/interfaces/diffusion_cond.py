@@ -1,4 +1,4 @@
-"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), SPEC 8.
+"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), see docs/gradio.md.
 
 One "Generation" tab: prompt and negative prompt, timing sliders (when the model has ``seconds_start`` /
 ``seconds_total`` conditioners), steps, CFG scale, sampler parameters (seed, CFG interval and rescale, sampler type,
@@ -6,10 +6,7 @@ sigma schedule), output parameters (file format and naming, spectrogram previews
 infinite radio, auto download), init audio for variations and, for inpainting models, inpaint audio with a mask.
 The handler is :meth:`DiffusionCondInterface.generate` (API name ``generate``, same inputs as upstream).
 
-Differences from upstream: the output is cut to "Seconds total" (upstream's checkbox existed but the cut used an
-integer slice of the whole batch), a length beyond the model's, an empty prompt for a text-conditioned model, an
-unreadable init/inpaint file or a bad seed are reported in the UI, progress is shown while sampling, previews work
-with every sampler, and each request writes its file into its own temporary folder.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinterfaceinterfacesdiffusion_cond.
 """
 from __future__ import annotations
 
@@ -21,7 +18,7 @@ import torch
 from torch import nn
 
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
-from ...inference.sampling import RF_SAMPLER_TYPES
+from ...samplers import sampler_names
 from ..legacy import current_model, delete_files_async
 from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, DemoInterface, OutputWriter, SamplingMonitor,
                      add_output_components, condense_prompt, copy_event_kwargs, model_dtype, single_tab_ui,
@@ -33,10 +30,12 @@ __all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "
            # upstream's module-state functions (deprecated wrappers) and helpers
            "generate_cond", "create_sampling_ui", "delete_files_async", "condense_prompt"]
 
-V_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "dpmpp-2m", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2",
-              "k-dpm-adaptive", "k-dpm-fast", "v-ddim", "v-ddim-cfgpp"]
-RF_SAMPLERS = [s for s in ("euler", "rk4", "dpmpp") if s in RF_SAMPLER_TYPES]
-DENOISER_SAMPLERS = ["pingpong"]
+# The sampler dropdowns come from the sampler registry (stable_audio_tools.samplers.registry, the entries' ``ui``);
+# these constants are the built-in lists at import time.
+V_SAMPLERS = list(sampler_names(ui="v"))
+RF_SAMPLERS = list(sampler_names(ui="rectified_flow"))
+DENOISER_SAMPLERS = list(sampler_names(ui="rf_denoiser"))
+_UI_LIST = {"rectified_flow": "rectified_flow", "rf_denoiser": "rf_denoiser"}
 
 
 class DiffusionCondInterface(DemoInterface):
@@ -61,9 +60,7 @@ class DiffusionCondInterface(DemoInterface):
     @property
     def sampler_types(self) -> List[str]:
         """Sampler choices for the model's diffusion objective."""
-        if self.objective == "rf_denoiser":
-            return DENOISER_SAMPLERS
-        return RF_SAMPLERS if self.objective == "rectified_flow" else V_SAMPLERS
+        return list(sampler_names(ui=_UI_LIST.get(self.objective, "v")))
 
     @property
     def default_steps(self) -> int:
