@@ -68,12 +68,13 @@ def _metadata(model_config: Mapping[str, Any], s: GenerationSettings, seconds_to
 
 
 def _diffusion_kwargs(model: nn.Module, model_config: Mapping[str, Any], s: GenerationSettings, plan: LengthPlan,
-                      seconds_total: float, device: torch.device, callback: Optional[Callable]) -> Dict[str, Any]:
+                      seconds_total: float, device: torch.device, callback: Optional[Callable],
+                      sampler_extras: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = dict(steps=s.steps, batch_size=s.batch_size, sample_size=plan.sample_size, seed=s.seed,
                                   device=device, sampler_type=s.sampler_type, sigma_max=s.sigma_max,
                                   decode_chunked=plan.latent_length > s.decode_chunk_size,
                                   decode_chunk_size=s.decode_chunk_size, decode_overlap=s.decode_overlap,
-                                  callback=callback)
+                                  callback=callback, **dict(sampler_extras or {}))
     if model_objective(model_config) == "v":
         kwargs["sigma_min"] = s.sigma_min
     if model_config.get("model_type") != "diffusion_uncond":
@@ -119,9 +120,12 @@ def _pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: GenerationSettings,
-                   source: Optional[SourceAudio], device: torch.device,
-                   callback: Optional[Callable] = None) -> Tuple[torch.Tensor, LengthPlan]:
-    """Run resolved, checked settings; returns ``(audio [B, C, N] float32 on the CPU, the length plan)``."""
+                   source: Optional[SourceAudio], device: torch.device, callback: Optional[Callable] = None,
+                   sampler_extras: Optional[Mapping[str, Any]] = None) -> Tuple[torch.Tensor, LengthPlan]:
+    """Run resolved, checked settings; returns ``(audio [B, C, N] float32 on the CPU, the length plan)``.
+
+    ``callback`` gets the samplers' per-step dicts; ``sampler_extras`` (e.g. ``rho``, ``cfg_interval``,
+    ``scale_phi``) go to the diffusion generators as further keywords."""
     model_type = model_config.get("model_type")
     sample_rate = int(model_config["sample_rate"])
     if model_type == "lm":
@@ -136,7 +140,7 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
     if s.mode in ("generate", "init"):
         seconds = s.seconds if s.seconds is not None else source.samples / sample_rate
         plan = plan_length(model, model_config, seconds, s.full_window)
-        kwargs = _diffusion_kwargs(model, model_config, s, plan, seconds, device, callback)
+        kwargs = _diffusion_kwargs(model, model_config, s, plan, seconds, device, callback, sampler_extras)
         if s.mode == "init":
             kwargs["init_audio"] = (sample_rate, source.audio)
             kwargs["init_noise_level"] = strength_to_noise_level(s.init_strength, model_objective(model_config),
@@ -151,7 +155,7 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
     aligned, keep, ctx_start, ctx_end = _edit_layout(s, source, model_config)
     total = aligned.shape[-1]
     plan = plan_length(model, model_config, total / sample_rate, s.full_window)
-    kwargs = _diffusion_kwargs(model, model_config, s, plan, total / sample_rate, device, callback)
+    kwargs = _diffusion_kwargs(model, model_config, s, plan, total / sample_rate, device, callback, sampler_extras)
     padded_audio, padded_keep = _pad(aligned, plan.sample_size), _pad(keep, plan.sample_size)
     if model_type == "diffusion_cond_inpaint":
         audio = generate_diffusion_cond_inpaint(model, inpaint_audio=(sample_rate, padded_audio),
