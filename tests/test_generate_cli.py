@@ -208,6 +208,21 @@ def test_init_audio_modes(models, tmp_path):
     assert not np.array_equal(read(inverted), read(noised))
     sidecar = json.loads(inverted.with_suffix(".json").read_text())
     assert sidecar["settings"]["init_mode"] == "invert" and len(sidecar["source_sha256"]) == 64
+    [again] = run("--from-sidecar", inverted.with_suffix(".json"), "--output-dir", tmp_path / "again")
+    np.testing.assert_array_equal(read(again), read(inverted))
+
+
+def test_sidecar_reproduces_a_continuation_and_refuses_a_changed_input(models, tmp_path):
+    source = tmp_path / "prompt.wav"
+    source.write_bytes(models["tone"].read_bytes())
+    [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--continue", source,
+                 "--seconds", 0.1, *FAST, "--output-dir", tmp_path / "a")
+    [again] = run("--from-sidecar", path.with_suffix(".json"), "--output-dir", tmp_path / "b")
+    np.testing.assert_array_equal(read(again), read(path))
+    sf.write(source, np.zeros(100, np.float32), SR)
+    with pytest.raises(SystemExit) as exc:
+        run("--from-sidecar", path.with_suffix(".json"), "--output-dir", tmp_path / "c")
+    assert "changed since the sidecar was written" in str(exc.value.code)
 
 
 def test_unconditional_and_lm_models(models, tmp_path):
