@@ -26,6 +26,7 @@ import torch
 from ..data.utils import load_audio, resample
 from .audio_edit import parse_regions
 from .lengths import check_seconds, model_window
+from .sampling import K_SAMPLER_TYPES, RF_SAMPLER_TYPES, V_SAMPLER_TYPES
 
 __all__ = ["MODES", "GenerationSettings", "read_prompts_file", "resolve_settings", "check_settings",
            "model_objective", "conditioning_ids", "strength_to_noise_level", "output_stem", "sidecar_dict",
@@ -34,9 +35,7 @@ __all__ = ["MODES", "GenerationSettings", "read_prompts_file", "resolve_settings
 MODES = ("generate", "continue", "prepend", "inpaint", "init")
 SIDECAR_VERSION = 1
 PROMPT_FILE_KEYS = ("prompt", "negative_prompt", "seconds", "seed")
-V_SAMPLERS = ("dpmpp-3m-sde", "dpmpp-2m-sde", "dpmpp-2m", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2",
-              "k-dpm-fast", "k-dpm-adaptive", "v-ddim", "v-ddim-cfgpp")
-RF_SAMPLERS = ("euler", "rk4", "dpmpp", "pingpong")
+V_SAMPLERS = K_SAMPLER_TYPES + V_SAMPLER_TYPES
 DEFAULTS = {  # objective -> steps, cfg_scale, sampler_type, sigma_min, sigma_max
     "v": (100, 7.0, "dpmpp-3m-sde", 0.3, 500.0),
     "rectified_flow": (50, 7.0, "euler", None, 1.0),
@@ -246,7 +245,7 @@ def check_settings(s: GenerationSettings, model_config: Mapping[str, Any],
     if objective is not None:
         if s.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {s.steps}")
-        accepted = RF_SAMPLERS if objective != "v" else V_SAMPLERS
+        accepted = RF_SAMPLER_TYPES if objective != "v" else V_SAMPLERS
         if s.sampler_type not in accepted:
             raise ValueError(f"--sampler {s.sampler_type!r} does not fit this {objective!r} model; choose one of "
                              f"{', '.join(accepted)}")
