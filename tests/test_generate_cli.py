@@ -281,3 +281,22 @@ def test_model_flags_and_formats_are_checked(models, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         run("--pretrained-name", models["cond"], "--prompt", "x", "--format", "mp3")
     assert "cannot write MP3" in str(exc.value.code)
+
+
+def test_long_prompt_uses_its_tail_as_context_and_keeps_all_of_it(models, tmp_path):
+    tone = read(models["tone"])  # 0.25 s; the window is 0.512 s, so 0.4 s of new audio leaves 0.112 s of context
+    [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--continue", models["tone"],
+                 "--seconds", 0.4, *FAST, "--output-dir", tmp_path)
+    out = read(path)
+    assert out.shape[-1] == tone.shape[-1] + 3200
+    np.testing.assert_array_equal(out[:, :tone.shape[-1]], tone)
+    assert json.loads(path.with_suffix(".json").read_text())["sample_size"] == 4096  # 896 + 3200 samples
+
+
+@pytest.mark.parametrize("fmt,container", [("ogg", "OGG"), ("mp3", "MP3")])
+def test_lossy_formats_when_libsndfile_has_them(models, tmp_path, fmt, container):
+    if not sf.check_format(container):
+        pytest.skip(f"this libsndfile cannot write {container}")
+    [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--seconds", 0.25, *FAST,
+                 "--format", fmt, "--output-dir", tmp_path)
+    assert path.suffix == f".{fmt}" and sf.info(str(path)).format == container
