@@ -23,9 +23,12 @@ from .flow_samplers import get_alphas_sigmas, linear_time_schedule
 from .k_samplers import get_sigmas_polyexponential
 
 __all__ = ["KnownRegionModel", "latent_keep_mask", "inversion_times", "invert_to_start", "INIT_MODES",
-           "RF_OBJECTIVES"]
+           "RF_OBJECTIVES", "SAMPLER_KEYS"]
 
 INIT_MODES = ("noise", "invert")
+# sampler keywords of sample_k / sample_rf; every other keyword is passed on to the model
+SAMPLER_KEYS = ("sampler_type", "sigma_min", "sigma_max", "rho", "callback", "cond_fn", "disable_tqdm", "device",
+                "dist_shift")
 RF_OBJECTIVES = ("rectified_flow", "rf_denoiser")
 ModelFn = Callable[..., torch.Tensor]
 

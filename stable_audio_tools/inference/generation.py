@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.functional import interpolate
 
-from .editing import INIT_MODES, KnownRegionModel, invert_to_start, inversion_times, latent_keep_mask
+from .editing import INIT_MODES, SAMPLER_KEYS, KnownRegionModel, invert_to_start, inversion_times, latent_keep_mask
 from .sampling import sample_k, sample_rf
 from .utils import build_mask, decode_latents, prepare_audio
 
@@ -253,7 +253,9 @@ def _sample_conditioned(model: nn.Module, noise: torch.Tensor, init: Optional[to
         model_fn = KnownRegionModel(model.model, latents.type(dtype), mask, _objective(model), renoise)
     if init is not None and init_mode == "invert":
         times = inversion_times(_objective(model), steps, sampler_kwargs, noise.shape[-1], dist_shift)
-        init, noise = invert_to_start(model.model, _objective(model), init.type(dtype), times, model_kwargs)
+        model_extras = {k: v for k, v in sampler_kwargs.items() if k not in SAMPLER_KEYS}
+        init, noise = invert_to_start(model.model, _objective(model), init.type(dtype), times,
+                                      {**model_kwargs, **model_extras})
     sampled = _run_sampler(model, noise, init, steps, sampler_kwargs, model_kwargs, device, dist_shift=dist_shift,
                            model_fn=model_fn)
     if torch.device(device).type == "cuda":
