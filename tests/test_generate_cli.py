@@ -300,3 +300,14 @@ def test_lossy_formats_when_libsndfile_has_them(models, tmp_path, fmt, container
     [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--seconds", 0.25, *FAST,
                  "--format", fmt, "--output-dir", tmp_path)
     assert path.suffix == f".{fmt}" and sf.info(str(path)).format == container
+
+
+def test_lm_continuation_keeps_the_prompt(models, tmp_path):
+    tone = read(models["tone"])[:, :200]
+    source = tmp_path / "short.wav"
+    sf.write(source, tone.T, SR, subtype="FLOAT")
+    [path] = run("--pretrained-name", models["lm"], "--continue", source, "--seconds", 0.02, "--seed", 4,
+                 "--top-k", 4, "--output-dir", tmp_path)
+    out = read(path)
+    assert out.shape[-1] == 200 + 160
+    np.testing.assert_array_equal(out[:, :200], tone)

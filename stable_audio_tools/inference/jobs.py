@@ -251,10 +251,11 @@ def check_settings(s: GenerationSettings, model_config: Mapping[str, Any],
                              f"{', '.join(accepted)}")
     if s.mode != "generate":
         if model_type not in ("diffusion_cond", "diffusion_cond_inpaint") and not (
-                model_type == "diffusion_uncond" and s.mode == "init" and s.init_mode == "noise"):
+                model_type == "diffusion_uncond" and s.mode == "init" and s.init_mode == "noise") and not (
+                model_type == "lm" and s.mode == "continue"):
             raise ValueError(f"{_flag_of_mode(s.mode)} needs a diffusion_cond or diffusion_cond_inpaint model "
                              f"(this one is {model_type}); unconditional models support --init-audio with "
-                             "--init-mode noise only")
+                             "--init-mode noise only, LMs --continue only")
         if s.source is None:
             raise ValueError(f"{_flag_of_mode(s.mode)} needs an audio file")
         flag = _flag_of_mode(s.mode)

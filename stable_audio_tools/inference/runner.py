@@ -86,18 +86,20 @@ def _diffusion_kwargs(model: nn.Module, model_config: Mapping[str, Any], s: Gene
     return kwargs
 
 
-def _edit_layout(s: GenerationSettings, source: SourceAudio, model_config: Mapping[str, Any]
-                 ) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+def _edit_layout(s: GenerationSettings, source: SourceAudio, model_config: Mapping[str, Any],
+                 granularity: int = 1) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
     """``(aligned given audio [C, T], keep mask [T], context start, context end)`` of the generated window
     (``T`` = what is sampled) for continue / prepend / inpaint; the window is ``source[ctx_start:ctx_end]`` plus
-    the new audio."""
+    the new audio. The context is a multiple of ``granularity`` samples (an LM's code frames)."""
     sample_rate = int(model_config["sample_rate"])
     audio = source.audio
     if s.mode == "inpaint":
         keep = keep_mask_from_regions(parse_regions(s.mask), source.samples, sample_rate)
         return audio, keep, 0, source.samples
     new = int(round(s.seconds * sample_rate))
-    context = min(source.samples, model_window(model_config) - new)
+    context = min(source.samples, model_window(model_config) - new) // granularity * granularity
+    if context <= 0:
+        raise ValueError(f"{source.path} is shorter than one code frame ({granularity} samples) of this model")
     if context < source.samples:
         log.info("using the %s %.2f s of %s as context (the model's window is %.2f s)",
                  "last" if s.mode == "continue" else "first", context / sample_rate, source.path,
@@ -128,6 +130,8 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
     ``scale_phi``) go to the diffusion generators as further keywords."""
     model_type = model_config.get("model_type")
     sample_rate = int(model_config["sample_rate"])
+    if model_type == "lm" and s.mode == "continue":
+        return _lm_continue(model, model_config, s, source)
     if model_type == "lm":
         plan = plan_length(model, model_config, s.seconds, s.full_window)
         conditioning = None
@@ -163,17 +167,41 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
     else:
         audio = generate_diffusion_cond(model, keep_audio=(sample_rate, padded_audio), keep_mask=padded_keep,
                                         **kwargs)
-    audio = audio[..., :total].float().cpu()
+    return _paste(audio[..., :total].float().cpu(), s, source, aligned, keep, ctx_start, ctx_end, sample_rate), plan
+
+
+def _lm_continue(model: nn.Module, model_config: Mapping[str, Any], s: GenerationSettings,
+                 source: SourceAudio) -> Tuple[torch.Tensor, LengthPlan]:
+    """LM continuation: the context's codes are the prompt (kept verbatim by ``generate``), then the paste."""
+    sample_rate = int(model_config["sample_rate"])
+    ratio = int(model.pretransform.downsampling_ratio)
+    aligned, keep, ctx_start, ctx_end = _edit_layout(s, source, model_config, granularity=ratio)
+    total = aligned.shape[-1]
+    plan = plan_length(model, model_config, total / sample_rate, s.full_window)
+    context = aligned[:, :ctx_end - ctx_start].unsqueeze(0).expand(s.batch_size, -1, -1)
+    conditioning = None
+    if conditioning_ids(model_config):
+        conditioning = [_metadata(model_config, s, total / sample_rate, s.prompt)] * s.batch_size
+    device = next(model.parameters()).device
+    audio = model.generate_audio(max_gen_len=plan.latent_length, batch_size=s.batch_size, init_audio=context.to(device),
+                                 conditioning=conditioning, cfg_scale=s.cfg_scale, top_k=s.top_k, top_p=s.top_p,
+                                 temp=s.temperature, seed=s.seed)
+    return _paste(audio[..., :total].float().cpu(), s, source, aligned, keep, ctx_start, ctx_end, sample_rate), plan
+
+
+def _paste(audio: torch.Tensor, s: GenerationSettings, source: SourceAudio, aligned: torch.Tensor,
+           keep: torch.Tensor, ctx_start: int, ctx_end: int, sample_rate: int) -> torch.Tensor:
+    """The given audio pasted back into the generated window, and the rest of the file around it."""
     given = set_audio_channels(aligned.unsqueeze(0).float(), audio.shape[1])[0]
     fade = int(round(s.crossfade_ms / 1000 * sample_rate))
     window = paste_known(audio, given, keep, fade)
     full = set_audio_channels(source.audio.unsqueeze(0).float(), audio.shape[1]).expand(audio.shape[0], -1, -1)
     if s.mode == "inpaint":
-        return window, plan
+        return window
     before, after = full[..., :ctx_start], full[..., ctx_end:]
     if s.mode == "continue":
-        return torch.cat([before, window], -1), plan
-    return torch.cat([window, after], -1), plan
+        return torch.cat([before, window], -1)
+    return torch.cat([window, after], -1)
 
 
 def _free_path(directory: Path, stem: str, ext: str, taken: set) -> Path:
