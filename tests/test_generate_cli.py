@@ -311,3 +311,12 @@ def test_lm_continuation_keeps_the_prompt(models, tmp_path):
     out = read(path)
     assert out.shape[-1] == 200 + 160
     np.testing.assert_array_equal(out[:, :200], tone)
+
+
+def test_every_flag_is_documented():
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "inference.md").read_text()
+    flags = [o for a in cli.build_parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert len(flags) > 30
+    assert [f for f in flags if f"`{f}" not in doc] == []
