@@ -320,3 +320,12 @@ def test_every_flag_is_documented():
     flags = [o for a in cli.build_parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
     assert len(flags) > 30
     assert [f for f in flags if f"`{f}" not in doc] == []
+
+
+def test_bfloat16_editing_keeps_the_prompt(models, tmp_path):
+    tone = read(models["tone"])
+    [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--continue", models["tone"],
+                 "--seconds", 0.1, "--steps", 2, "--seed", 1, "--dtype", "bfloat16", "--output-dir", tmp_path)
+    out = read(path)
+    np.testing.assert_array_equal(out[:, :tone.shape[-1]], tone)
+    assert json.loads(path.with_suffix(".json").read_text())["dtype"] == "bfloat16"

@@ -116,6 +116,11 @@ def _edit_layout(s: GenerationSettings, source: SourceAudio, model_config: Mappi
     return aligned, keep, 0, context
 
 
+def _dtype(model: nn.Module) -> torch.dtype:
+    """The dtype input audio is given in (the model's parameters', as the pretransform encodes in it)."""
+    return next(model.parameters()).dtype
+
+
 def _pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, length - tensor.shape[-1]))
 
@@ -146,7 +151,7 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
         plan = plan_length(model, model_config, seconds, s.full_window)
         kwargs = _diffusion_kwargs(model, model_config, s, plan, seconds, device, callback, sampler_extras)
         if s.mode == "init":
-            kwargs["init_audio"] = (sample_rate, source.audio)
+            kwargs["init_audio"] = (sample_rate, source.audio.to(_dtype(model)))
             kwargs["init_noise_level"] = strength_to_noise_level(s.init_strength, model_objective(model_config),
                                                                  s.sampler_type, s.sigma_max)
             if model_type == "diffusion_cond":
@@ -160,7 +165,7 @@ def generate_audio(model: nn.Module, model_config: Mapping[str, Any], s: Generat
     total = aligned.shape[-1]
     plan = plan_length(model, model_config, total / sample_rate, s.full_window)
     kwargs = _diffusion_kwargs(model, model_config, s, plan, total / sample_rate, device, callback, sampler_extras)
-    padded_audio, padded_keep = _pad(aligned, plan.sample_size), _pad(keep, plan.sample_size)
+    padded_audio, padded_keep = _pad(aligned, plan.sample_size).to(_dtype(model)), _pad(keep, plan.sample_size)
     if model_type == "diffusion_cond_inpaint":
         audio = generate_diffusion_cond_inpaint(model, inpaint_audio=(sample_rate, padded_audio),
                                                 inpaint_mask=padded_keep, **kwargs)
@@ -178,7 +183,7 @@ def _lm_continue(model: nn.Module, model_config: Mapping[str, Any], s: Generatio
     aligned, keep, ctx_start, ctx_end = _edit_layout(s, source, model_config, granularity=ratio)
     total = aligned.shape[-1]
     plan = plan_length(model, model_config, total / sample_rate, s.full_window)
-    context = aligned[:, :ctx_end - ctx_start].unsqueeze(0).expand(s.batch_size, -1, -1)
+    context = aligned[:, :ctx_end - ctx_start].unsqueeze(0).expand(s.batch_size, -1, -1).to(_dtype(model))
     conditioning = None
     if conditioning_ids(model_config):
         conditioning = [_metadata(model_config, s, total / sample_rate, s.prompt)] * s.batch_size
