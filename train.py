@@ -321,7 +321,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _automatic(model_config: Dict[str, Any]) -> bool:
     """Whether the model type's wrapper uses Lightning's automatic optimization (it can then clip gradients)."""
-    return model_config.get("model_type") != "autoencoder" and "arc" not in model_config.get("training", {})
+    from stable_audio_tools.families import uses_automatic_optimization
+
+    return uses_automatic_optimization(model_config)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from stable_audio_tools.config import ConfigError, ConfigWarning, join_path
-from stable_audio_tools.models.config_schema import NON_NEGATIVE_SIZES, POSITIVE_SIZES
+from stable_audio_tools.config_schema import NON_NEGATIVE_SIZES, POSITIVE_SIZES
 from stable_audio_tools.models.factory import create_model_from_config
 
 from conftest import FIXTURES, ROOT

@@ -1,4 +1,5 @@
-"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (SPEC 3.2, 4.7) and
+"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (see
+docs/model_config.md#encoders-and-decoders-type, docs/model_config.md#autoencoder--model) and
 ``DiffusionAutoencoder`` (``diffusion_autoencoder`` models: an optional encoder/decoder pair whose latents
 condition a diffusion decoder through input concatenation).
 
@@ -16,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..samplers import sample
 from .activations import get_activation
 from .common import checkpoint, fold_channels_into_batch, unfold_channels_from_batch
 from ..config import get_bool, raise_errors
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .coder_types import DECODER_TYPES, ENCODER_TYPES
 from .config_geometry import autoencoder_errors
 from .dac import DACDecoderWrapper, DACEncoderWrapper
 from .oobleck import DecoderBlock, EncoderBlock, OobleckDecoder, OobleckEncoder, ResidualUnit
@@ -56,21 +59,6 @@ __all__ = [
     "DACDecoderWrapper",
 ]
 
-# type string -> "module:Class", resolved when a model of that type is built.
-ENCODER_TYPES: Dict[str, str] = {
-    "oobleck": "stable_audio_tools.models.oobleck:OobleckEncoder",
-    "seanet": "stable_audio_tools.models.seanet:SEANetEncoder",
-    "dac": "stable_audio_tools.models.dac:DACEncoderWrapper",
-    "local_attn": "stable_audio_tools.models.local_attn:TransformerEncoder1D",
-    "taae": "stable_audio_tools.models.taae:TAAEEncoder",
-}
-DECODER_TYPES: Dict[str, str] = {
-    "oobleck": "stable_audio_tools.models.oobleck:OobleckDecoder",
-    "seanet": "stable_audio_tools.models.seanet:SEANetDecoder",
-    "dac": "stable_audio_tools.models.dac:DACDecoderWrapper",
-    "local_attn": "stable_audio_tools.models.local_attn:TransformerDecoder1D",
-    "taae": "stable_audio_tools.models.taae:TAAEDecoder",
-}
 _VAE_LIKE = ("vae", "rvq_vae", "dac_rvq_vae")
 
 
@@ -349,8 +337,6 @@ class DiffusionAutoencoder(AudioAutoencoder):
                     param.mul_(0.5)
 
     def decode(self, latents: torch.Tensor, steps: int = 100, **kwargs: Any) -> torch.Tensor:
-        from ..inference.sampling import sample
-
         upsampled_length = latents.shape[2] * self.downsampling_ratio
         if self.bottleneck is not None:
             latents = self.bottleneck.decode(latents)

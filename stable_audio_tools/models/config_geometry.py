@@ -29,7 +29,9 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import MAX_SIZE, ConfigError, check_positive_int, join_path, non_finite_paths, raise_errors, typo_of
-from .config_schema import SIZE_LIMITS
+from ..config_schema import SIZE_LIMITS
+from .bottleneck import BOTTLENECK_TYPES
+from .coder_types import DECODER_TYPES, ENCODER_TYPES
 
 __all__ = ["check_model_config", "autoencoder_errors"]
 
@@ -114,8 +116,6 @@ def _spec_errors(spec: Any, path: str, errors: List[ConfigError], required: bool
 
 def _coder_errors(spec: Any, path: str, ratio: Optional[int], channels: Optional[int], encoder: bool,
                   errors: List[ConfigError]) -> None:
-    from .autoencoders import DECODER_TYPES, ENCODER_TYPES
-
     if not _spec_errors(spec, path, errors):
         return
     kind = spec.get("type")
@@ -144,9 +144,6 @@ def _coder_errors(spec: Any, path: str, ratio: Optional[int], channels: Optional
 
 def _latent_width_errors(ae: Mapping, path: str, latent_dim: Optional[int], errors: List[ConfigError]) -> None:
     """The encoder's output width must be what the bottleneck takes (``latent_dim``, twice that for a VAE)."""
-    from .autoencoders import ENCODER_TYPES
-    from .bottleneck import BOTTLENECK_TYPES
-
     encoder, bottleneck = ae.get("encoder"), ae.get("bottleneck")
     if latent_dim is None or not isinstance(encoder, Mapping) or not isinstance(encoder.get("config", {}), Mapping):
         return

@@ -19,7 +19,12 @@ from torch import nn
 
 from ..config import (ConfigError, ConfigWarning, check_choice, check_number, get_bool, get_number, require,
                       require_mapping, resolve_learning_rate, warn_unknown_keys)
+from ..models.factory import create_model_from_config
 from ..models.inpainting import INPAINT_IDS, check_inpainting_config
+from ..models.utils import copy_state_dict, load_ckpt_state_dict
+from .arc import ARC_HEADS, ARCTrainingWrapper
+from .diffusion import DiffusionAutoencoderTrainingWrapper, DiffusionUncondTrainingWrapper
+from .diffusion_cond import DiffusionCondTrainingWrapper
 from .timesteps import ARC_NOISE_DISTS, TIMESTEP_SAMPLERS
 
 __all__ = [
@@ -55,8 +60,6 @@ def _learning_rate(training: Mapping) -> float:
 def create_diffusion_uncond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                     **overrides: Any) -> pl.LightningModule:
     """``DiffusionUncondTrainingWrapper(model, lr=learning_rate, pre_encoded)``; Adam, always with EMA."""
-    from .diffusion import DiffusionUncondTrainingWrapper
-
     warn_unknown_keys(training, UNCOND_TRAINING_KEYS, "training")
     return DiffusionUncondTrainingWrapper(model, lr=_learning_rate(training),
                                           pre_encoded=get_bool(training, "pre_encoded", False, "training"), **overrides)
@@ -88,8 +91,6 @@ def create_diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, train
     """The diffusion_cond / diffusion_cond_inpaint wrapper (ARC when ``training.arc`` is present)."""
     if "arc" in training:
         return create_arc_wrapper(model_config, model, training, **overrides)
-    from .diffusion_cond import DiffusionCondTrainingWrapper
-
     warn_unknown_keys(training, COND_TRAINING_KEYS, "training")
     lr, optimizer_configs = resolve_learning_rate(training, ("diffusion",))
     sampler = check_choice(training.get("timestep_sampler", "uniform"), TIMESTEP_SAMPLERS,
@@ -122,9 +123,6 @@ def _require_dit(model: nn.Module, path: str) -> None:
 
 
 def _build_arc_model(config: Mapping, ckpt: Optional[str], path: str) -> nn.Module:
-    from ..models.factory import create_model_from_config
-    from ..models.utils import copy_state_dict, load_ckpt_state_dict
-
     model = create_model_from_config(require_mapping(config, path))
     if ckpt:
         copy_state_dict(model, load_ckpt_state_dict(ckpt))
@@ -133,12 +131,11 @@ def _build_arc_model(config: Mapping, ckpt: Optional[str], path: str) -> nn.Modu
 
 def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                        clip_grad_norm: Optional[float] = None) -> pl.LightningModule:
-    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (SPEC 5.7).
+    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (see
+    docs/diffusion.md#arc-post-training-trainingarc).
 
     ``clip_grad_norm`` (from ``train.py --gradient-clip-val``) overrides ``training.clip_grad_norm`` when > 0.
     """
-    from .arc import ARC_HEADS, ARCTrainingWrapper
-
     warn_unknown_keys(training, ARC_TRAINING_KEYS, "training")
     arc = require_mapping(training["arc"], "training.arc")
     warn_unknown_keys(arc, ARC_KEYS, "training.arc")
@@ -221,8 +218,6 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
 def create_diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                          **overrides: Any) -> pl.LightningModule:
     """``DiffusionAutoencoderTrainingWrapper(model, lr=learning_rate, use_reconstruction_loss)``."""
-    from .diffusion import DiffusionAutoencoderTrainingWrapper
-
     warn_unknown_keys(training, DIFFAE_TRAINING_KEYS, "training")
     return DiffusionAutoencoderTrainingWrapper(
         model, lr=_learning_rate(training),

@@ -32,7 +32,7 @@ import re
 import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..config import MAX_SIZE, ConfigError, close_key, join_path, raise_errors, require_mapping
+from .config import MAX_SIZE, ConfigError, close_key, join_path, raise_errors, require_mapping
 
 __all__ = ["POSITIVE_SIZES", "NON_NEGATIVE_SIZES", "SIZE_LIMITS", "accepted_arguments", "nested_arguments",
            "check_arguments", "build_from_config"]
