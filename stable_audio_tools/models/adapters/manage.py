@@ -31,7 +31,7 @@ from .layers import ADAPTED_TYPES, AdaptedConv1d, AdaptedLinear, LowRankAdapter,
 
 __all__ = ["AdapterInfo", "apply_adapters", "set_adapter_strength", "set_adapter_sigma_range", "remove_adapter",
            "merge_adapters", "list_adapters", "adapter_state_dict", "adapter_parameters", "adapter_layers",
-           "target_modules", "freeze_base", "base_parameters"]
+           "target_modules", "freeze_base", "base_parameters", "base_state_hash", "model_config_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -380,3 +380,27 @@ def freeze_base(model: nn.Module) -> int:
     for param in params:
         param.requires_grad_(True)
     return sum(p.numel() for p in params)
+
+
+def base_state_hash(model: nn.Module) -> str:
+    """SHA-256 of the base model's state dict (names, dtypes, shapes and bytes; adapters are not part of it), used
+    to check that an adapter run resumes / merges onto the weights it was trained on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_config_hash(model_config: Mapping[str, Any]) -> str:
+    """SHA-256 of the parts of a model config that define the architecture (``model_type``, ``sample_rate``,
+    ``sample_size``, ``audio_channels``, ``model``), as canonical JSON."""
+    import hashlib
+    import json
+
+    keys = ("model_type", "sample_rate", "sample_size", "audio_channels", "model")
+    canonical = json.dumps({k: model_config.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
