@@ -33,7 +33,9 @@ TINY_DIT = {
                       "config": {"io_channels": 1, "embed_dim": 64, "depth": 2, "num_heads": 2, "cond_token_dim": 16,
                                  "global_cond_dim": 16}},
     },
-    "training": {"learning_rate": 1e-2, "use_ema": True, "cfg_dropout_prob": 0.1},
+    "training": {"learning_rate": 1e-2, "use_ema": True, "cfg_dropout_prob": 0.1,
+                 "demo": {"demo_every": 100000, "num_demos": 1, "demo_cfg_scales": [3],
+                          "demo_cond": [{"seconds_start": 0, "seconds_total": 2}]}},
 }
 ADAPTER = {"type": "lora", "rank": 4, "alpha": 8, "include": ["transformer"], "exclude": ["to_kv"]}
 COND = [{"seconds_start": 0, "seconds_total": 2}]
@@ -92,10 +94,12 @@ def test_train_resume_unwrap_load_generate(workspace):
     assert [torch_load(p)["global_step"] for p in ckpts] == [20, 40]
     ckpt = torch_load(ckpts[-1])
     assert set(ckpt["adapter_run"]) >= {"adapter_config", "base_hash", "base_model_config_hash"}
-    assert ckpt["state_dict"] and all(".adapters.default." in k for k in ckpt["state_dict"])  # EMA off, no base
+    adapter_keys = [k for k in ckpt["state_dict"] if ".adapters.default." in k]
+    assert adapter_keys and all(".adapters.default." in k for k in ckpt["state_dict"] if k.startswith("diffusion"))
+    assert not any(k.startswith("diffusion_ema") for k in ckpt["state_dict"])  # EMA off, no base weights
     assert ckpts[-1].stat().st_size < 0.5 * (ws / "base.safetensors").stat().st_size
     exp_avg = [s["exp_avg"].numel() for s in ckpt["optimizer_states"][0]["state"].values()]
-    assert sum(exp_avg) == sum(v.numel() for v in ckpt["state_dict"].values())  # optimizer state of adapters only
+    assert sum(exp_avg) == sum(ckpt["state_dict"][k].numel() for k in adapter_keys)  # optimizer state: adapters
 
     metrics = next(save.rglob("metrics.csv")).read_text().splitlines()
     column = metrics[0].split(",").index("train/loss")
