@@ -326,3 +326,20 @@ def test_merge_refuses_sigma_gated_adapters():
     apply_adapters(model, {"type": "lora", "rank": 2}, sigma_range=(0.2, 0.8))
     with pytest.raises(ValueError, match="noise level"):
         merge_adapters(model)
+
+
+# ---------------------------------------------------------------------- language models
+def test_lm_generation_honours_adapters():
+    config = json.loads((FIXTURES / "golden" / "lm_delay" / "model_config.json").read_text())
+    torch.manual_seed(0)
+    model = create_model_from_config(config).eval()
+    kwargs = dict(max_gen_len=6, conditioning=[{"seconds_total": 3}], seed=5, temp=0.0, disable_tqdm=True)
+    with torch.no_grad():
+        base = model.generate(**kwargs)
+        layers = apply_adapters(model, {"type": "dora-rows", "rank": 2})  # default target for an LM: the LM
+        assert layers and all(n.startswith("lm.") for n in layers)
+        randomize(model, scale=1.0)
+        adapted = model.generate(**kwargs)
+        set_adapter_strength(model, "default", 0.0)
+        again = model.generate(**kwargs)
+    assert not torch.equal(adapted, base) and torch.equal(again, base)

@@ -30,14 +30,14 @@ TINY_DIT = {
             {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 16}}]},
         "diffusion": {"type": "dit", "cross_attention_cond_ids": ["seconds_start", "seconds_total"],
                       "global_cond_ids": ["seconds_total"],
-                      "config": {"io_channels": 1, "embed_dim": 64, "depth": 2, "num_heads": 2, "cond_token_dim": 16,
+                      "config": {"io_channels": 1, "embed_dim": 128, "depth": 2, "num_heads": 2, "cond_token_dim": 16,
                                  "global_cond_dim": 16}},
     },
-    "training": {"learning_rate": 1e-2, "use_ema": True, "cfg_dropout_prob": 0.1,
+    "training": {"learning_rate": 2e-2, "use_ema": True, "cfg_dropout_prob": 0.1,
                  "demo": {"demo_every": 100000, "num_demos": 1, "demo_cfg_scales": [3],
                           "demo_cond": [{"seconds_start": 0, "seconds_total": 2}]}},
 }
-ADAPTER = {"type": "lora", "rank": 4, "alpha": 8, "include": ["transformer"], "exclude": ["to_kv"]}
+ADAPTER = {"type": "lora", "rank": 4, "alpha": 8, "exclude": ["cross_attn.to_kv"]}
 COND = [{"seconds_start": 0, "seconds_total": 2}]
 
 
@@ -89,29 +89,29 @@ def generate(model):
 def test_train_resume_unwrap_load_generate(workspace):
     ws = workspace
     save = ws / "run"
-    train(ws, save, "--pretrained-ckpt-path", ws / "base.safetensors", "--max-steps", 40, "--checkpoint-every", 20)
+    train(ws, save, "--pretrained-ckpt-path", ws / "base.safetensors", "--max-steps", 60, "--checkpoint-every", 30)
     ckpts = sorted(save.rglob("*.ckpt"), key=lambda p: torch_load(p)["global_step"])
-    assert [torch_load(p)["global_step"] for p in ckpts] == [20, 40]
+    assert [torch_load(p)["global_step"] for p in ckpts] == [30, 60]
     ckpt = torch_load(ckpts[-1])
     assert set(ckpt["adapter_run"]) >= {"adapter_config", "base_hash", "base_model_config_hash"}
     adapter_keys = [k for k in ckpt["state_dict"] if ".adapters.default." in k]
     assert adapter_keys and all(".adapters.default." in k for k in ckpt["state_dict"] if k.startswith("diffusion"))
     assert not any(k.startswith("diffusion_ema") for k in ckpt["state_dict"])  # EMA off, no base weights
-    assert ckpts[-1].stat().st_size < 0.5 * (ws / "base.safetensors").stat().st_size
+    assert ckpts[-1].stat().st_size < 0.3 * (ws / "base.safetensors").stat().st_size  # adapter + Adam states
     exp_avg = [s["exp_avg"].numel() for s in ckpt["optimizer_states"][0]["state"].values()]
     assert sum(exp_avg) == sum(ckpt["state_dict"][k].numel() for k in adapter_keys)  # optimizer state: adapters
 
     metrics = next(save.rglob("metrics.csv")).read_text().splitlines()
     column = metrics[0].split(",").index("train/loss")
     losses = [float(r.split(",")[column]) for r in metrics[1:] if r.split(",")[column]]
-    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), losses
+    assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10]), losses
 
-    # resume: continues from step 20; a different base is refused
+    # resume: continues from step 30; a different base is refused
     resumed = ws / "resumed"
     train(ws, resumed, "--pretrained-ckpt-path", ws / "base.safetensors", "--ckpt-path", ckpts[0],
-          "--max-steps", 24, "--checkpoint-every", 100)
-    assert max(torch_load(p)["global_step"] for p in resumed.rglob("*.ckpt")) == 24
-    wrong = train(ws, ws / "wrong", "--ckpt-path", ckpts[0], "--max-steps", 24, ok=False)
+          "--max-steps", 34, "--checkpoint-every", 100)
+    assert max(torch_load(p)["global_step"] for p in resumed.rglob("*.ckpt")) == 34
+    wrong = train(ws, ws / "wrong", "--ckpt-path", ckpts[0], "--max-steps", 34, ok=False)
     assert wrong.returncode != 0 and "base model weights differ" in wrong.stderr
 
     # release: the adapter alone (fp16 + metadata), and the merged model
@@ -120,7 +120,7 @@ def test_train_resume_unwrap_load_generate(workspace):
     with safe_open(str(adapter_file), framework="pt") as f:
         meta = f.metadata()
         assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
-    assert meta["training_steps"] == "40" and json.loads(meta["adapter_config"])["rank"] == 4
+    assert meta["training_steps"] == "60" and json.loads(meta["adapter_config"])["rank"] == 4
     assert "base_model_config_hash" in meta
     run("unwrap_model.py", "--ckpt-path", ckpts[-1], "--name", ws / "out" / "merged", "--merge-adapters",
         "--base-ckpt-path", ws / "base.safetensors", cwd=ws)
