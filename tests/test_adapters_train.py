@@ -123,7 +123,7 @@ def test_train_resume_unwrap_load_generate(workspace):
     assert meta["training_steps"] == "60" and json.loads(meta["adapter_config"])["rank"] == 4
     assert "base_model_config_hash" in meta
     run("unwrap_model.py", "--ckpt-path", ckpts[-1], "--name", ws / "out" / "merged", "--merge-adapters",
-        "--base-ckpt-path", ws / "base.safetensors", cwd=ws)
+        "--base-ckpt-path", ws / "base.safetensors", "--use-safetensors", cwd=ws)
 
     model = base_model(ws)
     base_audio = generate(model)

@@ -28,12 +28,12 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 from ..config import ConfigError, check_choice, require, require_mapping
 
 __all__ = ["ADAPTER_TYPES", "TARGETS", "AdapterConfig", "parse_adapter_config", "expand_pattern",
-           "pattern_matches", "name_selected", "split_type"]
+           "pattern_matches", "name_selected", "split_type", "check_pattern", "unmatched_patterns"]
 
 ADAPTER_TYPES = ("lora", "lora-xs", "dora", "dora-rows", "dora-cols", "bora", "dora-rows-xs", "dora-cols-xs",
                  "bora-xs")
