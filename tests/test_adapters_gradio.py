@@ -1,5 +1,6 @@
 """run_gradio.py --adapter PATH[:STRENGTH]: adapters are loaded onto the served model and get a strength slider."""
 import json
+import time
 
 import pytest
 import torch
@@ -71,3 +72,32 @@ def test_bad_adapter_file_stops_run_gradio(files, tmp_path):
         run_gradio.main(["--model-config", str(files / "model_config.json"), "--ckpt-path",
                          str(files / "model.safetensors"), "--device", "cpu", "--adapter", f"{bad}:0.5"])
     assert "bad.safetensors is not an adapter file" in str(stopped.value.code)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_adapter_slider_in_the_browser(files):
+    """The page shows the adapter's slider; moving it changes the served model's adapter strength."""
+    browser_test = pytest.importorskip("test_gradio_browser")  # skips without Chromium / Playwright
+    ui = demo.create_ui(model_config_path=files / "model_config.json", ckpt_path=files / "model.safetensors",
+                        device="cpu", adapters=[(str(files / "drums.safetensors"), 0.5)])
+    _, events = _slider_events(ui)
+    cells = events["Adapter strength: drums"].__closure__
+    model = next(c.cell_contents for c in cells if isinstance(c.cell_contents, torch.nn.Module))
+    with browser_test.sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=browser_test.CHROMIUM,
+                                              args=browser_test.CHROMIUM_ARGS)
+        try:
+            with browser_test.serve(ui) as url:
+                page = browser_test.open_page(chromium, url)
+                slider = page.locator("#adapter-strength-drums")
+                slider.wait_for()
+                assert "Adapter strength: drums" in slider.inner_text()
+                browser_test.set_number(page, "adapter-strength-drums", 1.25)
+                deadline = time.time() + 20
+                while list_adapters(model)["drums"].strength != 1.25 and time.time() < deadline:
+                    time.sleep(0.2)
+                assert list_adapters(model)["drums"].strength == 1.25
+                browser_test.close(page)
+        finally:
+            chromium.close()
