@@ -137,7 +137,7 @@ def test_train_resume_unwrap_load_generate(workspace):
         cwd=ws)
     exact = base_model(ws)
     load_adapter(exact, ws / "out" / "tones32.safetensors")
-    torch.testing.assert_close(generate(merged), generate(exact), atol=1e-4, rtol=1e-4)  # merged = unmerged
+    torch.testing.assert_close(generate(merged), generate(exact), atol=1e-3, rtol=1e-3)  # merged = unmerged
     assert (generate(exact) - adapted).abs().mean() < 1e-2  # the fp16 file is close to the fp32 one
     set_adapter_strength(model, name, 0.0)
     assert torch.equal(generate(model), base_audio)
