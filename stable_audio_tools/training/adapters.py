@@ -187,6 +187,11 @@ def check_resume_kind(resume: Optional[str], run: Optional[AdapterRun]) -> None:
     """``--ckpt-path`` and ``--adapter-config`` must agree about whether the run is an adapter run."""
     if not resume:
         return
+    if Path(resume).is_dir():  # a DeepSpeed ZeRO checkpoint folder
+        if run is not None:
+            raise ValueError(f"--ckpt-path {resume} is a DeepSpeed checkpoint folder; adapter runs resume from their "
+                             f"own single-file checkpoints")
+        return
     ckpt = torch_load(resume, mmap=True)
     if run is not None:
         run.check_resume(ckpt, resume)
