@@ -104,13 +104,17 @@ def measure(model: str, row: str, device: str) -> Dict[str, float]:
     from stable_audio_tools.training.ema import EMA
 
     torch.manual_seed(0)
-    dit = build_dit(model, device="cpu").to(device)
+    if row == "lora-r16":  # build the frozen base directly in bf16 (no fp32 copy ever exists)
+        torch.set_default_dtype(torch.bfloat16)
+    try:
+        dit = build_dit(model, device="cpu").to(device)
+    finally:
+        torch.set_default_dtype(torch.float32)
     config = dit_config(model)
     frames = math.ceil(SECONDS * SAMPLE_RATE / RATIO)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=row != "full-upstream")
     ema = None
     if row == "lora-r16":
-        dit.to(torch.bfloat16)
         apply_adapters(dit, {"type": "lora", "rank": 16})
         freeze_base(dit)
         params = adapter_parameters(dit)
@@ -187,7 +191,8 @@ def main(argv: List[str] = None) -> None:
                         measured, step = f"{result['peak_gb']:.2f}", f"{result['step_s']:.2f}"
             target = TARGETS_GB.get(row)
             if target and not note:
-                note = f"target <= {target:g} GB: {'met' if need <= target else 'NOT met'} (computed)"
+                value, how = (float(measured), "measured") if measured != "-" else (need, "computed")
+                note = f"target <= {target:g} GB: {'met' if value <= target else 'NOT met'} ({how})"
             print(f"{model:<10} {row:<34} {need:>11.2f} {measured:>11} {step:>8}  {note}")
         if "full-lowmem" in args.rows:
             print(f"{model:<10} {'full-lowmem (8-bit AdamW, computed)':<34} "
