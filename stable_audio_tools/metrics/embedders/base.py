@@ -86,13 +86,14 @@ def load_hf_pretrained(loader: Callable[[str], Any], model: str, what: str, opti
     try:
         return loader(os.path.expanduser(model) if looks_local else model)
     except (OSError, ValueError) as err:
+        detail = " ".join(str(err).split())
         if looks_local:
-            raise MissingWeightsError(f"could not load {what} from directory '{model}': {err}") from err
+            raise MissingWeightsError(f"could not load {what} from directory '{model}': {detail}") from err
         offline = any(os.environ.get(v, "0") not in ("", "0", "false", "False")
                       for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
         reason = "offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)" if offline else "the Hub is unreachable"
         raise MissingWeightsError(
-            f"could not load {what} '{model}': it is not in the Hugging Face cache and {reason} ({err}). Cache it "
+            f"could not load {what} '{model}': it is not in the Hugging Face cache and {reason} ({detail}). Cache it "
             f"once with network access: `huggingface-cli download {model}` (or `hf download {model}`), or pass a "
             f"local directory saved with save_pretrained: {option}") from err
 
