@@ -100,40 +100,13 @@ def test_list_embedders(capsys):
     assert code == 0 and {"clap", "ast", "logmel", "openl3", "panns", "vggish", "passt"} <= set(names)
 
 
-def _tiny_cond_config(t5_path):
-    autoencoder = {
-        "encoder": {"type": "oobleck", "config": {"in_channels": 1, "channels": 4, "c_mults": [1, 2],
-                                                   "strides": [2, 4], "latent_dim": 8, "use_snake": True}},
-        "decoder": {"type": "oobleck", "config": {"out_channels": 1, "channels": 4, "c_mults": [1, 2],
-                                                   "strides": [2, 4], "latent_dim": 4, "use_snake": True,
-                                                   "final_tanh": False}},
-        "bottleneck": {"type": "vae"}, "latent_dim": 4, "downsampling_ratio": 8, "io_channels": 1}
-    number = {"min_val": 0, "max_val": 512}
-    return {
-        "model_type": "diffusion_cond", "sample_size": 8192, "sample_rate": 8000, "audio_channels": 1,
-        "model": {
-            "pretransform": {"type": "autoencoder", "config": autoencoder, "scale": 0.5},
-            "conditioning": {"cond_dim": 16, "configs": [
-                {"id": "prompt", "type": "t5", "config": {"t5_model_name": t5_path, "max_length": 8}},
-                {"id": "seconds_start", "type": "number", "config": number},
-                {"id": "seconds_total", "type": "number", "config": number}]},
-            "diffusion": {"type": "dit", "diffusion_objective": "v",
-                          "cross_attention_cond_ids": ["prompt", "seconds_start", "seconds_total"],
-                          "global_cond_ids": ["seconds_start", "seconds_total"],
-                          "config": {"io_channels": 4, "embed_dim": 64, "depth": 1, "num_heads": 2,
-                                     "cond_token_dim": 16, "global_cond_dim": 32,
-                                     "transformer_type": "continuous_transformer"}},
-            "io_channels": 4,
-        },
-    }
-
-
 @pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")
 def test_evaluate_generates_from_a_model_then_scores(tmp_path, capsys):
     from stable_audio_tools.models.factory import create_model_from_config
+    from test_diffusion_e2e import text_to_audio_config
     from tiny_t5 import make_tiny_t5
 
-    config = _tiny_cond_config(make_tiny_t5(tmp_path / "t5"))
+    config = text_to_audio_config(make_tiny_t5(tmp_path / "t5"))  # 8 kHz latent DiT, tiny T5 prompts
     torch.manual_seed(0)
     model = create_model_from_config(config)
     (tmp_path / "model.json").write_text(json.dumps(config))
