@@ -99,12 +99,17 @@ class EvaluationConfig:
 
 
 class Evaluator:
-    """Runs an :class:`EvaluationConfig` on collections; embedders are created once, on first use."""
+    """Runs an :class:`EvaluationConfig` on collections; embedders are created once, on first use.
+
+    Embeddings of reference items are cached across :meth:`evaluate` calls (keyed by the collection's role,
+    origin and item name), so repeated evaluations against one reference set (validation during training) embed
+    it once; generated items are embedded afresh on every call.
+    """
 
     def __init__(self, config: EvaluationConfig) -> None:
         self.config = config
         self._embedders: Dict[str, AudioEmbedder] = {}
-        self._cache: Dict[Tuple[str, str, str, str], torch.Tensor] = {}
+        self._cache: Dict[Tuple[str, str, str, str, str], torch.Tensor] = {}
 
     def embedder(self, name: str) -> AudioEmbedder:
         if name not in self._embedders:
@@ -152,7 +157,7 @@ class Evaluator:
 
     def _cached(self, kind: str, embedder: str, collection: AudioCollection, name: str,
                 compute: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
-        key = (kind, embedder, collection.role, name)
+        key = (kind, embedder, collection.role, collection.origin, name)
         if key not in self._cache:
             audio, rate = collection.load(name)
             try:
@@ -226,6 +231,7 @@ class Evaluator:
                  prompts: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
         """Compute every configured metric; returns ``{"results": {metric: {...}}, "settings": {...}}``."""
         self._check_inputs(generated, reference, prompts)
+        self._cache = {k: v for k, v in self._cache.items() if k[2] != generated.role}
         results: Dict[str, Dict[str, Any]] = {}
         for metric in self.config.metrics:
             start = time.perf_counter()
