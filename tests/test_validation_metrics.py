@@ -126,3 +126,18 @@ def test_config_and_flag_errors(tmp_path):
     assert (monitor_mode("val/fd"), monitor_mode("val/clap"), monitor_mode("loss", "max")) == ("min", "max", "max")
     with pytest.raises(ValueError, match="--monitor-mode min or max"):
         monitor_mode("loss")
+
+
+def test_lm_validation_generates_with_fixed_seeds(tmp_path):
+    from test_lm_training import build, lm_config
+
+    config = lm_config()
+    config["sample_size"] = 512  # 128 frames of 4 samples at 16 kHz
+    config["training"]["validation_metrics"] = {
+        "every": 1, "embedder": "logmel", "reference_dir": str(_tones(tmp_path / "r", 2, sr=16000)),
+        "prompts": [{"seconds_total": 1}, {"seconds_total": 5}], "top_k": 8}
+    callback = create_validation_metrics_callback(config)
+    wrapper = build(config)
+    first = callback.compute(wrapper)
+    assert list(first) == ["val/fd"] and first["val/fd"] >= 0
+    assert callback.compute(wrapper) == first
