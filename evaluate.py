@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     io = p.add_argument_group("inputs and outputs")
-    io.add_argument("--generated", required=True,
-                    help="folder of generated audio; when a model is given, the (empty or new) folder to write into")
+    io.add_argument("--generated", default=None,
+                    help="folder of generated audio (required); with a model, the (empty or new) folder to write into")
     io.add_argument("--reference", default=None, help="folder of reference audio (fd, kl and the reconstruction "
                     "metrics; kl and reconstruction pair files by name)")
     io.add_argument("--prompts", default=None, help="prompts file (.json object id->prompt or list, .jsonl, or one "
@@ -190,6 +190,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")
     try:
+        if not args.generated:
+            raise EvaluationError("--generated DIR is required (the folder of generated audio, or where to write it)")
         generating = bool(args.pretrained_name or args.model_config or args.ckpt_path)
         if generating and not (args.pretrained_name or (args.model_config and args.ckpt_path)):
             raise EvaluationError("give --pretrained-name, or both --model-config and --ckpt-path")

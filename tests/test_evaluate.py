@@ -83,6 +83,8 @@ def test_evaluate_errors(tmp_path, capsys):
     code, _, err = _run(["--generated", ref, "--metrics", "clap", "--prompts", tmp_path / "p.txt", "--option",
                          "clap.model=stable-audio-tools-tests/not-cached", "--no-progress"], capsys)
     assert code == 2 and "huggingface-cli download stable-audio-tools-tests/not-cached" in err
+    code, _, err = _run(["--metrics", "fd"], capsys)
+    assert code == 2 and "--generated DIR is required" in err
     code, _, err = _run(["--generated", ref, "--metrics", "fd,bogus"], capsys)
     assert code == 2 and "unknown metric(s) bogus" in err
     code, _, err = _run(["--generated", ref, "--reference", ref, "--metrics", "fd", "--embedder", "nope"], capsys)
@@ -95,7 +97,7 @@ def test_evaluate_errors(tmp_path, capsys):
 
 
 def test_list_embedders(capsys):
-    code, out, _ = _run(["--generated", "unused", "--list-embedders"], capsys)
+    code, out, _ = _run(["--list-embedders"], capsys)
     names = [line.split()[0] for line in out.splitlines()]
     assert code == 0 and {"clap", "ast", "logmel", "openl3", "panns", "vggish", "passt"} <= set(names)
 

@@ -98,7 +98,8 @@ class ClapEmbedder(AudioEmbedder):
 @register_embedder("ast")
 class ASTClassifier(AudioEmbedder):
     """Audio Spectrogram Transformer fine-tuned on AudioSet (527 labels) through ``transformers``: window logits
-    for the KL divergence and pooled hidden states per 10 s window for a Frechet distance.
+    for the KL divergence and pooled hidden states per 10 s window for a Frechet distance (consecutive windows;
+    a last window under 1 s is dropped unless it is the whole clip).
 
     Input: 16 kHz mono (the feature extractor's rate), 10 s windows (the model sees 1024 frames of 10 ms,
     10.24 s, padded by its feature extractor); under ``sam`` peak-normalised to -1 dBFS.
