@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from stable_audio_tools.metrics.embedders import create_embedder  # noqa: F401 (registers the embedders)
 from stable_audio_tools.models.config import ConfigError
 from stable_audio_tools.models.factory import create_model_from_config
 from stable_audio_tools.training import create_training_wrapper_from_config
