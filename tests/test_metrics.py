@@ -261,3 +261,43 @@ def test_hf_weights_messages_offline(monkeypatch, tmp_path):
         embedder_base.load_hf_pretrained(not_cached, "org/model", "CLAP model", "--option clap.model=DIR")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         embedder_base.load_hf_pretrained(not_cached, str(tmp_path / "missing"), "CLAP model", "--option x")
+
+
+def _fake_module(monkeypatch, name, **attrs):
+    module = type(sys)(name)
+    module.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def test_optional_embedder_without_weights_says_how_to_get_them(monkeypatch):
+    def offline(**kwargs):
+        raise OSError("no network")
+
+    _fake_module(monkeypatch, "torchvggish", vggish=offline)
+    _fake_module(monkeypatch, "torchvggish.vggish_input")
+    with pytest.raises(embedder_base.MissingWeightsError, match="'vggish' embedder could not get its weights "
+                                                                r"\(OSError: no network\).*torch hub cache"):
+        create_embedder("vggish")
+
+
+class _LegacyStftClassifier(torch.nn.Module):
+    """Calls torch.stft the pre-1.8 way (no return_complex, real [..., 2] output), as PaSST does."""
+
+    def forward(self, wave):
+        spec = torch.stft(wave, 64, window=torch.hann_window(64))
+        assert spec.shape[-1] == 2 and not spec.is_complex()
+        power = spec.pow(2).sum(-1).mean(dim=-1)  # [1, 33]
+        return power[:, :5].log()
+
+
+def test_passt_wrapper_gives_legacy_stft_its_real_output(monkeypatch):
+    _fake_module(monkeypatch, "hear21passt")
+    _fake_module(monkeypatch, "hear21passt.base", get_basic_model=lambda mode: _LegacyStftClassifier())
+    classifier = create_embedder("passt")
+    original = torch.stft
+    logits = classifier.label_logits(torch.randn(2, 32000 * 12), 32000)
+    assert logits.shape == (2, 5)  # 12 s: windows starting at 0 s and 5 s
+    assert torch.stft is original
+    with pytest.raises(RuntimeError):
+        torch.stft(torch.randn(128), 64, window=torch.hann_window(64))  # the patch is gone again

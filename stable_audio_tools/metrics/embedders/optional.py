@@ -12,7 +12,7 @@ import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,9 +22,17 @@ from .base import AudioEmbedder, MissingWeightsError, register_embedder, require
 __all__ = ["OpenL3Embedder", "PANNsEmbedder", "VGGishEmbedder", "PaSSTClassifier"]
 
 
-def _weights_error(embedder: str, detail: str, err: BaseException) -> MissingWeightsError:
-    return MissingWeightsError(f"the '{embedder}' embedder could not get its weights ({type(err).__name__}: {err}). "
-                               f"{detail}")
+_HUB_HINT = "downloads its weights into the torch hub cache on first use: run once with network access."
+
+
+def _load_weights(embedder: str, hint: str, load: Callable[[], Any]) -> Any:
+    """``load()``; a failure to read or fetch weights becomes a :class:`MissingWeightsError` ending in ``hint``."""
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # these packages print progress
+            return load()
+    except (OSError, RuntimeError, ValueError) as err:
+        raise MissingWeightsError(f"the '{embedder}' embedder could not get its weights ({type(err).__name__}: "
+                                  f"{err}). {hint}") from err
 
 
 @register_embedder("openl3")
@@ -61,10 +69,8 @@ class OpenL3Embedder(AudioEmbedder):
         self.channels = "mono" if channels == 1 else "stereo"
         self.options = {"content_type": content_type, "input_repr": input_repr, "embedding_size": embedding_size}
         self.hop_size = float(hop_size)
-        try:
-            self._model = self._openl3.models.load_audio_embedding_model(**self.options)
-        except (OSError, ValueError) as err:
-            raise _weights_error("openl3", "Reinstall the openl3 package, which ships its weights.", err) from err
+        self._model = _load_weights("openl3", "Reinstall the openl3 package, which ships its weights.",
+                                    lambda: self._openl3.models.load_audio_embedding_model(**self.options))
 
     def settings(self) -> Dict[str, Any]:
         return {**super().settings(), **self.options, "hop_size": self.hop_size}
@@ -103,12 +109,10 @@ class PANNsEmbedder(AudioEmbedder):
         if checkpoint_path and not path.is_file():
             raise FileNotFoundError(f"PANNs checkpoint {path} (--option panns.checkpoint_path) does not exist")
         self.checkpoint_path = str(path)
-        try:
-            self._tagger = panns.AudioTagging(checkpoint_path=self.checkpoint_path, device=self.device.type)
-        except (OSError, RuntimeError) as err:
-            raise _weights_error("panns", f"panns_inference downloads {default.name} into {default.parent} on "
-                                 "first use: run once with network access, or pass --option "
-                                 "panns.checkpoint_path=FILE.", err) from err
+        hint = (f"panns_inference downloads {default.name} into {default.parent} on first use: run once with "
+                "network access, or pass --option panns.checkpoint_path=FILE.")
+        self._tagger = _load_weights("panns", hint, lambda: panns.AudioTagging(checkpoint_path=self.checkpoint_path,
+                                                                               device=self.device.type))
 
     def settings(self) -> Dict[str, Any]:
         return {**super().settings(), "checkpoint_path": self.checkpoint_path}
@@ -138,11 +142,8 @@ class VGGishEmbedder(AudioEmbedder):
         super().__init__(convention, device)
         self._package = require_package("torchvggish", "torchvggish", "vggish")
         self._input = require_package("torchvggish.vggish_input", "torchvggish", "vggish")
-        try:
-            self._model = self._package.vggish(preprocess=False, postprocess=False)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise _weights_error("vggish", "torchvggish downloads its weights into the torch hub cache on first "
-                                 "use: run once with network access.", err) from err
+        self._model = _load_weights("vggish", f"torchvggish {_HUB_HINT}",
+                                    lambda: self._package.vggish(preprocess=False, postprocess=False))
         self._model.to(self.device).eval()
 
     def frames(self, audio: torch.Tensor) -> torch.Tensor:
@@ -187,12 +188,7 @@ class PaSSTClassifier(AudioEmbedder):
     def __init__(self, convention: str = "sam", device: Any = "cpu") -> None:
         super().__init__(convention, device)
         base = require_package("hear21passt.base", "hear21passt", "passt")
-        try:
-            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-                self._model = base.get_basic_model(mode="logits")
-        except (OSError, RuntimeError) as err:
-            raise _weights_error("passt", "hear21passt downloads its weights into the torch hub cache on first "
-                                 "use: run once with network access.", err) from err
+        self._model = _load_weights("passt", f"hear21passt {_HUB_HINT}", lambda: base.get_basic_model(mode="logits"))
         self._model.to(self.device).eval()
 
     def window_logits(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
