@@ -301,3 +301,11 @@ def test_passt_wrapper_gives_legacy_stft_its_real_output(monkeypatch):
     assert torch.stft is original
     with pytest.raises(RuntimeError):
         torch.stft(torch.randn(128), 64, window=torch.hann_window(64))  # the patch is gone again
+
+
+def test_frechet_of_self_concatenated_embeddings_doubles():
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((300, 4)), rng.standard_normal((300, 4)) * 1.5 + 0.3
+    single = frechet_distance_from_embeddings(a, b)
+    doubled = frechet_distance_from_embeddings(np.concatenate([a, a], 1), np.concatenate([b, b], 1))
+    assert doubled == pytest.approx(2 * single, rel=1e-6)  # zero eigenvalues come back as sqrt(round-off)

@@ -42,7 +42,9 @@ class OpenL3Embedder(AudioEmbedder):
     stable-audio-metrics' settings are the defaults: ``mel256`` input, ``music`` content type, 512-d
     embeddings every 0.5 s (OpenL3's window is 1 s), stereo as the concatenation of the left and right channel
     embeddings (1024-d; mono input duplicated), evaluated at 44.1 kHz, peak-normalised to -1 dBFS (``sam``).
-    Every frame of every file enters the statistics.
+    Every frame of every file enters the statistics. (stable-audio-metrics' unbatched default path loads files as
+    mono and concatenates the mono embedding with itself, which doubles the mono FD exactly: ``channels=1`` times
+    two reproduces it.)
 
     Args:
         convention: str, default ``"sam"``.
