@@ -104,20 +104,24 @@ def _load_model(args: argparse.Namespace, device: str):
     from stable_audio_tools.models.pretrained import get_pretrained_model
     from stable_audio_tools.models.utils import check_state_dict, load_ckpt_state_dict
 
+    def check_type(config: Dict[str, Any], source: str) -> None:
+        if config.get("model_type") != "diffusion_cond":
+            raise ValueError(f"{source}: generating for evaluation needs a diffusion_cond model, this one's "
+                             f"model_type is {config.get('model_type')!r}")
+
     if args.pretrained_name:
         model, config = get_pretrained_model(args.pretrained_name)
+        check_type(config, f"--pretrained-name {args.pretrained_name}")
     else:
         config_path = Path(args.model_config)
         if not config_path.is_file():
             raise FileNotFoundError(f"--model-config {config_path}: file not found")
         config = json.loads(config_path.read_text(encoding="utf-8"))
+        check_type(config, f"--model-config {config_path}")
         model = create_model_from_config(config)
         state_dict = load_ckpt_state_dict(args.ckpt_path)
         check_state_dict(model, state_dict, f"--ckpt-path {args.ckpt_path}")
         model.load_state_dict(state_dict)
-    if config.get("model_type") != "diffusion_cond":
-        raise ValueError(f"generating for evaluation needs a diffusion_cond model; this config's model_type is "
-                         f"{config.get('model_type')!r}")
     return model.to(device).eval().requires_grad_(False), config
 
 

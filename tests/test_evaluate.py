@@ -91,6 +91,12 @@ def test_evaluate_errors(tmp_path, capsys):
     assert code == 2 and "unknown embedder 'nope'" in err
     code, _, err = _run(["--generated", ref, "--model-config", tmp_path / "c.json"], capsys)
     assert code == 2 and "both --model-config and --ckpt-path" in err
+    (tmp_path / "ae.json").write_text(json.dumps({"model_type": "autoencoder", "sample_rate": 8000}))
+    (tmp_path / "prompts.txt").write_text("x\n")
+    code, _, err = _run(["--generated", tmp_path / "new", "--model-config", tmp_path / "ae.json", "--ckpt-path",
+                         tmp_path / "none.safetensors", "--prompts", tmp_path / "prompts.txt", "--metrics", "clap"],
+                        capsys)
+    assert code == 2 and "needs a diffusion_cond model" in err and "'autoencoder'" in err
     with pytest.raises(SystemExit):
         evaluate.run(["--generated", str(ref), "--option", "no-dot"])
     assert "EMBEDDER.KEY=VALUE" in capsys.readouterr().err
