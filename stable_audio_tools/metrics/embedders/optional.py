@@ -130,8 +130,8 @@ class VGGishEmbedder(AudioEmbedder):
     ``torchvggish``: 16 kHz mono, the embedding of the original FAD (Kilgour et al.) and of audiocraft's FAD.
 
     Args:
-        convention: str, default ``"sam"`` (audiocraft's FAD writes peak-normalised 16 kHz files, the same
-            as ``sam``'s -1 dBFS only up to 1 dB).
+        convention: str, default ``"sam"`` (audiocraft's FAD peak-normalises the 16 kHz files it embeds, which
+            ``sam``'s -1 dBFS peak normalisation approximates).
         device: str or torch.device, default ``"cpu"``.
     """
 
