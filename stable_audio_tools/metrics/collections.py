@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 import soundfile
 import torch
 
-from ..data.utils import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
+from ..audio import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
 
 __all__ = ["EvaluationError", "AudioCollection", "load_prompts", "prompt_ids"]
 

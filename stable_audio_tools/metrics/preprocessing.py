@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..data.utils import resample
+from ..audio import resample
 
 __all__ = ["CHANNEL_MODES", "Preprocessing", "peak_normalize", "int16_round_trip", "to_channels"]
 

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..data.utils import set_audio_channels
+from ..audio import set_audio_channels
 from ..inference.generation import generate_diffusion_cond
 from ..metrics import AudioCollection, EvaluationConfig, EvaluationError, Evaluator, load_prompts
 from ..metrics.collections import prompt_ids
