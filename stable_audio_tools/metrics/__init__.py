@@ -13,6 +13,7 @@ from .evaluation import METRICS, EvaluationConfig, Evaluator, parse_metrics
 from .frechet import embedding_statistics, frechet_distance, frechet_distance_from_embeddings, sqrtm_psd
 from .kl import (KL_CONVENTIONS, audiocraft_segments, kl_audiocraft, kl_divergence, kl_sam, sam_label_distribution,
                  sam_windows)
+from .ranking import rank_generated_files
 from .preprocessing import Preprocessing, int16_round_trip, peak_normalize
 from .reconstruction import log_mel_distance, multi_resolution_stft_distance, si_sdr
 
@@ -25,6 +26,7 @@ __all__ = [
     "embedding_statistics", "frechet_distance", "frechet_distance_from_embeddings", "sqrtm_psd",
     "KL_CONVENTIONS", "audiocraft_segments", "kl_audiocraft", "kl_divergence", "kl_sam", "sam_label_distribution",
     "sam_windows",
+    "rank_generated_files",
     "Preprocessing", "int16_round_trip", "peak_normalize",
     "log_mel_distance", "multi_resolution_stft_distance", "si_sdr",
 ]
