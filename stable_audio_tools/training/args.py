@@ -1,4 +1,4 @@
-"""INI-driven command-line arguments with prefigure semantics (SPEC 1.1).
+"""INI-driven command-line arguments with prefigure semantics (see docs/training.md).
 
 Each key of the ``[DEFAULTS]`` section of the INI file (``--config-file``, default ``defaults.ini``)
 becomes a ``--kebab-case`` flag; the comment line just above a key is its help text; values are parsed
