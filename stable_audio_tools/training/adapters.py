@@ -31,6 +31,7 @@ from ..models.config import ConfigError
 from ..models.factory import create_model_from_config
 from ..models.safe_load import torch_load
 from ..models.utils import load_ckpt_state_dict
+from .export import save_unwrapped
 
 __all__ = ["BASE_PRECISIONS", "AdapterRun", "AdapterCheckpointCallback", "is_adapter_checkpoint",
            "check_resume_kind", "unwrap_adapter_checkpoint"]
@@ -220,8 +221,6 @@ def unwrap_adapter_checkpoint(ckpt_path: str, model_config: Mapping[str, Any], n
     """Write the adapter of an adapter-run checkpoint as ``<name>.safetensors`` (native format, ``dtype`` fp16 or
     fp32, metadata: adapter config, base model config hash, base weights hash, training steps), or with ``merge``
     the full model merged onto ``base_ckpt_path`` (``<name>.safetensors`` / ``.ckpt``). Returns the file written."""
-    from .export import save_unwrapped
-
     if dtype not in ("fp16", "fp32"):
         raise ValueError(f"--adapter-dtype {dtype!r}: use fp16 or fp32")
     ckpt = torch_load(ckpt_path)

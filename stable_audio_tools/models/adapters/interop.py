@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..config import ConfigError
+from ..safe_load import load_safetensors
 from .config import AdapterConfig, parse_adapter_config
-from .io import AdapterFileError, ParsedAdapter, layer_rank
+from .files import AdapterFileError, ParsedAdapter, layer_rank
 from .layers import AdaptedConv1d
-from .manage import _candidate_layers, adapter_layers, default_targets, list_adapters
+from .manage import adapter_layers, candidate_layers, default_targets, list_adapters
 
 __all__ = ["read_peft", "write_peft", "read_sa3_safetensors", "read_sa3_checkpoint", "resolve_layer_names",
            "layer_targets"]
@@ -64,7 +66,7 @@ def resolve_layer_names(model: nn.Module, tensors: Mapping[str, Any], source: st
     for prefix in ("", "model.", "model.model."):
         mapped = {prefix + name: value for name, value in tensors.items()}
         try:
-            candidates = _candidate_layers(model, layer_targets(model, mapped))
+            candidates = candidate_layers(model, layer_targets(model, mapped))
         except ConfigError:
             continue
         missing = [n for n in mapped if n not in candidates]
@@ -99,8 +101,6 @@ def _refuse(path: Path, key: str, value: Any, why: str) -> AdapterFileError:
 
 def read_peft(directory: Path) -> ParsedAdapter:
     """Read a PEFT LoRA / DoRA adapter directory."""
-    from ..safe_load import load_safetensors
-
     directory = Path(directory)
     config = _peft_config(directory)
     cfg_path = directory / "adapter_config.json"
@@ -158,8 +158,6 @@ def read_peft(directory: Path) -> ParsedAdapter:
 
 def write_peft(model: nn.Module, directory, name: str, dtype=None) -> Path:
     """Write adapter ``name`` as a PEFT directory (``lora`` and ``dora-rows`` adapters only)."""
-    from safetensors.torch import save_file
-
     info = list_adapters(model)[name]
     if info.config.type not in ("lora", "dora-rows"):
         raise ValueError(f"adapter {name!r} has type '{info.config.type}', which PEFT cannot represent; PEFT holds "
@@ -249,8 +247,6 @@ def _sa3_tensors(flat: Mapping[str, torch.Tensor], source: str) -> Tuple[Dict[st
 
 def read_sa3_safetensors(path: Path, metadata: Mapping[str, str]) -> ParsedAdapter:
     """Read a Stable Audio 3 LoRA-family ``.safetensors`` file."""
-    from ..safe_load import load_safetensors
-
     tensors, legacy_cols = _sa3_tensors(load_safetensors(path), str(path))
     config = _sa3_config(metadata.get("lora_config"), str(path), tensors, legacy_cols)
     return ParsedAdapter(config=config, tensors=tensors, metadata=dict(metadata), source=str(path))

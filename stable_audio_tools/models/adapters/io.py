@@ -16,16 +16,20 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from ..config import ConfigError
-from ..safe_load import CheckpointError, load_safetensors, safetensors_metadata, torch_load
-from .config import AdapterConfig, parse_adapter_config, split_type
+from ..safe_load import CheckpointError, load_safetensors, safetensors_keys, safetensors_metadata, torch_load
+from .config import parse_adapter_config
+from .files import AdapterFileError, ParsedAdapter, expected_params, group_by_layer, layer_rank
+from .interop import layer_targets, read_peft, read_sa3_checkpoint, read_sa3_safetensors, resolve_layer_names, \
+    write_peft
 from .manage import adapter_layers, adapter_state_dict, apply_adapters, list_adapters, remove_adapter
 
 __all__ = ["AdapterFileError", "ParsedAdapter", "NATIVE_FORMAT", "save_adapter", "load_adapter", "read_adapter_file",
@@ -36,44 +40,6 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 NATIVE_FORMAT = "stable-audio-tools-adapter"
 FORMAT_VERSION = "1"
-
-
-class AdapterFileError(ValueError):
-    """An adapter file is missing, malformed or does not fit the model. The message names the file."""
-
-
-@dataclass
-class ParsedAdapter:
-    """An adapter read from a file, in native naming: ``tensors[layer][param]`` (2-D/1-D native shapes)."""
-
-    config: AdapterConfig
-    tensors: Dict[str, Dict[str, torch.Tensor]]
-    metadata: Dict[str, str] = field(default_factory=dict)
-    source: str = ""
-
-
-def expected_params(adapter_type: str) -> List[str]:
-    """The tensors an adapter of this type stores per layer."""
-    delta, norm = split_type(adapter_type)
-    params = ["lora_A", "lora_B"] if delta == "lora" else ["M_xs"]
-    return params + {"none": [], "rows": ["magnitude"], "cols": ["magnitude"], "both": ["magnitude_r",
-                                                                                        "magnitude_c"]}[norm]
-
-
-def layer_rank(params: Mapping[str, torch.Tensor]) -> int:
-    if "lora_A" in params:
-        return int(params["lora_A"].shape[0])
-    return int(params["M_xs"].shape[0])
-
-
-def group_by_layer(flat: Mapping[str, torch.Tensor], source: str) -> Dict[str, Dict[str, torch.Tensor]]:
-    grouped: Dict[str, Dict[str, torch.Tensor]] = {}
-    for key, tensor in flat.items():
-        layer, _, param = key.rpartition(".")
-        if not layer:
-            raise AdapterFileError(f"{source}: tensor {key!r} is not named <layer>.<param>")
-        grouped.setdefault(layer, {})[param] = tensor
-    return grouped
 
 
 # ---------------------------------------------------------------------- native format
@@ -96,13 +62,9 @@ def save_adapter(model: nn.Module, path: PathLike, name: Optional[str] = None,
             raise ValueError(f"the model has {len(infos)} adapters ({', '.join(infos) or 'none'}); pass name=")
         name = next(iter(infos))
     if format == "peft":
-        from .interop import write_peft
-
         return write_peft(model, path, name, dtype)
     if format != "native":
         raise ValueError(f"format {format!r}: use 'native' or 'peft'")
-    from safetensors.torch import save_file
-
     info = infos[name] if name in infos else None
     tensors = adapter_state_dict(model, name)
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous().cpu()
@@ -137,8 +99,6 @@ def read_adapter_file(path: PathLike) -> ParsedAdapter:
 
     Foreign layer names are returned as written (see :func:`.interop.resolve_layer_names` for mapping them onto
     a model)."""
-    from .interop import read_peft, read_sa3_checkpoint, read_sa3_safetensors
-
     path = Path(path)
     if path.is_dir():
         if not (path / "adapter_config.json").is_file():
@@ -168,8 +128,6 @@ def read_adapter_file(path: PathLike) -> ParsedAdapter:
 
 
 def _keys(path: Path) -> List[str]:
-    from ..safe_load import safetensors_keys
-
     return safetensors_keys(path)
 
 
@@ -185,8 +143,6 @@ def _unique_name(model: nn.Module, stem: str) -> str:
 def install_adapter(model: nn.Module, parsed: ParsedAdapter, name: str, strength: float = 1.0,
                     sigma_range: Optional[Sequence[float]] = None) -> str:
     """Apply a parsed adapter to exactly its layers and copy its tensors in (shapes checked)."""
-    from .interop import layer_targets, resolve_layer_names
-
     source = parsed.source or "adapter"
     tensors = resolve_layer_names(model, parsed.tensors, source)
     expected = expected_params(parsed.config.type)

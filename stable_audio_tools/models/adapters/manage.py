@@ -15,6 +15,8 @@ level ``sigma`` (``sin(πt/2)`` for the ``v`` objective, ``t`` for rectified flo
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import re
@@ -25,13 +27,15 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
+from ..diffusion import ConditionedDiffusionModelWrapper, DiffusionModelWrapper
+from ..lm import AudioLanguageModelWrapper
 from .config import AdapterConfig, name_selected, parse_adapter_config, unmatched_patterns
 from .layers import ADAPTED_TYPES, AdaptedConv1d, AdaptedLinear, LowRankAdapter, SigmaState, adapt_layer, \
     flat_weight, restore_layer
 
 __all__ = ["AdapterInfo", "apply_adapters", "set_adapter_strength", "set_adapter_sigma_range", "remove_adapter",
            "merge_adapters", "list_adapters", "adapter_state_dict", "adapter_parameters", "adapter_layers",
-           "target_modules", "freeze_base", "base_parameters", "base_state_hash", "model_config_hash"]
+           "target_modules", "candidate_layers", "default_targets", "freeze_base", "base_parameters", "base_state_hash", "model_config_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +69,10 @@ def list_adapters(model: nn.Module) -> Dict[str, AdapterInfo]:
 
 # ---------------------------------------------------------------------- targets
 def _is_diffusion(model: nn.Module) -> bool:
-    from ..diffusion import ConditionedDiffusionModelWrapper, DiffusionModelWrapper
-
     return isinstance(model, (ConditionedDiffusionModelWrapper, DiffusionModelWrapper))
 
 
 def _is_lm(model: nn.Module) -> bool:
-    from ..lm import AudioLanguageModelWrapper
-
     return isinstance(model, AudioLanguageModelWrapper)
 
 
@@ -119,7 +119,7 @@ def target_modules(model: nn.Module, targets: Sequence[str]) -> List[Tuple[str, 
     return found
 
 
-def _candidate_layers(model: nn.Module, targets: Sequence[str]) -> Dict[str, Tuple[str, nn.Module, nn.Module, str]]:
+def candidate_layers(model: nn.Module, targets: Sequence[str]) -> Dict[str, Tuple[str, nn.Module, nn.Module, str]]:
     """name -> (target, parent module, layer, attribute) of every adaptable layer of the targets."""
     layers = {}
     for target, prefix, root in target_modules(model, targets):
@@ -195,7 +195,7 @@ def apply_adapters(model: nn.Module, config: Any, name: str = "default", strengt
     registry = _registry(model)
     _check_name(name, registry)
     sigma_range = _check_sigma_range(sigma_range)
-    candidates = _candidate_layers(model, config.targets)
+    candidates = candidate_layers(model, config.targets)
     if layers is not None:
         missing = [n for n in layers if n not in candidates]
         if missing:
@@ -385,8 +385,6 @@ def freeze_base(model: nn.Module) -> int:
 def base_state_hash(model: nn.Module) -> str:
     """SHA-256 of the base model's state dict (names, dtypes, shapes and bytes; adapters are not part of it), used
     to check that an adapter run resumes / merges onto the weights it was trained on."""
-    import hashlib
-
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
@@ -398,9 +396,6 @@ def base_state_hash(model: nn.Module) -> str:
 def model_config_hash(model_config: Mapping[str, Any]) -> str:
     """SHA-256 of the parts of a model config that define the architecture (``model_type``, ``sample_rate``,
     ``sample_size``, ``audio_channels``, ``model``), as canonical JSON."""
-    import hashlib
-    import json
-
     keys = ("model_type", "sample_rate", "sample_size", "audio_channels", "model")
     canonical = json.dumps({k: model_config.get(k) for k in keys}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
