@@ -26,7 +26,7 @@ LAYERS: List[List[Tuple[str, Tuple[str, ...]]]] = [
                      "stable_audio_tools.audio",
                      "stable_audio_tools.plotting", "stable_audio_tools.samplers", "stable_audio_tools.families"))],
     [("data", ("stable_audio_tools.data",)), ("models", ("stable_audio_tools.models",))],
-    [("inference", ("stable_audio_tools.inference",))],
+    [("inference", ("stable_audio_tools.inference",)), ("metrics", ("stable_audio_tools.metrics",))],
     [("training", ("stable_audio_tools.training",)), ("interface", ("stable_audio_tools.interface",))],
 ]
 

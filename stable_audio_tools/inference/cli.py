@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=1, help="outputs per call; they share one seed (default: 1)")
     g.add_argument("--num-candidates", type=int, default=1,
                    help="calls per prompt, with seeds seed, seed+1, ... (default: 1)")
+    g.add_argument("--rank-by-clap", metavar="MODEL", default=None,
+                   help="score every output against its prompt with this CLAP model (a Hugging Face id in the "
+                        "local cache, e.g. laion/clap-htsat-fused, or a save_pretrained directory), add "
+                        "clap_score / clap_rank to the sidecars and write clap_ranking.json (best first); the "
+                        "model is loaded before any generation (default: no ranking)")
     s = p.add_argument_group("sampling (defaults depend on the model's diffusion objective)")
     s.add_argument("--steps", type=int, help="sampler steps (default: 100 v, 50 rectified_flow, 8 rf_denoiser)")
     s.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: 7; 1 rf_denoiser; "

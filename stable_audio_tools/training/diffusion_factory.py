@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 UNCOND_TRAINING_KEYS = ("learning_rate", "pre_encoded", "demo")
 COND_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "log_loss_info", "pre_encoded",
                       "cfg_dropout_prob", "timestep_sampler", "timestep_sampler_options", "p_one_shot",
-                      "mask_padding", "mask_padding_dropout", "inpainting", "arc", "demo")
+                      "mask_padding", "mask_padding_dropout", "inpainting", "arc", "demo", "validation_metrics")
 ARC_TRAINING_KEYS = ("arc", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "clip_grad_norm",
-                     "trim_config", "inpainting", "demo", "learning_rate")
+                     "trim_config", "inpainting", "demo", "learning_rate", "validation_metrics")
 ARC_KEYS = ("teacher_model", "teacher_model_ckpt", "use_model_as_teacher", "discriminator_base_model",
             "discriminator_base_ckpt", "use_model_as_discriminator", "ode_warmup", "noise_dist", "discriminator")
 DIFFAE_TRAINING_KEYS = ("learning_rate", "use_reconstruction_loss", "demo")

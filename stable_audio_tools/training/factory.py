@@ -23,7 +23,8 @@ __all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS", "create_a
 
 AUTOENCODER_TRAINING_KEYS = ("learning_rate", "warmup_steps", "warmup_mode", "encoder_freeze_on_warmup", "use_ema",
                              "loss_configs", "eval_loss_configs", "optimizer_configs", "force_input_mono",
-                             "latent_mask_ratio", "teacher_model", "teacher_model_ckpt", "demo")
+                             "latent_mask_ratio", "teacher_model", "teacher_model_ckpt", "demo",
+                             "validation_metrics")
 
 
 def create_autoencoder_training_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,

@@ -31,7 +31,8 @@ __all__ = [
     "AudioLanguageModelDemoCallback",  # defined in .lm_demos, importable from here as from upstream's training/lm.py
 ]
 
-LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo")
+LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo",
+                    "validation_metrics")
 
 
 def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
