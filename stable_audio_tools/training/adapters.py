@@ -27,7 +27,7 @@ from torch import nn
 from ..models.adapters import (apply_adapters, base_state_hash, freeze_base, merge_adapters,
                                model_config_hash, parse_adapter_config, save_adapter)
 from ..models.adapters.manage import base_parameters
-from ..models.config import ConfigError
+from ..config import ConfigError
 from ..models.factory import create_model_from_config
 from ..models.safe_load import torch_load
 from ..models.utils import load_ckpt_state_dict
