@@ -13,7 +13,7 @@ from typing import List, Sequence, Tuple
 import gradio as gr
 from torch import nn
 
-from ...models.adapters import list_adapters, load_adapter, set_adapter_strength
+from ...models.adapters import list_adapters, load_adapter, parse_adapter_flag, set_adapter_strength
 from .common import GRADIO_MAJOR
 
 __all__ = ["MAX_STRENGTH", "parse_adapter_flag", "load_adapters", "add_adapter_controls"]
@@ -21,17 +21,6 @@ __all__ = ["MAX_STRENGTH", "parse_adapter_flag", "load_adapters", "add_adapter_c
 log = logging.getLogger(__name__)
 
 MAX_STRENGTH = 2.0
-
-
-def parse_adapter_flag(value: str) -> Tuple[str, float]:
-    """``PATH`` or ``PATH:STRENGTH`` -> ``(path, strength)`` (a suffix that is not a number belongs to the path)."""
-    path, sep, tail = value.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(tail)
-        except ValueError:
-            pass
-    return value, 1.0
 
 
 def load_adapters(model: nn.Module, specs: Sequence[Tuple[str, float]]) -> List[str]:

@@ -9,13 +9,14 @@
 """
 from .config import ADAPTER_TYPES, TARGETS, AdapterConfig, expand_pattern, parse_adapter_config, pattern_matches
 from .files import AdapterFileError
-from .io import load_adapter, read_adapter_file, save_adapter
+from .io import load_adapter, parse_adapter_flag, read_adapter_file, save_adapter
 from .layers import AdaptedConv1d, AdaptedLinear, LowRankAdapter
 from .manage import (AdapterInfo, adapter_parameters, adapter_state_dict, apply_adapters, base_parameters,
                      base_state_hash, freeze_base, list_adapters, model_config_hash, merge_adapters, remove_adapter, set_adapter_sigma_range,
                      set_adapter_strength)
 
 __all__ = [
+    "parse_adapter_flag",
     "ADAPTER_TYPES", "TARGETS", "AdapterConfig", "AdapterInfo", "AdapterFileError", "AdaptedLinear",
     "AdaptedConv1d", "LowRankAdapter", "adapter_parameters", "adapter_state_dict", "apply_adapters",
     "base_parameters", "base_state_hash", "model_config_hash", "expand_pattern", "freeze_base", "list_adapters", "load_adapter", "merge_adapters",

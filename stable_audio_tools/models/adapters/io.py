@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import save_file
@@ -32,8 +32,8 @@ from .interop import layer_targets, read_peft, read_sa3_checkpoint, read_sa3_saf
     write_peft
 from .manage import adapter_layers, adapter_state_dict, apply_adapters, list_adapters, remove_adapter
 
-__all__ = ["AdapterFileError", "ParsedAdapter", "NATIVE_FORMAT", "save_adapter", "load_adapter", "read_adapter_file",
-           "expected_params", "install_adapter"]
+__all__ = ["parse_adapter_flag", "AdapterFileError", "ParsedAdapter", "NATIVE_FORMAT", "save_adapter", "load_adapter",
+           "read_adapter_file", "expected_params", "install_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,18 @@ def install_adapter(model: nn.Module, parsed: ParsedAdapter, name: str, strength
     info.config = replace(parsed.config, targets=targets or parsed.config.targets)
     info.metadata = dict(parsed.metadata)
     return name
+
+
+def parse_adapter_flag(value: str) -> Tuple[str, float]:
+    """The value of an ``--adapter`` flag (``generate.py``, ``run_gradio.py``): ``PATH`` or ``PATH:STRENGTH`` ->
+    ``(path, strength)`` (a suffix that is not a number belongs to the path)."""
+    path, sep, tail = value.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(tail)
+        except ValueError:
+            pass
+    return value, 1.0
 
 
 def load_adapter(model: nn.Module, path: PathLike, strength: float = 1.0,
