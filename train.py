@@ -2,7 +2,8 @@
 
     python train.py --model-config model.json --dataset-config dataset.json --save-dir runs [--flags]
 
-Every flag is declared in defaults.ini (``python train.py --help`` lists them with their help text).
+Every flag is declared in defaults.ini (``python train.py --help`` lists them with their help text). A flag's value
+comes from the command line, else from the W&B run given with --wandb-config, else from the INI file.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
@@ -22,9 +23,13 @@ log = logging.getLogger("train")
 HERE = Path(__file__).resolve().parent
 
 
-def _load_json(path: str, flag: str) -> Dict[str, Any]:
+def _load_json(path: Any, flag: str) -> Dict[str, Any]:
+    """The JSON config file ``path`` names, or ``path`` itself when it is already a config (a ``--wandb-config``
+    run records the configs themselves under these keys)."""
     from stable_audio_tools.models.factory import load_model_config
 
+    if isinstance(path, Mapping):
+        return dict(path)
     if not path:
         raise SystemExit(f"{flag} is required (a JSON file)")
     try:
@@ -82,6 +87,30 @@ def create_logger(kind: str, name: str, save_dir: str):
     raise SystemExit(f"--logger {kind!r}: unknown logger; use wandb, tensorboard, csv, comet or none")
 
 
+WATCH_MODES = ("gradients", "parameters", "all", "none")
+
+
+def watch_model(logger: Any, wrapper: torch.nn.Module, mode: str, log_freq: int = 100) -> bool:
+    """``logger.watch(wrapper)`` as upstream does for W&B runs: histograms of the gradients (``mode``
+    ``"gradients"``, upstream's default), the parameters, or ``"all"`` of them every ``log_freq`` steps, plus the
+    model graph. ``"none"`` and loggers other than W&B watch nothing. Returns whether the model is watched."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = str(mode).lower()
+    if mode not in WATCH_MODES:
+        raise SystemExit(f"--wandb-watch {mode!r}: use one of {', '.join(WATCH_MODES)}")
+    if not isinstance(logger, WandbLogger) or mode == "none":
+        return False
+    logger.watch(wrapper, log=mode, log_freq=log_freq)
+    return True
+
+
+def _shown(config_flag_value: Any) -> str:
+    """How a config flag's value is named in messages (a config taken from ``--wandb-config`` is no path)."""
+    return "(the config recorded by --wandb-config)" if isinstance(config_flag_value, Mapping) else \
+        str(config_flag_value)
+
+
 def resolve_resume_path(ckpt_path: str, save_dir: str,
                         model_config: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """'' -> None; 'last' -> the newest .ckpt under save_dir written with the same model config; a path -> checked
@@ -126,6 +155,9 @@ def validate_args(args: Any) -> None:
     if args.nonfinite_skip_steps < 0:
         errors.append(f"--nonfinite-skip-steps {args.nonfinite_skip_steps}: must be 0 (stop at the first NaN/inf "
                       f"loss or gradient) or a positive number of steps to skip")
+    watch = str(getattr(args, "wandb_watch", "gradients")).lower()
+    if watch not in WATCH_MODES:
+        errors.append(f"--wandb-watch {watch!r}: use one of {', '.join(WATCH_MODES)}")
     if errors:
         raise SystemExit("train.py: invalid flags:\n  " + "\n  ".join(errors))
 
@@ -200,9 +232,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     devices = args.num_gpus if args.num_gpus > 0 else ("auto" if accelerator == "gpu" else 1)
     n_devices = torch.cuda.device_count() if devices == "auto" else devices
     world_size = max(int(n_devices), 1) * max(args.num_nodes, 1)
-    check_batch_fits(train_dl, args.batch_size, world_size, "--dataset-config", args.dataset_config)
+    check_batch_fits(train_dl, args.batch_size, world_size, "--dataset-config", _shown(args.dataset_config))
     if val_dl is not None:
-        check_batch_fits(val_dl, args.batch_size, world_size, "--val-dataset-config", args.val_dataset_config)
+        check_batch_fits(val_dl, args.batch_size, world_size, "--val-dataset-config",
+                         _shown(args.val_dataset_config))
     resume = resolve_resume_path(args.ckpt_path, args.save_dir, model_config)
 
     model = create_model_from_config(model_config)
@@ -226,6 +259,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         {"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
 
     logger, checkpoint_dir = create_logger(args.logger, args.name, args.save_dir)
+    watch_model(logger, wrapper, getattr(args, "wandb_watch", "gradients"))
     if rank_zero_only.rank == 0:  # unfinished writes of killed runs of this experiment / of the resumed run
         for folder in {Path(checkpoint_dir).parent.parent, *([Path(resume).parent] if resume else [])}:
             remove_orphaned_temporaries(folder)

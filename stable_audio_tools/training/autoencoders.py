@@ -28,8 +28,8 @@ from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
 from .demo_callbacks import AutoencoderDemoCallback
 from .ema import EMA
-from .losses import AuralossLoss, L1Loss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss, \
-    ValueLoss
+from .losses import AuralossLoss, L1Loss, LossWithTarget, MSELoss, MultiLoss, MultiResolutionSTFTLoss, \
+    SumAndDifferenceSTFTLoss, ValueLoss
 from .utils import create_optimizer_from_config, create_scheduler_from_config
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
@@ -171,9 +171,9 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
         if "mrmel" in loss_config:
             gen_losses.append(self._mrmel_loss(loss_config["mrmel"], f"{lpath}.mrmel"))
         if "hubert" in loss_config:
-            raise ConfigError(f"{lpath}.hubert", "the HuBERT/WavLM feature loss needs torchaudio's pretrained SSL "
-                                                 "bundles, which cannot be loaded in this installation",
-                              "remove the 'hubert' block, or use 'mrmel' for a perceptual loss")
+            hubert = self._hubert_loss(loss_config["hubert"], f"{lpath}.hubert")
+            if hubert is not None:
+                gen_losses.append(hubert)
         time_cfg = require_mapping(require(loss_config, "time", lpath, "{'weights': {'l1': ...}}"), f"{lpath}.time")
         tweights = time_cfg.get("weights", {})
         tdecay = time_cfg.get("decay", 1.0)
@@ -208,6 +208,51 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             raise ConfigError(f"{path}.config", f"invalid option: {e}") from None
         return AuralossLoss(module, input_key="decoded", target_key="reals", name="mrmel_loss", weight=weight,
                             decay=cfg.get("decay", 1.0))
+
+    def _hubert_loss(self, cfg: Mapping, path: str) -> Optional[nn.Module]:
+        """Upstream's ``hubert`` block: ``HubertLoss(**config)`` (as ``self.hubert``) between the decoded and the
+        real audio, weighted by ``weights.hubert``; a weight of 0 adds nothing, as upstream."""
+        from .losses.semantic import HubertLoss
+
+        cfg = require_mapping(cfg, path)
+        weight = require(require(cfg, "weights", path, "{'hubert': ...}"), "hubert", f"{path}.weights")
+        if weight <= 0:
+            return None
+        try:
+            self.hubert = HubertLoss(weight=1.0, **dict(cfg.get("config", {})))
+        except TypeError as e:
+            raise ConfigError(f"{path}.config", f"invalid option: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{path}.config.model_name", str(e)) from None
+        except ValueError as e:
+            raise ConfigError(f"{path}.config.feature_ids", str(e)) from None
+        return LossWithTarget(self.hubert, input_key="decoded", target_key="reals", name="hubert_loss",
+                              weight=weight, decay=cfg.get("decay", 1.0))
+
+    def _frozen_feature_prefixes(self) -> Tuple[str, ...]:
+        from .losses.semantic import HubertLoss
+
+        return tuple(f"{name}.model." for name, module in self.named_modules(remove_duplicate=False)
+                     if isinstance(module, HubertLoss))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Leave the frozen HuBERT / WavLM / wav2vec 2.0 weights of the ``hubert`` loss out of the checkpoint: they
+        never change and are loaded from their source (a large model would otherwise be stored twice per save)."""
+        prefixes = self._frozen_feature_prefixes()
+        if prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Resume with the feature model just loaded: its weights in the checkpoint, if any (upstream saves them,
+        under torchaudio's names), are replaced by the current ones."""
+        prefixes = self._frozen_feature_prefixes()
+        if prefixes:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith(prefixes)]:
+                del state[key]
+            state.update({k: v for k, v in self.state_dict().items() if k.startswith(prefixes)})
 
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
         from .losses import MelSTFTLoss, SISDRLoss, STFTLoss

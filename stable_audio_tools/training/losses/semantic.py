@@ -49,11 +49,18 @@ def _load_feature_model(model_name: str) -> nn.Module:
     try:
         model = AutoModel.from_pretrained(source)
     except (OSError, ValueError) as err:
-        hint = ("download it once with `huggingface-cli download " + source + "` (it is then read from the Hugging "
-                "Face cache, also offline)") if not os.path.isdir(source) else "check that the directory holds a " \
-            "config.json and the weights written by save_pretrained"
-        raise OSError(f"HubertLoss: cannot load the feature model {model_name!r} ({source}): {err}. Use one of "
-                      f"{', '.join(HUBERT_MODELS)}, a Hub repo id or a local model directory; {hint}") from err
+        if os.path.isdir(source):
+            hint = "check that the directory holds the config.json and the weights written by save_pretrained"
+        else:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+            where = " (this process is offline: HF_HUB_OFFLINE=1)" if offline else ""
+            hint = (f"it is read from the Hugging Face cache{where}; "
+                    f"download it into the cache once while online with `hf download {source}` (older "
+                    f"huggingface_hub: `huggingface-cli download {source}`), or set model_name to a local directory "
+                    f"written by save_pretrained")
+        raise OSError(f"HubertLoss: cannot load the feature model {model_name!r} (Hugging Face model {source}): "
+                      f"{err}. Use one of {', '.join(HUBERT_MODELS)}, a Hub repo id or a local model directory; "
+                      f"{hint}") from err
     if not hasattr(model, "feature_extractor") or not hasattr(model, "encoder"):
         raise ValueError(f"HubertLoss: {source} is a {type(model).__name__}, not a HuBERT, WavLM or wav2vec 2.0 "
                          f"model")
