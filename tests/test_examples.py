@@ -196,6 +196,20 @@ def test_tutorial_other_model_types(tutorial, section, needs, name):
     assert json.loads((unwrapped / "model_config.json").read_text()) == json.loads((TINY / f"{name}.json").read_text())
 
 
+@pytest.mark.slow
+def test_root_scripts_import_with_only_the_declared_dependencies():
+    """After ``pip install -e .`` the four root scripts and what they import lazily load (gradio included)."""
+    modules = ["train", "unwrap_model", "pre_encode", "run_gradio", "stable_audio_tools.interface.gradio",
+               "stable_audio_tools.training", "stable_audio_tools.training.pre_encode",
+               "stable_audio_tools.training.unwrap", "stable_audio_tools.data.dataset",
+               "stable_audio_tools.models.factory", "stable_audio_tools.models.lm",
+               "stable_audio_tools.inference.generation", "pytorch_lightning.loggers", "transformers.models.t5"]
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "declared_deps_only.py"), str(ROOT), *modules],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+
+
 # ------------------------------------------------------------------------------------------ fast checks
 def tiny_configs():
     return {path.stem: json.loads(path.read_text()) for path in sorted(TINY.glob("*.json"))}
