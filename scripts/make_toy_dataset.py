@@ -38,12 +38,13 @@ def make_clip(rng: np.random.Generator, seconds: float, sample_rate: int, channe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir")
-    parser.add_argument("--num-files", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("out_dir", help="output directory (e.g. toy_data)")
+    parser.add_argument("--num-files", type=int, default=32, help="number of clips (default: 32)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each clip in seconds (default: 2)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the files (default: 16000)")
+    parser.add_argument("--channels", type=int, default=1, help="channels per file (default: 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random clip kinds, pitches and levels (default: 0)")
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
