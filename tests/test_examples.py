@@ -194,6 +194,11 @@ def test_tutorial_other_model_types(tutorial, section, needs, name):
         check_audio(path)
     unwrapped = tutorial.root / "tiny_models" / name
     assert json.loads((unwrapped / "model_config.json").read_text()) == json.loads((TINY / f"{name}.json").read_text())
+    from stable_audio_tools.interface.gradio import create_ui  # "each also opens in run_gradio.py"
+
+    ui = create_ui(pretrained_name=str(unwrapped), device="cpu")
+    assert any(getattr(block, "elem_id", None) in ("generate-button", "process-button") for block in ui.blocks.values())
+    ui.close()
 
 
 @pytest.mark.slow
