@@ -203,6 +203,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from stable_audio_tools.training.export import AtomicCheckpointIO, NonFiniteError, remove_orphaned_temporaries
     from stable_audio_tools.training.nonfinite import NonFiniteGuard
     from stable_audio_tools.training.pretransform_check import warn_if_pretransform_untrained
+    from stable_audio_tools.training.validation_metrics import (check_monitor, create_validation_metrics_callback,
+                                                                monitor_mode)
 
     # Our checkpoints intentionally hold the post-step state; the validation loop is skipped without val data.
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
@@ -263,11 +265,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     if rank_zero_only.rank == 0:  # unfinished writes of killed runs of this experiment / of the resumed run
         for folder in {Path(checkpoint_dir).parent.parent, *([Path(resume).parent] if resume else [])}:
             remove_orphaned_temporaries(folder)
-    top_k = {"save_top_k": -1} if args.save_top_k < 0 else {"save_top_k": args.save_top_k, "monitor": "step",
-                                                            "mode": "max"}
+    validation_metrics = create_validation_metrics_callback(model_config, val_every=args.val_every)
+    if args.monitor:
+        try:
+            check_monitor(args.monitor, validation_metrics, args.checkpoint_every)
+            top_k = {"save_top_k": args.save_top_k, "monitor": args.monitor,
+                     "mode": monitor_mode(args.monitor, args.monitor_mode), "save_last": True}
+        except ValueError as e:
+            raise SystemExit(f"train.py: {e}") from None
+    else:
+        top_k = {"save_top_k": -1} if args.save_top_k < 0 else {"save_top_k": args.save_top_k, "monitor": "step",
+                                                                "mode": "max"}
     run_checkpoint = RunCheckpoint(every_n_train_steps=args.checkpoint_every, dirpath=checkpoint_dir, **top_k)
     callbacks = [
         NonFiniteGuard(skip_steps=args.nonfinite_skip_steps),
+        *([validation_metrics] if validation_metrics is not None else []),
         run_checkpoint,
         create_demo_callback_from_config(model_config, demo_dl=val_dl if val_dl is not None else train_dl),
         ExceptionCallback(),
@@ -321,7 +333,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _automatic(model_config: Dict[str, Any]) -> bool:
     """Whether the model type's wrapper uses Lightning's automatic optimization (it can then clip gradients)."""
-    return model_config.get("model_type") != "autoencoder" and "arc" not in model_config.get("training", {})
+    from stable_audio_tools.families import uses_automatic_optimization
+
+    return uses_automatic_optimization(model_config)
 
 
 if __name__ == "__main__":

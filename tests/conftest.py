@@ -22,7 +22,7 @@ def fixtures_dir() -> Path:
 def deny_reading(monkeypatch, path) -> None:
     """Make the audio loader's ``open(path)`` fail with EACCES, as for a chmod 000 file for a normal user (chmod
     does not stop root, which the tests may run as)."""
-    from stable_audio_tools.data import utils as data_utils
+    from stable_audio_tools import audio as audio_module
 
     real_open = open
 
@@ -31,4 +31,4 @@ def deny_reading(monkeypatch, path) -> None:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(p, *args, **kwargs)
 
-    monkeypatch.setattr(data_utils, "open", guarded_open, raising=False)
+    monkeypatch.setattr(audio_module, "open", guarded_open, raising=False)

@@ -45,6 +45,18 @@ def test_missing_ini_file_message(tmp_path):
         get_all_args(argv=["--config-file", str(tmp_path / "none.ini")])
 
 
+def test_an_upstream_ini_keeps_the_shipped_defaults_of_newer_flags(tmp_path, caplog):
+    # an INI written for upstream declares only upstream's keys; the newer flags keep defaults.ini's values
+    ini = tmp_path / "upstream.ini"
+    ini.write_text("[DEFAULTS]\nname = 'mine'\nbatch_size = 2\ncheckpoint_every = 500\n")
+    with caplog.at_level(logging.INFO, logger="stable_audio_tools.training.args"):
+        args = get_all_args(ROOT / "defaults.ini", ["--config-file", str(ini), "--batch-size", "3"])
+    shipped = {k: v for k, v, _ in read_ini_defaults(ROOT / "defaults.ini")}
+    assert (args.name, args.batch_size, args.checkpoint_every) == ("mine", 3, 500)
+    assert args.max_steps == shipped["max_steps"] and args.accelerator == shipped["accelerator"]
+    assert "lacks" in caplog.text and "max_steps" in caplog.text
+
+
 def test_loggers(tmp_path, monkeypatch, caplog):
     train = load_train_module()
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -1,26 +1,12 @@
 """Pre-encoded latents (``dataset_type: "pre_encoded"``): the dataset that reads ``pre_encode.py``'s output.
 
-Layout (SPEC 1.4 / 7.4): ``<root>/<rank>/<13-digit id>.npy`` holds one item's latents ``[C, L]`` (or
+Layout (see docs/data_formats.md#pre-encoding-with-pre_encodepy, docs/data_formats.md#the-pre_encoded-dataset-type):
+``<root>/<rank>/<13-digit id>.npy`` holds one item's latents ``[C, L]`` (or
 tokens ``[n_q, L]``), ``<id>.json`` beside it the item's metadata with a latent-rate ``padding_mask``
 (0/1 list of length ``L``). ``<root>/filelist.txt``, when present, lists the latent files (relative
 paths, one per line) instead of scanning.
 
-Differences from upstream, all deliberate:
-
-* A random latent crop updates ``seconds_start`` (upstream kept the uncropped start, so timing
-  conditioning saw the wrong offset; upstream PR 219). The latent frame rate comes from the item
-  JSON (``sample_rate`` and ``downsampling_ratio``, both written by our ``pre_encode.py``) or, for
-  older data, from ``<root>/details.json`` (``sample_size`` / uncropped latent length) and the item's
-  ``sample_rate``. Without either, ``seconds_start`` is left as it was and one warning says so.
-* The crop window may end on the last real frame (upstream's window stopped one frame short), and
-  latents shorter than ``latent_crop_length`` are zero-padded (padding mask 0) instead of producing
-  batches that cannot be stacked.
-* Broken items (missing or unreadable JSON, unreadable or misshapen ``.npy``, NaN/inf latents) are
-  skipped with one warning each and replaced by another item whose metadata records the skip; the
-  loader logs the count per reason every epoch (:mod:`.skips`). When no item can be used, or every
-  item is filtered out, a ``RuntimeError`` says why instead of recursing forever.
-* ``latent_crop_length`` placed inside a ``datasets`` entry (as upstream's docs once showed) is
-  reported with a warning naming the top-level key that is read.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsdatapre_encoded.
 """
 from __future__ import annotations
 
@@ -38,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
-from .dataset import (LocalDatasetConfig, _is_within, _require_bool, fast_scandir, make_dataloader, optional_positive,
-                      parse_local_sources)
+from .sources import (LocalDatasetConfig, fast_scandir, is_within, make_dataloader, optional_positive,
+                      parse_local_sources, require_bool)
 from .skips import (BAD_LATENTS, BAD_METADATA, NON_FINITE, PERMISSION_DENIED, REJECTED, TOO_LONG, TOO_SHORT,
                     SkippingDataset, UnusableItem, os_error_reason)
 
@@ -222,7 +208,7 @@ class PreEncodedDataset(SkippingDataset):
 
         for source_cfg, root in zip(self.sources, self._abs_roots):
             fn = source_cfg.custom_metadata_fn
-            if fn is None or not _is_within(os.path.abspath(latent_filename), root):
+            if fn is None or not is_within(os.path.abspath(latent_filename), root):
                 continue
             custom = fn(info, None)
             if not isinstance(custom, Mapping):
@@ -305,11 +291,11 @@ def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, samp
         sources, latent_crop_length=optional_positive(dataset_config, "latent_crop_length", integer=True),
         min_length_sec=optional_positive(dataset_config, "min_length_sec"),
         max_length_sec=optional_positive(dataset_config, "max_length_sec"),
-        random_crop=_require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
+        random_crop=require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
     used_sources = set(dataset._file_source)
     for index, source in enumerate(sources):
         if index not in used_sources:
             raise ConfigError(f"datasets[{index}].path", f"no .{dataset.latent_extension} latent files found under "
                               f"'{source.path}'", "run pre_encode.py with --output-path pointing there first")
-    drop_last = _require_bool(dataset_config, "drop_last", True, "drop_last")
+    drop_last = require_bool(dataset_config, "drop_last", True, "drop_last")
     return make_dataloader(dataset, batch_size, shuffle, num_workers, drop_last, noun="latent files")

@@ -22,6 +22,8 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Seq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..audio import NOT_FOUND, PERMISSION_DENIED, READ_ERROR, TOO_SHORT, UNDECODABLE, os_error_reason
+
 __all__ = [
     "PERMISSION_DENIED", "NOT_FOUND", "READ_ERROR", "UNDECODABLE", "TOO_SHORT", "TOO_LONG", "NON_FINITE", "SILENT",
     "REJECTED", "BAD_METADATA", "BAD_LATENTS", "NO_AUDIO", "LOAD_ERROR", "SKIP_REASONS",
@@ -39,11 +41,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PERMISSION_DENIED = "permission denied"
-NOT_FOUND = "not found"
-READ_ERROR = "read error"
-UNDECODABLE = "undecodable"
-TOO_SHORT = "too short"
 TOO_LONG = "too long"
 NON_FINITE = "non-finite"
 SILENT = "silent"
@@ -111,15 +108,6 @@ class UnusableItem(Exception):
     def record(self) -> SkipRecord:
         """The :class:`SkipRecord` of this item."""
         return SkipRecord(str(self.path), self.reason, self.detail)
-
-
-def os_error_reason(err: OSError) -> str:
-    """The skip reason of an ``OSError`` raised while opening or reading a file."""
-    if isinstance(err, PermissionError):
-        return PERMISSION_DENIED
-    if isinstance(err, FileNotFoundError):
-        return NOT_FOUND
-    return READ_ERROR
 
 
 def check_audio(audio: torch.Tensor, sample_rate: int, min_length_sec: Optional[float] = None) -> None:

@@ -1,29 +1,12 @@
-"""WebDataset loaders (``dataset_type: "wds"``, or ``"s3"`` for backwards compatibility), SPEC 7.6.
+"""WebDataset loaders (``dataset_type: "wds"``, or ``"s3"`` for backwards compatibility), see
+docs/data_formats.md#webdataset-shards-wds--s3.
 
 Sources are directories of local ``.tar`` shards (``path``) or S3 prefixes (``s3_path``, optional
 ``profile``). S3 shards are listed with ``aws s3 ls`` and streamed through ``pipe:aws s3 cp <url> -``
 exactly like upstream, so the `aws` command-line tool (``pip install awscli``, or AWS CLI v2) must be on
 ``PATH``; it honours the usual AWS environment (``AWS_PROFILE``, ``AWS_ENDPOINT_URL``...).
 
-Differences from upstream, all deliberate:
-
-* A missing ``aws`` CLI, an S3 prefix that cannot be listed (missing bucket, bad credentials,
-  unreachable endpoint) or a source without shards raise an error naming what to install or check,
-  instead of a bare ``CalledProcessError`` or a silently empty loader; 32 shard reads failing in a row
-  inside a worker (for example the bucket became unreachable) raise instead of retrying forever.
-* Batches come out as ``[audio [B, C, T], (meta_1, ..., meta_B)]``, the same as the local loaders:
-  the DataLoader does not re-collate the pipeline's batches (upstream's ``WebLoader`` added a leading
-  dimension of 1 and wrapped every metadata value in a list, which training steps then undid).
-* Without resampled shards, shards are split between processes and DataLoader workers (upstream
-  gave every worker every shard, so each sample was seen ``num_workers`` times per epoch).
-* Shell-quoting of S3 keys uses ``shlex.quote`` (upstream escaped only spaces and parentheses), audio
-  is decoded with soundfile and resampled with julius (no torchaudio), and a random pre-encoded crop
-  updates ``seconds_start`` like the ``pre_encoded`` dataset does.
-* ``persistent_workers`` only with workers, ``pin_memory`` only with CUDA; ``epoch_steps`` smaller
-  than ``num_workers`` still yields at least one batch per worker.
-* Unusable samples (undecodable, empty, NaN/inf, silent, rejected, without JSON or audio, or raising in a
-  metadata function) are dropped with one warning each per process, and their skip records ride on the
-  next sample, so the loader logs the count per reason every epoch (:mod:`.skips`).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsdatawebdataset.
 """
 from __future__ import annotations
 
@@ -43,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
-from .dataset import MetadataFn, _require_bool, collation_fn, fast_scandir, load_custom_metadata_fn
+from .sources import MetadataFn, collation_fn, fast_scandir, load_custom_metadata_fn, require_bool
 from .pre_encoded import crop_pre_encoded, latent_frame_seconds
 from .skips import (BAD_LATENTS, BAD_METADATA, LOAD_ERROR, NO_AUDIO, NON_FINITE, REJECTED, SILENT, SkipRecord,
                     SkipReportingDataLoader, UnusableItem, attach_skips, check_audio)
@@ -565,14 +548,14 @@ def create_webdataset_dataloader(dataset_config: Mapping, batch_size: int, sampl
     return WebDatasetDataLoader(
         sources, batch_size=batch_size, sample_size=sample_size, sample_rate=sample_rate, num_workers=num_workers,
         epoch_steps=_positive(dataset_config, "epoch_steps", 2000, integer=True),
-        random_crop=_require_bool(dataset_config, "random_crop", True, "random_crop"),
+        random_crop=require_bool(dataset_config, "random_crop", True, "random_crop"),
         force_channels=force_channels,
-        remove_silence=_require_bool(dataset_config, "remove_silence", False, "remove_silence"),
+        remove_silence=require_bool(dataset_config, "remove_silence", False, "remove_silence"),
         silence_threshold=_pair(dataset_config, "silence_threshold", (0.01, 0.5)),
         max_silence_duration=_positive(dataset_config, "max_silence_duration", 0.25, integer=False),
-        volume_norm=_require_bool(dataset_config, "volume_norm", False, "volume_norm"),
+        volume_norm=require_bool(dataset_config, "volume_norm", False, "volume_norm"),
         volume_norm_param=_pair(dataset_config, "volume_norm_param", (-16, 2)),
-        pre_encoded=_require_bool(dataset_config, "pre_encoded", False, "pre_encoded"),
+        pre_encoded=require_bool(dataset_config, "pre_encoded", False, "pre_encoded"),
         latent_crop_length=_positive(dataset_config, "latent_crop_length", None, integer=True),
-        resampled_shards=_require_bool(dataset_config, "resampled_shards", True, "resampled_shards"),
+        resampled_shards=require_bool(dataset_config, "resampled_shards", True, "resampled_shards"),
     ).data_loader

@@ -1,18 +1,12 @@
-"""Audio generation with diffusion models (SPEC 6.1-6.3).
+"""Audio generation with diffusion models (see docs/inference.md#text-to-audio-generate_diffusion_cond,
+docs/inference.md#unconditional-models-generate_diffusion_uncond).
 
 ``generate_diffusion_cond`` / ``generate_diffusion_cond_inpaint`` take a ``ConditionedDiffusionModelWrapper``
 and ``generate_diffusion_uncond`` a ``DiffusionModelWrapper``; they return audio ``[batch, channels, samples]``
 (or latents with ``return_latents=True``). Extra keywords go to the sampler: ``sampler_type``, ``sigma_min``,
 ``sigma_max``, ``rho``, ``cfg_interval``, ``scale_phi``, ``callback``, ``disable_tqdm`` ...
 
-Differences from upstream (behaviour for valid calls is unchanged):
-- ``device=None`` (default) means the device of the model's parameters (upstream defaulted to "cuda", which
-  crashes on CPU-only machines); pass ``device`` explicitly to override.
-- ``seed=-1`` picks a random seed and logs it with ``logging`` (upstream printed it).
-- ``generate_diffusion_uncond`` works (upstream read a missing attribute and mis-ordered ``sample_k``'s arguments).
-- ``decode_chunked=True`` decodes long latent sequences in overlapping windows (see
-  :func:`~stable_audio_tools.inference.utils.decode_latents`).
-- Caller-owned ``conditioning_tensors`` dicts are never modified.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinferencegeneration.
 """
 from __future__ import annotations
 
@@ -24,7 +18,9 @@ import torch
 from torch import nn
 from torch.nn.functional import interpolate
 
-from .sampling import sample_k, sample_rf
+from ..models.diffusion import register_generator
+from ..samplers import sample_k, sample_rf
+from .editing import INIT_MODES, SAMPLER_KEYS, KnownRegionModel, invert_to_start, inversion_times, latent_keep_mask
 from .utils import build_mask, decode_latents, prepare_audio
 
 __all__ = ["generate_diffusion_cond", "generate_diffusion_cond_inpaint", "generate_diffusion_uncond",
@@ -104,13 +100,15 @@ def _cast(inputs: Mapping[str, Any], dtype: torch.dtype) -> Dict[str, Any]:
 
 
 def _run_sampler(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], steps: int,
-                 sampler_kwargs: Dict[str, Any], model_kwargs: Dict[str, Any], device, dist_shift=None) -> torch.Tensor:
+                 sampler_kwargs: Dict[str, Any], model_kwargs: Dict[str, Any], device, dist_shift=None,
+                 model_fn=None) -> torch.Tensor:
+    model_fn = model.model if model_fn is None else model_fn
     if _objective(model) == "v":
-        return sample_k(model.model, noise, init, steps, **sampler_kwargs, **model_kwargs, device=device)
+        return sample_k(model_fn, noise, init, steps, **sampler_kwargs, **model_kwargs, device=device)
     rf_kwargs = {k: v for k, v in sampler_kwargs.items() if k not in ("sigma_min", "rho")}
     if dist_shift is not None:
         rf_kwargs["dist_shift"] = dist_shift
-    return sample_rf(model.model, noise, init_data=init, steps=steps, **rf_kwargs, **model_kwargs, device=device)
+    return sample_rf(model_fn, noise, init_data=init, steps=steps, **rf_kwargs, **model_kwargs, device=device)
 
 
 def _finish(model: nn.Module, sampled: torch.Tensor, return_latents: bool, decode_chunked: bool,
@@ -168,7 +166,8 @@ def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float
                             sample_size: int = 2097152, sample_rate: int = 48000, seed: int = -1,
                             device: Device = None, init_audio: AudioInput = None, init_noise_level: float = 1.0,
                             return_latents: bool = False, decode_chunked: bool = False, decode_chunk_size: int = 128,
-                            decode_overlap: int = 32, **sampler_kwargs: Any) -> torch.Tensor:
+                            decode_overlap: int = 32, init_mode: str = "noise", keep_audio: AudioInput = None,
+                            keep_mask: Optional[torch.Tensor] = None, **sampler_kwargs: Any) -> torch.Tensor:
     """Generate audio from conditioning (prompts, timing, ...) with classifier-free guidance ``cfg_scale``.
 
     Args:
@@ -186,13 +185,21 @@ def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float
         init_audio: ``(sample_rate, tensor)`` for variations; ``init_noise_level`` is the starting noise level.
         return_latents: return the sampled latents instead of decoded audio.
         decode_chunked / decode_chunk_size / decode_overlap: windowed decoding of long outputs.
+        init_mode: ``"noise"`` (default, upstream): start from the encoded ``init_audio`` plus noise at
+            ``init_noise_level``; ``"invert"``: map it there by deterministic ODE inversion
+            (:func:`~stable_audio_tools.inference.editing.invert_to_start`), which keeps its structure.
+        keep_audio / keep_mask: ``(sample_rate, tensor)`` and an audio-rate mask ``[samples]`` (1 = keep): the
+            latent frames fully inside the kept samples are imposed during sampling (known-region replacement,
+            :class:`~stable_audio_tools.inference.editing.KnownRegionModel`), for continuation and inpainting with
+            models that have no inpainting conditioning. The decoded output is not pasted over; see
+            :mod:`stable_audio_tools.inference.jobs` for that.
         **sampler_kwargs: ``sampler_type``, ``sigma_min``, ``sigma_max``, ``rho``, ``cfg_interval``,
             ``scale_phi``, ``callback``, ``disable_tqdm``, ...
     """
     device = resolve_device(model, device)
     audio_sample_size = sample_size
     sample_size = _latent_length(model, sample_size)
-    _, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
+    seed, noise = seed_and_noise(seed, [batch_size, model.io_channels, sample_size], device)
     _disable_reduced_precision()
 
     cond_tensors = _conditioning(model, conditioning, conditioning_tensors, device, batch_size)
@@ -202,16 +209,28 @@ def generate_diffusion_cond(model: nn.Module, steps: int = 250, cfg_scale: float
     init = None
     if init_audio is not None:
         init = _encode_audio(model, init_audio, audio_sample_size, device).repeat(batch_size, 1, 1)
+    if init_mode not in INIT_MODES:
+        raise ValueError(f"init_mode must be one of {', '.join(map(repr, INIT_MODES))}, got {init_mode!r}")
+    known = None
+    if (keep_audio is None) != (keep_mask is None):
+        raise ValueError("keep_audio and keep_mask go together (the audio to keep and where to keep it)")
+    if keep_audio is not None:
+        known = (_encode_audio(model, keep_audio, audio_sample_size, device).repeat(batch_size, 1, 1),
+                 latent_keep_mask(keep_mask, sample_size).to(device), seed)
     sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
-                                  sampler_kwargs, device)
+                                  sampler_kwargs, device, init_mode=init_mode, known=known)
     return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
 
 
 def _sample_conditioned(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], init_noise_level: float,
                         steps: int, cfg_scale: float, cond_tensors: Mapping[str, Any],
                         negative: Optional[Mapping[str, Any]], sampler_kwargs: Dict[str, Any],
-                        device: Device) -> torch.Tensor:
-    """Conditioner outputs -> backbone kwargs (batch CFG, negative branch) -> the objective's sampler."""
+                        device: Device, init_mode: str = "noise",
+                        known: Optional[Tuple[torch.Tensor, torch.Tensor, int]] = None) -> torch.Tensor:
+    """Conditioner outputs -> backbone kwargs (batch CFG, negative branch) -> the objective's sampler.
+
+    ``init_mode="invert"`` maps ``init`` to the start by ODE inversion; ``known = (latents, mask, seed)`` imposes
+    the known latent frames during sampling."""
     if init is not None:
         sampler_kwargs["sigma_max"] = init_noise_level
     dtype = _model_dtype(model)
@@ -219,8 +238,21 @@ def _sample_conditioned(model: nn.Module, noise: torch.Tensor, init: Optional[to
                     "batch_cfg": True, "rescale_cfg": True}
     if negative is not None:
         model_kwargs.update(_cast(model.get_conditioning_inputs(negative, negative=True), dtype))
-    sampled = _run_sampler(model, noise.type(dtype), init, steps, sampler_kwargs, model_kwargs, device,
-                           dist_shift=getattr(model, "dist_shift", None))
+    dist_shift = getattr(model, "dist_shift", None)
+    noise = noise.type(dtype)
+    model_fn = model.model
+    if known is not None:
+        latents, mask, seed = known
+        generator = torch.Generator(device=noise.device).manual_seed(int(seed) + 1)
+        renoise = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
+        model_fn = KnownRegionModel(model.model, latents.type(dtype), mask, _objective(model), renoise)
+    if init is not None and init_mode == "invert":
+        times = inversion_times(_objective(model), steps, sampler_kwargs, noise.shape[-1], dist_shift)
+        model_extras = {k: v for k, v in sampler_kwargs.items() if k not in SAMPLER_KEYS}
+        init, noise = invert_to_start(model.model, _objective(model), init.type(dtype), times,
+                                      {**model_kwargs, **model_extras})
+    sampled = _run_sampler(model, noise, init, steps, sampler_kwargs, model_kwargs, device, dist_shift=dist_shift,
+                           model_fn=model_fn)
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
     return sampled
@@ -291,3 +323,7 @@ def generate_diffusion_cond_inpaint(model: nn.Module, steps: int = 250, cfg_scal
     sampled = _sample_conditioned(model, noise, init, init_noise_level, steps, cfg_scale, cond_tensors, negative,
                                   sampler_kwargs, device)
     return _finish(model, sampled, return_latents, decode_chunked, decode_chunk_size, decode_overlap)
+
+
+register_generator("diffusion_uncond", generate_diffusion_uncond)
+register_generator("diffusion_cond", generate_diffusion_cond)

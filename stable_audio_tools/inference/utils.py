@@ -8,8 +8,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..data.utils import prepare_audio, set_audio_channels
-from .sampling import get_bmask
+from ..audio import prepare_audio, set_audio_channels
+from ..samplers import get_bmask
 
 __all__ = ["prepare_audio", "set_audio_channels", "build_mask", "get_bmask", "decode_latents"]
 

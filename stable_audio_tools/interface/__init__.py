@@ -1,1 +1,2 @@
-"""User-facing helpers: plotting utilities for demos (``aeiou``) and the Gradio interface."""
+"""User-facing helpers: the Gradio interface, and upstream's plotting module path ``aeiou`` (which re-exports
+:mod:`stable_audio_tools.plotting`)."""

@@ -1,4 +1,4 @@
-"""The Gradio demo (SPEC 1.5, 8): model loading, device selection and one UI per model type.
+"""The Gradio demo (see docs/gradio.md): model loading, device selection and one UI per model type.
 
 ``create_ui`` loads a model (a Hugging Face repo id or local directory via ``get_pretrained_model``, or a config
 plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_type``:
@@ -10,13 +10,7 @@ plus an unwrapped checkpoint) and returns the ``gr.Blocks`` app for its ``model_
 ``lm``                                     language-model generation
 ========================================= ==========================================================
 
-Differences from upstream: half precision is opt-in (``model_half=True``) and only used on CUDA; the device is
-CUDA, else MPS, else CPU (or the one given); a checkpoint that does not fit the config is refused with a
-:class:`CheckpointMismatchError` naming the keys (upstream copied the matching tensors and silently left the
-rest random). ``launch_ui`` starts the server with the demo's theme and script on every Gradio version >= 5, under
-the app's :class:`DemoLimits` (upload size, bounded queue, concurrency, file deletion); the handlers enforce the
-per-request limits (steps, seconds, input length, time limit, cancellation when the client goes away).
-:func:`private_gradio_temp_dir` gives the apps built inside it their own upload/cache directory, removed on exit.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinterfacegradio.
 
 Upstream's module-state functions (``generate_uncond``, ``create_lm_ui(model_config)``...) are importable from here
 as deprecated wrappers (:mod:`.legacy`); they use the model :func:`load_model` loaded last.
@@ -35,6 +29,7 @@ import gradio as gr
 import torch
 from torch import nn
 
+from ..families import MODEL_FAMILIES, resolve_builder
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
@@ -136,21 +131,14 @@ def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_t
     handlers honour ``limits`` (default ``DemoLimits()``); :func:`launch_ui` applies the same limits' server
     settings (the app keeps them as ``demo_limits``)."""
     model_type = model_config.get("model_type")
-    if model_type in ("diffusion_cond", "diffusion_cond_inpaint"):
-        from .interfaces.diffusion_cond import create_diffusion_cond_ui as build
-    elif model_type == "diffusion_uncond":
-        from .interfaces.diffusion_uncond import create_diffusion_uncond_ui as build
-    elif model_type in ("autoencoder", "diffusion_autoencoder"):
-        from .interfaces.autoencoder import create_autoencoder_ui as build
-    elif model_type == "lm":
-        from .interfaces.lm import create_lm_ui as build
-    else:
-        raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: diffusion_cond, "
-                         "diffusion_cond_inpaint, diffusion_uncond, autoencoder, diffusion_autoencoder, lm")
+    family = MODEL_FAMILIES.get(model_type)
+    if family is None or family.ui is None:
+        supported = ", ".join(t for t, f in MODEL_FAMILIES.items() if f.ui is not None)
+        raise ValueError(f"no Gradio interface for model_type {model_type!r}; supported: {supported}")
+    build = resolve_builder(family.ui)
     limits = limits or DemoLimits()
     seconds = (model_config.get("sample_size") or 0) / (model_config.get("sample_rate") or 1)
-    has_length_control = model_type in ("diffusion_cond", "diffusion_cond_inpaint", "lm")
-    if has_length_control and limits.max_seconds is not None and seconds and limits.max_seconds > seconds:
+    if family.ui_length_control and limits.max_seconds is not None and seconds and limits.max_seconds > seconds:
         log.warning("--max-seconds %g is above this model's length (%.2f s); requests are limited to %.2f s",
                     limits.max_seconds, seconds, seconds)
     ui = build(model, model_config, gradio_title=gradio_title, limits=limits)

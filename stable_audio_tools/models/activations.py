@@ -1,4 +1,4 @@
-"""Activations used by the Oobleck and DAC autoencoders (SPEC 4.2).
+"""Activations used by the Oobleck and DAC autoencoders (see docs/model_config.md#encoders-and-decoders-type).
 
 * :class:`SnakeBeta` - BigVGAN-style snake with separate (log-scale) frequency ``alpha`` and
   magnitude ``beta`` per channel: ``y = x + 1/(b + 1e-9) * sin(a*x)^2``.

@@ -1,4 +1,5 @@
-"""ADP 1-D U-Nets (modified audio-diffusion-pytorch v0.0.94, SPEC 4.12).
+"""ADP 1-D U-Nets (modified audio-diffusion-pytorch v0.0.94, see
+docs/diffusion.md#adp-u-nets-adp_cfg_1d-adp_1d-adp_uncond_1d).
 
 :class:`UNet1d` is the time/feature/channel/embedding-conditioned U-Net behind the ``adp_1d`` and
 ``adp_uncond_1d`` backbones; :class:`UNetCFG1d` adds the learned "null" embedding used for

@@ -1,4 +1,5 @@
-"""Building blocks of the ADP U-Net (modified audio-diffusion-pytorch v0.0.94, SPEC 4.12).
+"""Building blocks of the ADP U-Net (modified audio-diffusion-pytorch v0.0.94, see
+docs/diffusion.md#adp-u-nets-adp_cfg_1d-adp_1d-adp_uncond_1d).
 
 Child names follow upstream exactly so released checkpoints load strictly:
 

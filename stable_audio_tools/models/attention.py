@@ -1,4 +1,5 @@
-"""Multi-head attention used by :mod:`stable_audio_tools.models.transformer` (SPEC 4.11).
+"""Multi-head attention used by :mod:`stable_audio_tools.models.transformer` (see
+docs/diffusion.md#dit-the-diffusiontransformer).
 
 Contents:
 
@@ -393,7 +394,7 @@ def _attend_without_keys(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> t
 
 
 class Attention(nn.Module):
-    """Self- or cross-attention (SPEC 4.11).
+    """Self- or cross-attention (see docs/diffusion.md#dit-the-diffusiontransformer).
 
     Self: ``to_qkv`` = Linear(dim, 3·dim) (differential: 5·dim → q, k, v, q₂, k₂). Cross
     (``dim_context`` given): ``to_q`` = Linear(dim, dim) (differential 2·dim) and ``to_kv`` =

@@ -1,4 +1,5 @@
-"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (SPEC 3.2, 4.7) and
+"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (see
+docs/model_config.md#encoders-and-decoders-type, docs/model_config.md#autoencoder--model) and
 ``DiffusionAutoencoder`` (``diffusion_autoencoder`` models: an optional encoder/decoder pair whose latents
 condition a diffusion decoder through input concatenation).
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..samplers import sample
 from .activations import get_activation
 from .common import checkpoint, fold_channels_into_batch, unfold_channels_from_batch
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
@@ -348,8 +350,6 @@ class DiffusionAutoencoder(AudioAutoencoder):
                     param.mul_(0.5)
 
     def decode(self, latents: torch.Tensor, steps: int = 100, **kwargs: Any) -> torch.Tensor:
-        from ..inference.sampling import sample
-
         upsampled_length = latents.shape[2] * self.downsampling_ratio
         if self.bottleneck is not None:
             latents = self.bottleneck.decode(latents)

@@ -1,4 +1,4 @@
-"""Small shared building blocks (SPEC 9.1).
+"""Small shared building blocks (see docs/compatibility.md).
 
 Besides the RMS norms used by the transformers (:func:`rms_norm`, :class:`RMSNorm`, :class:`AdaRMSNorm`), the
 GEGLU projection (:class:`LinearGEGLU`), the forced weight-normalised convolution (:class:`ForcedWNConv1d`) and,
@@ -194,7 +194,7 @@ class SelfAttention1d(nn.Module):
 
     On CPU the attention is computed explicitly (softmax of ``(q d^-1/4)(k d^-1/4)^T``) exactly
     like upstream; on CUDA it uses ``scaled_dot_product_attention`` (with the heads transposed back
-    correctly - upstream's CUDA path reshapes without that transpose, SPEC 9.3 item 2).
+    correctly - upstream's CUDA path reshapes without that transpose, see docs/compatibility.md#upstream-quirks).
     """
 
     def __init__(self, c_in: int, n_head: int = 1, dropout_rate: float = 0.0) -> None:

@@ -1,4 +1,5 @@
-"""Codebook interleaving patterns for multi-codebook language models (SPEC 3.9, 4.15).
+"""Codebook interleaving patterns for multi-codebook language models (see
+docs/training.md#audio-language-models-model_type-lm).
 
 Semantics are those of AudioCraft's codebook patterns (which upstream stable-audio-tools vendors).
 A :class:`Pattern` is a *layout*: a list of sequence steps, each a list of ``(t, q)`` coordinates
@@ -384,7 +385,8 @@ class MusicLMPattern(CodebooksPatternProvider):
         return Pattern(layout, timesteps=timesteps, n_q=self.n_q)
 
 
-# ``model.lm.codebook_pattern`` values (SPEC 2.6; ``coarse_first`` is an addition, not in upstream's factory)
+# ``model.lm.codebook_pattern`` values (see docs/training.md#audio-language-models-model_type-lm; ``coarse_first`` is
+# an addition, not in upstream's factory)
 PATTERN_PROVIDERS = {
     "delay": DelayedPatternProvider,
     "parallel": ParallelPatternProvider,

@@ -1,4 +1,5 @@
-"""Conditioners: per-item metadata -> conditioning tensors for diffusion models and LMs (SPEC 3.5, 4.14).
+"""Conditioners: per-item metadata -> conditioning tensors for diffusion models and LMs (see
+docs/diffusion.md#conditioners-modelconditioning).
 
 Every conditioner maps the list of one metadata field over a batch to ``[embeddings, mask]``
 (``forward(values, device)``). :class:`MultiConditioner` runs one conditioner per id on a batch of
@@ -11,19 +12,7 @@ tokenizers (``t5``, ``clap_text``, ``clap_audio``, ``phoneme``, ``lut``) live in
 :mod:`stable_audio_tools.models.text_conditioners` (importable from here too); their optional
 dependencies are only imported when such a conditioner is built.
 
-Deviations from upstream (numerics of upstream-trained checkpoints are unchanged):
-
-* :class:`IntConditioner` keeps upstream's indexing (values are clamped to ``[min_val, max_val]`` and
-  used directly as embedding indices, **not** offset by ``min_val``; changing that would shift every
-  embedding of trained models). A value that would index past the table now raises a ValueError
-  explaining this instead of an IndexError.
-* :class:`PretransformConditioner` applies a non-identity ``proj_out`` over the latent channels
-  (upstream applied the Linear over the time axis, which only ran when the latent length happened to
-  equal the channel count). With the default identity projection the output is unchanged.
-* :class:`SourceMixConditioner` takes its dtype from its heads (upstream crashed when ``proj_out``
-  was an Identity) and reports a missing source as a ValueError.
-* :class:`MultiConditioner` unwraps list/tuple values of length 1 only (upstream's operator
-  precedence also took the first element of longer lists).
+Deviations from upstream: see docs/compatibility.md#stable_audio_toolsmodelsconditioners.
 """
 from __future__ import annotations
 
@@ -34,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..audio import set_audio_channels
 from .adp_blocks import NumberEmbedder
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
@@ -198,8 +188,6 @@ class PretransformConditioner(Conditioner):
         _set_pretransform(self, pretransform, save_pretransform)
 
     def forward(self, audio: Union[torch.Tensor, Sequence[torch.Tensor]], device: Device = None) -> List[torch.Tensor]:
-        from ..data.utils import set_audio_channels
-
         if isinstance(audio, (list, tuple)):
             audio = torch.stack(list(audio), dim=0)
         if audio.dim() == 2:
@@ -245,8 +233,6 @@ class SourceMixConditioner(Conditioner):
         return self.null_source.dtype if self.allow_null_source else torch.get_default_dtype()
 
     def _latents(self, source: torch.Tensor, device: Device) -> torch.Tensor:
-        from ..data.utils import set_audio_channels
-
         source = source.to(_device_or(device, source))
         if self.pre_encoded:
             return source
@@ -368,7 +354,7 @@ def _build_audio_conditioner(cls: type, config: Mapping, cond_dim: int, model_pr
 def create_multi_conditioner_from_conditioning_config(config: Mapping[str, Any], pretransform: Optional[nn.Module] = None,
                                                       path: str = "model.conditioning") -> MultiConditioner:
     """Build a :class:`MultiConditioner` from ``{configs: [{id, type, config}], cond_dim, default_keys?,
-    pre_encoded_keys?}`` (SPEC 3.5).
+    pre_encoded_keys?}`` (see docs/diffusion.md#conditioners-modelconditioning).
 
     Each conditioner gets ``output_dim = cond_dim`` unless its ``config`` sets ``output_dim``.
     ``pretransform`` is the model's pretransform, used by ``pretransform`` / ``source_mix`` conditioners

@@ -1,4 +1,5 @@
-"""descript-audio-codec 1.0.0 encoder / decoder, reimplemented, and stable-audio-tools' wrappers (SPEC 4.4).
+"""descript-audio-codec 1.0.0 encoder / decoder, reimplemented, and stable-audio-tools' wrappers (see
+docs/model_config.md#encoders-and-decoders-type).
 
 Module trees and state-dict names equal DAC's (``block.*`` in the encoder, ``model.*`` in the decoder), so
 DAC-based stable-audio-tools checkpoints (e.g. the Stable Audio 1.0 VAE) load strictly. All convolutions

@@ -5,9 +5,7 @@ State-dict layout equals upstream's: ``discriminator.discriminators.{k}.convs.{i
 layers followed by LeakyReLU(0.1) are ``nn.Sequential(conv, act)``), ``...conv_post.weight_g`` and,
 for the multi-resolution discriminator, ``...band_convs.{b}.{i}.0.weight_g``.
 
-Differences from upstream: the multi-scale discriminator (``rates``) works (upstream referenced an
-unimported ``AudioSignal``); resampling uses ``julius.resample_frac`` exactly as audiotools does.
-Sub-discriminators are not gradient-checkpointed (numerically irrelevant, faster on CPU).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelsdac_discriminator.
 """
 from __future__ import annotations
 

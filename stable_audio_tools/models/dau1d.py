@@ -1,8 +1,8 @@
-"""Dance Diffusion U-Net (``DiffusionAttnUnet1D``, SPEC 4.13).
+"""Dance Diffusion U-Net (``DiffusionAttnUnet1D``, see docs/diffusion.md#dau1d-dance-diffusion-u-net).
 
 Upstream cannot construct this model (it passes ``use_snake`` to a ``ResConvBlock`` that does not
-accept it, SPEC 9.3 item 2); here ``ResConvBlock`` takes ``use_snake`` (DAC snake activations instead
-of GELU), so every ``dance_diffusion`` config builds, with the intended key names
+accept it, see docs/compatibility.md#upstream-quirks); here ``ResConvBlock`` takes ``use_snake`` (DAC snake
+activations instead of GELU), so every ``dance_diffusion`` config builds, with the intended key names
 (``timestep_embed.weight``, ``net.*``). Two further upstream defects are fixed: the CUDA attention
 path transposes heads back (see :class:`.blocks.SelfAttention1d`), and a stride-1 level without
 ``learned_resample`` upsamples with a stride-1 learned conv (upstream pairs its stride-1 conv

@@ -1,5 +1,5 @@
-"""Diffusion model wrappers and the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` factories (SPEC 2.3, 2.4,
-3.6, 4.12 wrappers, 4.17).
+"""Diffusion model wrappers and the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` factories (see
+docs/diffusion.md for the configs and backbones, docs/inference.md for the root objects).
 
 ``ConditionedDiffusionModelWrapper`` is what ``create_model_from_config`` returns for conditional models: it owns
 the backbone (``model``), the ``conditioner`` and the ``pretransform`` (checkpoint prefixes ``model.model.*``,
@@ -12,12 +12,14 @@ U-Net (:mod:`.dau1d`) and ``Profiler`` (:mod:`.common`); the backbone base class
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..samplers import DistributionShift
+from .adp import UNet1d, UNetCFG1d
 from .common import Profiler
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 from .dau1d import DiffusionAttnUnet1D
@@ -33,6 +35,26 @@ __all__ = [
 ]
 
 
+# Generation functions live above models (stable_audio_tools.inference.generation, which registers them here on
+# import; the package's __init__ imports it), so the wrappers' ``generate`` methods reach them without importing
+# upward.
+_GENERATORS: Dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def register_generator(kind: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Make ``fn(model, *args, **kwargs)`` what ``generate`` runs for ``kind`` ("diffusion_uncond" for
+    :class:`DiffusionModelWrapper`, "diffusion_cond" for :class:`ConditionedDiffusionModelWrapper`)."""
+    _GENERATORS[kind] = fn
+
+
+def _generator(kind: str) -> Callable[..., torch.Tensor]:
+    fn = _GENERATORS.get(kind)
+    if fn is None:
+        raise RuntimeError(f"no {kind} generation function is registered; import stable_audio_tools.inference "
+                           f"(importing stable_audio_tools does this)")
+    return fn
+
+
 def _halve_parameters(module: nn.Module) -> None:
     """Upstream scales these wrappers' initial weights by 0.5 (an init-only effect)."""
     with torch.no_grad():
@@ -44,8 +66,6 @@ class UNetCFG1DWrapper(ConditionedDiffusionModel):
     """``adp_cfg_1d``: ADP UNetCFG1d with cross-attention embeddings, global features and classifier-free guidance."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNetCFG1d
-
         super().__init__(supports_cross_attention=True, supports_global_cond=True, supports_input_concat=True)
         self.model = UNetCFG1d(*args, **kwargs)
         _halve_parameters(self.model)
@@ -75,8 +95,6 @@ class UNet1DCondWrapper(ConditionedDiffusionModel):
     """``adp_1d``: ADP UNet1d conditioned on global features and input-concatenated channels (no CFG)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNet1d
-
         super().__init__(supports_global_cond=True, supports_input_concat=True)
         self.model = UNet1d(*args, **kwargs)
         _halve_parameters(self.model)
@@ -95,8 +113,6 @@ class UNet1DUncondWrapper(DiffusionModel):
     """``adp_uncond_1d``: unconditional ADP UNet1d."""
 
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:
-        from .adp import UNet1d
-
         super().__init__()
         self.model = UNet1d(*args, in_channels=in_channels, **kwargs)
         self.io_channels = in_channels
@@ -140,9 +156,8 @@ class DiffusionModelWrapper(nn.Module):
         return self.model(x, t, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        from ..inference.generation import generate_diffusion_uncond
-
-        return generate_diffusion_uncond(self, *args, **kwargs)
+        """``generate_diffusion_uncond(self, *args, **kwargs)`` (see :func:`register_generator`)."""
+        return _generator("diffusion_uncond")(self, *args, **kwargs)
 
 
 def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
@@ -150,7 +165,8 @@ def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
 
 
 class ConditionedDiffusionModelWrapper(nn.Module):
-    """Root of ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (SPEC 4.17)."""
+    """Root of ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (see
+    docs/inference.md#loading-a-model-get_pretrained_model)."""
 
     def __init__(self, model: nn.Module, conditioner: Optional[nn.Module], io_channels: int, sample_rate: int,
                  min_input_length: int, diffusion_objective: str = "v", pretransform: Optional[nn.Module] = None,
@@ -203,9 +219,8 @@ class ConditionedDiffusionModelWrapper(nn.Module):
         return self.model(x, t, **self.get_conditioning_inputs(cond), **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        from ..inference.generation import generate_diffusion_cond
-
-        return generate_diffusion_cond(self, *args, **kwargs)
+        """``generate_diffusion_cond(self, *args, **kwargs)`` (see :func:`register_generator`)."""
+        return _generator("diffusion_cond")(self, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------- factories
@@ -268,7 +283,8 @@ _DIFFUSION_KEYS = ("type", "config", "diffusion_objective", "cross_attention_con
 
 
 def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionModelWrapper:
-    """``diffusion_cond`` / ``diffusion_cond_inpaint`` (SPEC 2.4)."""
+    """``diffusion_cond`` / ``diffusion_cond_inpaint`` (see
+    docs/diffusion.md#diffusion_cond-and-diffusion_cond_inpaint--model)."""
     from .conditioners import create_multi_conditioner_from_conditioning_config
 
     model_config = require_mapping(require(config, "model", ""), "model")
@@ -311,8 +327,6 @@ def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionMo
 
     dist_shift = None
     if diffusion.get("distribution_shift_options") is not None:
-        from ..inference.sampling import DistributionShift
-
         dist_shift = build_from_config(DistributionShift, diffusion["distribution_shift_options"],
                                        "model.diffusion.distribution_shift_options")
     return ConditionedDiffusionModelWrapper(

@@ -1,4 +1,5 @@
-"""DiT diffusion backbone (SPEC 4.10, 6.5): :class:`DiffusionTransformer` and its wrappers.
+"""DiT diffusion backbone (see docs/diffusion.md#dit-the-diffusiontransformer,
+docs/inference.md#classifier-free-guidance): :class:`DiffusionTransformer` and its wrappers.
 
 :class:`DiTWrapper` is the ``model`` child of a ``diffusion_cond`` model (checkpoint prefix
 ``model.model.*``), :class:`DiTUncondWrapper` the backbone of a ``diffusion_uncond`` ``dit`` model.
@@ -10,23 +11,7 @@ Work that is identical in both halves (timestep and global embeddings, input con
 projections are bias-free, so the null branch's projected tokens are exact zeros and are not
 recomputed. Results equal upstream's (which recomputes everything on ``2B`` rows) to float rounding.
 
-Differences from upstream (none changes keys or the numerics of configurations that run upstream):
-
-* Cross-attention masks are discarded by default, as upstream (SPEC 9.3 item 8): the released
-  models were trained that way, so padding tokens take part in cross-attention as zero vectors.
-  ``use_cross_attn_mask=True`` (a new, opt-in constructor option for newly trained models) applies
-  the mask exactly through FlexAttention's ``score_mod`` hook that the transformer blocks already
-  expose. FlexAttention has no CPU backward, so training with the mask needs a GPU.
-  Prepend-token masks and the padding ``mask`` stay unused, as upstream.
-* ``timestep_cond_type="input_concat"`` broadcasts the timestep embedding over time as SPEC 4.10
-  describes (upstream's broadcast crashes).
-* Invalid options, missing conditioning modules and sequence lengths that are not a multiple of
-  ``patch_size`` raise ``ValueError`` with a remedy instead of crashing later.
-* A cross-attention whose tokens make more key/value heads than there are query heads (e.g.
-  ``project_cond_tokens=False`` with 768-wide T5 tokens over 2 heads of 32 features) is built and
-  run as upstream does, contributing nothing; the build emits one ``ConfigWarning`` naming the keys.
-* ``DiTWrapper``'s ``supports_*`` flags describe the built model (upstream hard-codes them; nothing
-  reads them).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelsdit.
 """
 from __future__ import annotations
 
@@ -408,7 +393,7 @@ class DiTWrapper(ConditionedDiffusionModel):
     ``cross_attn_cond_mask``, ``global_cond`` → ``global_embed``). ``batch_cfg`` must be True;
     ``rescale_cfg``, ``negative_input_concat_cond`` and ``negative_global_cond`` are ignored, as
     upstream (CFG rescaling is ``scale_phi``; global and input-concat conditioning are kept in the
-    null branch). Parameters are not rescaled at init (SPEC 3.6).
+    null branch). Parameters are not rescaled at init (see docs/diffusion.md).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -446,7 +431,7 @@ class DiTWrapper(ConditionedDiffusionModel):
 class DiTUncondWrapper(DiffusionModel):
     """``dit`` backbone of ``diffusion_uncond`` models: ``model`` = DiffusionTransformer(io_channels=in_channels).
 
-    Parameters are multiplied by 0.5 at init (SPEC 3.6). ``forward(x, t, **kwargs)`` calls the DiT.
+    Parameters are multiplied by 0.5 at init (see docs/diffusion.md). ``forward(x, t, **kwargs)`` calls the DiT.
     """
 
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:

@@ -1,4 +1,5 @@
-"""Model factory: JSON model config -> ``nn.Module`` (SPEC 2, 3.1, 3.4).
+"""Model factory: JSON model config -> ``nn.Module`` (see docs/model_config.md,
+docs/model_config.md#pretransforms-modelpretransform).
 
 Configs are never mutated. Errors are :class:`~stable_audio_tools.models.config.ConfigError` naming the
 JSON path of the bad key.
@@ -12,11 +13,13 @@ from typing import Any, Callable, Dict, Mapping, Union
 
 from torch import nn
 
+from ..families import BuilderTable, get_model_family, resolve_builder
 from .bottleneck import create_bottleneck_from_config
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 
 __all__ = [
     "MODEL_TYPES",
+    "create_autoencoder_model",
     "create_model_from_config",
     "create_model_from_config_path",
     "create_pretransform_from_config",
@@ -28,7 +31,9 @@ TOP_LEVEL_KEYS = ("model_type", "sample_size", "sample_rate", "audio_channels", 
 PRETRANSFORM_TYPES = ("autoencoder", "wavelet", "pqmf", "dac_pretrained", "audiocraft_pretrained", "patched")
 
 
-def _build_autoencoder(config: Mapping) -> nn.Module:
+def create_autoencoder_model(config: Mapping) -> nn.Module:
+    """The ``autoencoder`` model builder: :func:`~.autoencoders.create_autoencoder_from_config`, warning when
+    ``sample_size`` is not a multiple of the total downsampling ratio."""
     from .autoencoders import create_autoencoder_from_config
 
     model = create_autoencoder_from_config(config)
@@ -42,50 +47,19 @@ def _build_autoencoder(config: Mapping) -> nn.Module:
     return model
 
 
-def _build_diffusion_uncond(config: Mapping) -> nn.Module:
-    from .diffusion import create_diffusion_uncond_from_config
-
-    return create_diffusion_uncond_from_config(config)
-
-
-def _build_diffusion_cond(config: Mapping) -> nn.Module:
-    from .diffusion import create_diffusion_cond_from_config
-
-    return create_diffusion_cond_from_config(config)
-
-
-def _build_diffusion_autoencoder(config: Mapping) -> nn.Module:
-    from .autoencoders import create_diffAE_from_config
-
-    return create_diffAE_from_config(config)
-
-
-def _build_lm(config: Mapping) -> nn.Module:
-    from .lm import create_audio_lm_from_config
-
-    return create_audio_lm_from_config(config)
-
-
-# model_type -> builder. Later model families register here.
-MODEL_TYPES: Dict[str, Callable[[Mapping], nn.Module]] = {
-    "autoencoder": _build_autoencoder,
-    "diffusion_uncond": _build_diffusion_uncond,
-    "diffusion_cond": _build_diffusion_cond,
-    "diffusion_cond_inpaint": _build_diffusion_cond,
-    "diffusion_autoencoder": _build_diffusion_autoencoder,
-    "lm": _build_lm,
-}
+# model_type -> model builder, a view of the model-family registry (stable_audio_tools.families).
+MODEL_TYPES: Mapping[str, Callable[[Mapping], nn.Module]] = BuilderTable("model")
 
 
 def create_model_from_config(model_config: Mapping) -> nn.Module:
     """Build the model described by a full model config (``model_type``, ``sample_rate``, ``model``...)."""
     model_config = require_mapping(model_config, "<root>")
     model_type = require(model_config, "model_type", "", f"one of {', '.join(MODEL_TYPES)}")
-    check_choice(model_type, MODEL_TYPES, "model_type")
+    family = get_model_family(model_type, "model")
     require(model_config, "sample_rate", "", "audio sample rate in Hz", (int,))
     require(model_config, "model", "", "the model definition")
     warn_unknown_keys(model_config, TOP_LEVEL_KEYS, "")
-    return MODEL_TYPES[model_type](model_config)
+    return resolve_builder(family.model)(model_config)
 
 
 def load_model_config(path: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -106,7 +80,8 @@ def create_model_from_config_path(model_config_path: Union[str, os.PathLike]) ->
 
 def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: int,
                                     path: str = "model.pretransform") -> nn.Module:
-    """Build a pretransform from ``{"type", "config", "enable_grad"?, ...}`` (SPEC 3.4).
+    """Build a pretransform from ``{"type", "config", "enable_grad"?, ...}`` (see
+    docs/model_config.md#pretransforms-modelpretransform).
 
     The result is in eval mode with ``requires_grad`` = ``enable_grad`` (default False).
     """

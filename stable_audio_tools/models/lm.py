@@ -1,4 +1,5 @@
-"""Multi-codebook audio language model and the ``lm`` model type (SPEC 2.6, 4.15, 6.6).
+"""Multi-codebook audio language model and the ``lm`` model type (see
+docs/training.md#audio-language-models-model_type-lm, docs/inference.md).
 
 * :class:`AudioLanguageModel` — per-codebook embeddings (``embeds.{q}``, ``codebook_size + 1``
   entries, the last one the special/masked token), a backbone (``backbone``) and per-codebook
@@ -14,14 +15,7 @@ Codes are always ``[B, num_quantizers, T]`` int64 here; the autoencoder pretrans
 ``tokenize`` / ``decode_tokens`` convert bottlenecks whose tokens are ``[B, T, Q]`` (rvq,
 dithered_fsq).
 
-Differences from upstream, whose LM path crashes at HEAD (SPEC 9.3 #4): the batch-size consistency
-check is real (a ``ValueError`` on mismatching inputs); ``top_k`` larger than the codebook keeps every
-token; generation uses a per-layer KV cache with the ``continuous_transformer`` backbone
-(``use_cache=True``; upstream recomputes the whole prefix at every step, the tokens are the same);
-``seed`` makes sampling reproducible (a dedicated ``torch.Generator``); ``init_audio`` prompts are
-tokenized by the pretransform; with ``cfg_scale != 1`` but nothing to guide, the batch is not doubled;
-``train()`` keeps the frozen pretransform in eval mode (upstream let Lightning switch it to training
-mode, where an rvq bottleneck updates its codebooks while tokenizing).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelslm.
 """
 from __future__ import annotations
 
@@ -34,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
+from ..audio import set_audio_channels
 from .codebook_patterns import PATTERN_PROVIDERS, CodebooksPatternProvider
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, \
     warn_unknown_keys
@@ -63,7 +58,8 @@ class LMOutput:
 
 
 class AudioLanguageModel(nn.Module):
-    """Embeddings + backbone + output heads over a codebook pattern (SPEC 4.15)."""
+    """Embeddings + backbone + output heads over a codebook pattern (see
+    docs/training.md#audio-language-models-model_type-lm)."""
 
     def __init__(self, pattern_provider: CodebooksPatternProvider, backbone: AudioLMBackbone, num_quantizers: int,
                  codebook_size: int) -> None:
@@ -122,7 +118,8 @@ def _with_sequence_axis(t: torch.Tensor) -> torch.Tensor:
 
 
 class AudioLanguageModelWrapper(nn.Module):
-    """Root of an ``lm`` model: pretransform, conditioner and LM (SPEC 4.15, 4.17)."""
+    """Root of an ``lm`` model: pretransform, conditioner and LM (see
+    docs/training.md#audio-language-models-model_type-lm, docs/inference.md#loading-a-model-get_pretrained_model)."""
 
     def __init__(self, pretransform: nn.Module, lm: AudioLanguageModel, sample_rate: int, min_input_length: int,
                  conditioner: Optional[nn.Module] = None, cross_attn_cond_ids: Sequence[str] = (),
@@ -227,8 +224,6 @@ class AudioLanguageModelWrapper(nn.Module):
         if init_data is not None and init_audio is not None:
             raise ValueError("give either init_data (codes) or init_audio, not both")
         if init_audio is not None:
-            from ..data.utils import set_audio_channels
-
             audio = init_audio.to(device)
             audio = audio.reshape(1, 1, -1) if audio.dim() == 1 else audio[None] if audio.dim() == 2 else audio
             audio = set_audio_channels(audio.float(), self.pretransform.io_channels)
@@ -267,7 +262,7 @@ class AudioLanguageModelWrapper(nn.Module):
                  cross_attn_use_cfg: bool = True, prepend_use_cfg: bool = True, global_use_cfg: bool = True,
                  init_audio: Optional[torch.Tensor] = None, seed: int = -1,
                  disable_tqdm: bool = False) -> torch.Tensor:
-        """Generate codes ``[B, Q, max_gen_len]`` (SPEC 6.6).
+        """Generate codes ``[B, Q, max_gen_len]`` (see docs/inference.md).
 
         Args:
             max_gen_len: length in code frames (``audio samples / pretransform.downsampling_ratio``).
@@ -346,7 +341,8 @@ _LM_KEYS = ("type", "config", "codebook_pattern", "cross_attention_cond_ids", "p
 
 
 def create_audio_lm_from_config(config: Mapping[str, Any]) -> AudioLanguageModelWrapper:
-    """``model_type: lm`` (SPEC 2.6): ``model.pretransform`` (discrete, required), ``model.conditioning``,
+    """``model_type: lm`` (see docs/training.md#audio-language-models-model_type-lm): ``model.pretransform``
+    (discrete, required), ``model.conditioning``,
     ``model.lm`` {type, config, codebook_pattern, cross_attention_cond_ids, prepend_cond_ids, global_cond_ids}."""
     from .conditioners import create_multi_conditioner_from_conditioning_config
     from .factory import create_pretransform_from_config

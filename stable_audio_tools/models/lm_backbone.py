@@ -1,4 +1,4 @@
-"""Backbones of the audio language model (SPEC 3.7, 4.15).
+"""Backbones of the audio language model (see docs/training.md#audio-language-models-model_type-lm).
 
 A backbone maps the summed codebook embeddings ``[B, S, embed_dim]`` (plus conditioning) to hidden
 states ``[B, S, embed_dim]``; patterns, embeddings and output heads live in
@@ -12,18 +12,7 @@ states ``[B, S, embed_dim]``; patterns, embeddings and output heads live in
 * :class:`XTransformersAudioLMBackbone` (``lm.type = "x_transformers"``): an x-transformers
   ``Decoder`` (flash attention, rotary, SwiGLU); needs ``pip install x-transformers``.
 
-Fixes over upstream (whose LM path crashes at HEAD, SPEC 9.3 #4): the padding ``mask`` and
-``prepend_cond_mask`` are accepted and not forwarded into the transformer blocks (which take no
-masks; with causal attention trailing padding cannot influence earlier positions and the training
-loss masks it out); a missing cross-attention projection is an ``Identity`` that is never indexed;
-``global_cond`` reaches the ContinuousTransformer, so a config with ``global_cond_dim`` gets adaLN
-global conditioning (upstream drops it); cross-attention is not causal: every position sees the
-whole conditioning sequence (upstream's causal blocks also mask the context causally, so position
-``i`` saw only the first ``i + 1`` conditioning tokens with torch's SDPA and, with flash-attn's
-bottom-right alignment, early positions saw none; with a single conditioning token, as in the
-golden test, all agree); x-transformers' ``use_abs_pos_emb`` goes to the wrapper
-(current x-transformers rejects it on the ``Decoder``; with ``max_seq_len=0`` there is no absolute
-position embedding either way).
+Fixes over upstream: see docs/compatibility.md#stable_audio_toolsmodelslm_backbone.
 """
 from __future__ import annotations
 

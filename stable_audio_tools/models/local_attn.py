@@ -1,4 +1,5 @@
-"""Local-attention transformer encoder / decoder (``type: "local_attn"``, SPEC 3.2 and 9.3 item 5).
+"""Local-attention transformer encoder / decoder (``type: "local_attn"``, see
+docs/model_config.md#encoders-and-decoders-type and docs/compatibility.md#upstream-quirks).
 
 Upstream's ``TransformerEncoder1D`` / ``TransformerDecoder1D`` cannot run: their local transformer
 passes ``natten_kernel_size`` to an ``Attention`` that no longer accepts it (TypeError), NATTEN
@@ -37,6 +38,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, RotaryEmbedding
+from .blocks import AdaRMSNorm
 from .transformer import FeedForward, LayerNorm
 
 __all__ = [
@@ -85,8 +87,6 @@ class ContinuousLocalTransformer(nn.Module):
 
         def norm() -> nn.Module:
             if cond_dim > 0:
-                from .blocks import AdaRMSNorm
-
                 return AdaRMSNorm(dim, cond_dim, eps=1e-8)
             return LayerNorm(dim)
 

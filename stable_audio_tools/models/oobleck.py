@@ -1,4 +1,5 @@
-"""Oobleck convolutional encoder / decoder (SPEC 4.3), the autoencoder of Stable Audio 2.x / Open.
+"""Oobleck convolutional encoder / decoder (see docs/model_config.md#encoders-and-decoders-type), the autoencoder of
+Stable Audio 2.x / Open.
 
 Module trees and state-dict names follow upstream exactly, e.g. for the encoder ``layers.0`` (input
 conv), ``layers.{1..n}`` (EncoderBlocks, each ``layers.{0,1,2}`` ResidualUnits + activation + strided

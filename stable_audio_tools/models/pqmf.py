@@ -1,4 +1,5 @@
-"""Pseudo-QMF (cosine-modulated) filter bank with polyphase analysis/synthesis (SPEC 4.8, ``pqmf``).
+"""Pseudo-QMF (cosine-modulated) filter bank with polyphase analysis/synthesis (see
+docs/model_config.md#pretransforms-modelpretransform, ``pqmf``).
 
 The prototype is a Kaiser-window low-pass whose cutoff is chosen with ``scipy.optimize.fmin`` to
 minimise the near-perfect-reconstruction criterion of Lin & Vaidyanathan (IEEE 1998): the largest

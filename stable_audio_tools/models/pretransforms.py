@@ -1,4 +1,5 @@
-"""Pretransforms: fixed or frozen transforms applied before an encoder / diffusion model (SPEC 3.4, 4.8).
+"""Pretransforms: fixed or frozen transforms applied before an encoder / diffusion model (see
+docs/model_config.md#pretransforms-modelpretransform).
 
 Every pretransform exposes ``enable_grad``, ``io_channels``, ``is_discrete``, ``encoded_channels`` and
 ``downsampling_ratio`` and the methods ``encode`` / ``decode`` (continuous latents) and ``tokenize`` /
@@ -12,6 +13,10 @@ import julius
 import torch
 from einops import rearrange
 from torch import nn
+
+from .bottleneck import DitheredFSQBottleneck, RVQBottleneck
+from .pqmf import PQMF
+from .wavelets import WaveletDecode1d, WaveletEncode1d
 
 __all__ = [
     "Pretransform",
@@ -107,8 +112,6 @@ class AutoencoderPretransform(Pretransform):
 
     def _tokens_time_major(self) -> bool:
         """Whether the bottleneck's tokens are ``[B, T, Q]`` (rvq, rvq_vae, dithered_fsq) rather than ``[B, Q, T]``."""
-        from .bottleneck import DitheredFSQBottleneck, RVQBottleneck
-
         return isinstance(self.model.bottleneck, (RVQBottleneck, DitheredFSQBottleneck))
 
     def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -146,8 +149,6 @@ class WaveletPretransform(Pretransform):
 
     def __init__(self, channels: int, levels: int, wavelet: str) -> None:
         super().__init__(enable_grad=False, io_channels=channels, is_discrete=False)
-        from .wavelets import WaveletDecode1d, WaveletEncode1d
-
         self.encoder = WaveletEncode1d(channels, levels, wavelet)
         self.decoder = WaveletDecode1d(channels, levels, wavelet)
         self.downsampling_ratio = 2 ** levels
@@ -170,8 +171,6 @@ class PQMFPretransform(Pretransform):
 
     def __init__(self, attenuation: float = 100, num_bands: int = 16, channels: int = 1) -> None:
         super().__init__(enable_grad=False, io_channels=channels, is_discrete=False)
-        from .pqmf import PQMF
-
         self.pqmf = PQMF(attenuation, num_bands)
         self.downsampling_ratio = num_bands
         self.encoded_channels = channels * num_bands
@@ -288,7 +287,8 @@ class PretrainedDACPretransform(Pretransform):
         return self.model.encode(x)[1]
 
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        # from_codes returns (z_q, z_p, codes); upstream passed the whole tuple to decode (SPEC 9.3 #4).
+        # from_codes returns (z_q, z_p, codes); upstream passed the whole tuple to decode (see
+        # docs/compatibility.md#upstream-quirks).
         latents = self.model.quantizer.from_codes(tokens)[0]
         return self.model.decode(latents)
 

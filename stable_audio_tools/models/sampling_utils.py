@@ -1,4 +1,4 @@
-"""Token sampling helpers for the audio LM (SPEC 9.1; AudioCraft semantics).
+"""Token sampling helpers for the audio LM (see docs/compatibility.md; AudioCraft semantics).
 
 * :func:`multinomial` — ``torch.multinomial`` over the last dimension of a tensor of any rank; one
   sample uses the exponential-race trick ``argmax(p / E)``, ``E ~ Exp(1)``.
@@ -6,9 +6,7 @@
 * :func:`sample_top_p` — nucleus sampling: keep the most probable tokens whose *preceding*
   cumulative probability is ``<= p``, renormalise, sample.
 
-Differences from upstream: the input probabilities are never modified in place, ``k`` larger than
-the vocabulary keeps every token (upstream's ``topk`` raised, e.g. with the default ``top_k=250``
-and a 16-entry codebook), and an optional ``generator`` makes draws reproducible.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelssampling_utils.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SEANet encoder/decoder as in EnCodec 0.1.1 (SPEC 3.2 ``seanet`` row, 4.5).
+"""SEANet encoder/decoder as in EnCodec 0.1.1 (see docs/model_config.md#encoders-and-decoders-type).
 
 Re-implements the EnCodec building blocks that upstream stable-audio-tools imports from the
 ``encodec`` package, with identical state-dict names and numerics:

@@ -1,4 +1,5 @@
-"""TAAE: the transformer autoencoder's encoder and decoder (``type: "taae"``, SPEC 4.6).
+"""TAAE: the transformer autoencoder's encoder and decoder (``type: "taae"``, see
+docs/model_config.md#encoders-and-decoders-type).
 
 Each :class:`TAAEBlock` pairs a strided (transposed) weight-normed convolution with a stack of
 :class:`~stable_audio_tools.models.transformer.TransformerBlock` s (``dim_heads`` 128, rotary,
@@ -9,13 +10,7 @@ Sliding window: upstream passes ``sliding_window`` to flash-attn only, so withou
 (see :mod:`stable_audio_tools.models.attention`), so a model behaves the same on CPU and GPU;
 ``sliding_window=None`` selects full attention explicitly.
 
-Other differences from upstream: list defaults are tuples; unknown keyword arguments are rejected
-at construction (upstream accepted ``**kwargs`` and then crashed inside ``TAAEBlock``); per-module
-gradient checkpointing (``checkpointing=True``) is skipped when gradients are disabled.
-Upstream sizes the decoder block's activation ``out_channels`` although the transposed convolution
-it feeds has ``in_channels`` inputs, so ``use_snake=True`` crashed whenever the two differ. Here it
-is sized ``in_channels``: identical parameters wherever upstream worked (equal sizes, or the
-parameter-free ``"none"`` activation), and a working model where it crashed.
+Other differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelstaae.
 """
 from __future__ import annotations
 

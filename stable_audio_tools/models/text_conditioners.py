@@ -1,4 +1,5 @@
-"""Conditioners built on external pretrained models or tokenizers: T5, CLAP, g2p phonemes, tokenizer LUT (SPEC 4.14).
+"""Conditioners built on external pretrained models or tokenizers: T5, CLAP, g2p phonemes, tokenizer LUT (see
+docs/diffusion.md#conditioners-modelconditioning).
 
 Optional dependencies, imported only when needed, each failing with an install hint:
 

@@ -1,28 +1,12 @@
-"""ContinuousTransformer and TransformerBlock (SPEC 4.11), the backbone of the DiT and TAAE.
+"""ContinuousTransformer and TransformerBlock (see docs/diffusion.md#dit-the-diffusiontransformer), the backbone of
+the DiT and TAAE.
 
 State-dict names equal upstream's, including the persistent buffers (``rotary_pos_emb.inv_freq``,
 ``rope.inv_freq``, the bias-free LayerNorm's ``beta``), so released checkpoints load strictly.
 Attention kernels, rotary embeddings and :class:`DynamicTanh` live in
 :mod:`stable_audio_tools.models.attention` and are re-exported here.
 
-Differences from upstream (none changes keys or numerics of working configurations):
-
-* mutable default arguments (``attn_kwargs={}``...) are ``None``; given mappings are copied;
-* user errors raise ``ValueError`` instead of ``assert``; diagnostics use ``logging``;
-* ``ScaledSinusoidalEmbedding`` casts positions to float before the outer product;
-* per-layer gradient checkpointing (non-reentrant) is skipped when gradients are disabled,
-  where it would be a no-op anyway;
-* a rotary dimension larger than the attention head dimension (which crashes upstream at the first
-  forward) is rejected when the ContinuousTransformer is built;
-* ``FeedForward(glu=True, use_conv=True)`` keeps upstream's module tree: the GLU input projection
-  stays a Linear (upstream never passes ``use_conv`` to it), only the output projection is a conv;
-* extension for incremental decoding: ``ContinuousTransformer.forward(..., kv_cache=[{} per layer])``
-  and ``TransformerBlock.forward(..., kv_cache={})`` keep each layer's self-attention keys/values
-  so a causal model can be fed one new step at a time (positions continue after the cached ones;
-  memory tokens are only inserted on the first call). ``kv_cache=None`` is the unchanged default;
-* ``TransformerBlock.forward(..., cross_attn_causal=False)`` (also accepted by ``ContinuousTransformer``,
-  which forwards it to the blocks) makes the cross-attention of a causal block non-causal; the default
-  ``None`` keeps upstream's behaviour (a causal block masks its context causally too).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsmodelstransformer.
 """
 from __future__ import annotations
 
@@ -384,7 +368,8 @@ def warn_if_cross_attention_ignores_context(transformer: "ContinuousTransformer"
 
 
 class ContinuousTransformer(nn.Module):
-    """Stack of :class:`TransformerBlock` on continuous ``[b, n, dim_in]`` sequences (SPEC 4.11).
+    """Stack of :class:`TransformerBlock` on continuous ``[b, n, dim_in]`` sequences (see
+    docs/diffusion.md#dit-the-diffusiontransformer).
 
     Children (registration order as upstream): ``layers``, ``project_in``/``project_out``
     (bias-free Linear or Identity), ``rotary_pos_emb`` (RotaryEmbedding(max(dim_heads // 2, 32))),

@@ -1,4 +1,5 @@
-"""Multi-level 1-D discrete wavelet packet transform with fixed biorthogonal filters (SPEC 4.8, ``wavelet``).
+"""Multi-level 1-D discrete wavelet packet transform with fixed biorthogonal filters (see
+docs/model_config.md#pretransforms-modelpretransform, ``wavelet``).
 
 :class:`WaveletEncode1d` maps ``[B, C, T]`` to ``[B, C * 2**levels, T / 2**levels]`` and
 :class:`WaveletDecode1d` inverts it. Each holds one fixed buffer ``kernel`` of shape

@@ -1,25 +1,17 @@
-"""ARC (Adversarial Relativistic-Contrastive) post-training of rectified-flow DiT models (SPEC 5.7).
+"""ARC (Adversarial Relativistic-Contrastive) post-training of rectified-flow DiT models (see
+docs/diffusion.md#arc-post-training-trainingarc).
 
 The student (a ``diffusion_cond`` model) is trained against a discriminator made of a DiT backbone (hidden
 states of layer ``dit_hidden_layer``) and a small head (:mod:`stable_audio_tools.models.arc`); even global steps train
 the student, odd steps the discriminator. An optional ODE warmup first regresses the student onto a frozen
 teacher's sampling trajectories. Manual optimization.
 
-Differences from upstream (checkpoint keys unchanged):
-
-* the student's EMA is updated after its optimizer step (upstream updated it before, one step stale);
-* generator and discriminator schedulers are independent (upstream used them only when both existed);
-* the contrastive loss rolls prompts on copies of the metadata (upstream rewrote the batch's own metadata
-  dicts, chaining the roll) and trimming trims the padding masks too;
-* in generator steps the real branch of the discriminator runs without autograd (it gets no gradient anyway);
-* ``train/std_data`` is logged (upstream's line was a no-op annotation);
-* gradients are clipped in ``on_before_optimizer_step``, i.e. after mixed-precision unscaling (upstream clipped
-  the still-scaled gradients).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingarc.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -29,11 +21,11 @@ from torch import nn
 from ..models.arc import ConvDiscriminator, ConvNeXtDiscriminator
 from ..models.common import checkpoint
 from ..models.inpainting import random_inpaint_mask
-from .demo_callbacks import eval_mode
+from ..samplers.flow_samplers import sample_rf_dpmpp_2m
+from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch
+from .demo_base import eval_mode
 from .ema import EMA
 from .timesteps import TimestepSampler
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = ["ARCTrainingWrapper", "sample_flow_dpmpp_w_intermediates", "euler_step", "checkpoint", "ARC_HEADS"]
 
@@ -55,7 +47,8 @@ def sample_flow_dpmpp_w_intermediates(model: nn.Module, x: torch.Tensor, sigmas:
     :class:`~stable_audio_tools.inference.sampling.DistributionShift`) if given. ``callback`` is called after every
     model evaluation with ``{"x", "i", "sigma", "sigma_hat", "denoised"}``. Returns ``{"target": final sample
     [B, C, L], "x": states before each step [steps, B, C, L], "t": their times [steps, 1]}``.
-    ``model(x, t [B], **extra_args)`` predicts the RF velocity.
+    ``model(x, t [B], **extra_args)`` predicts the RF velocity. The steps are the shared
+    :func:`~stable_audio_tools.samplers.flow_samplers.sample_rf_dpmpp_2m`; its callback keeps the states.
     """
     if sigmas is None:
         if steps is None:
@@ -63,37 +56,26 @@ def sample_flow_dpmpp_w_intermediates(model: nn.Module, x: torch.Tensor, sigmas:
         sigmas = torch.linspace(1, 0, steps + 1)
         if dist_shift is not None:
             sigmas = dist_shift.time_shift(sigmas, x.shape[-1])
-    ones = x.new_ones([x.shape[0]])
-    sigmas = sigmas.to(x.device)
-    states, times = [], []
-    old_denoised = None
+    states: List[torch.Tensor] = []
+    times: List[torch.Tensor] = []
 
-    def log_snr(t: torch.Tensor) -> torch.Tensor:
-        return ((1 - t) / t).log()
-
-    for i in range(len(sigmas) - 1):
-        t_curr, t_next = sigmas[i], sigmas[i + 1]
-        states.append(x)
-        times.append(t_curr)
-        denoised = x - t_curr * model(x, t_curr * ones, **extra_args)
+    def keep_state(info: Dict[str, Any]) -> None:
+        states.append(info["x"])
+        times.append(info["t"])
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": t_curr, "sigma_hat": t_curr, "denoised": denoised})
-        h = log_snr(t_next) - log_snr(t_curr)
-        if old_denoised is None or t_next == 0:
-            update = denoised
-        else:
-            r = (log_snr(t_curr) - log_snr(sigmas[i - 1])) / h
-            update = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-        x = (t_next / t_curr) * x - (1 - t_next) * torch.expm1(-h) * update
-        old_denoised = denoised
-    return {"target": x.detach(), "x": torch.stack(states).detach(), "t": torch.stack(times).unsqueeze(-1).detach()}
+            callback({"x": info["x"], "i": info["i"], "sigma": info["sigma"], "sigma_hat": info["sigma"],
+                      "denoised": info["denoised"]})
+
+    target = sample_rf_dpmpp_2m(model, x, sigmas.to(x.device), extra_args, keep_state, disable=True)
+    return {"target": target.detach(), "x": torch.stack(states).detach(),
+            "t": torch.stack(times).unsqueeze(-1).detach()}
 
 
 def _checkpointed(fn: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
     return checkpoint(fn, *args, **kwargs)
 
 
-class ARCTrainingWrapper(pl.LightningModule):
+class ARCTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """ARC post-training wrapper.
 
     Attributes (state-dict prefixes): ``diffusion`` (student), ``teacher_model`` (frozen, or None),
@@ -169,39 +151,17 @@ class ARCTrainingWrapper(pl.LightningModule):
         self.trim_type = trim_config.get("type", "random_item")
         self.inpainting_config = inpainting_config
         self.inpaint_mask_kwargs = dict((inpainting_config or {}).get("mask_kwargs", {}))
-        self._scheduler_index: Dict[str, int] = {}
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        path = "training.optimizer_configs"
-        gen_cfg, disc_cfg = self.optimizer_configs["diffusion"], self.optimizer_configs["discriminator"]
-        opt_gen = create_optimizer_from_config(gen_cfg["optimizer"], self.diffusion.parameters(),
-                                               f"{path}.diffusion.optimizer")
-        opt_disc = create_optimizer_from_config(
-            disc_cfg["optimizer"], list(self.discriminator_head.parameters()) + list(self.discriminator.parameters()),
-            f"{path}.discriminator.optimizer")
-        schedulers = []
-        self._scheduler_index = {}
-        for group, cfg, opt in (("diffusion", gen_cfg, opt_gen), ("discriminator", disc_cfg, opt_disc)):
-            if "scheduler" in cfg:
-                self._scheduler_index[group] = len(schedulers)
-                schedulers.append({"scheduler": create_scheduler_from_config(cfg["scheduler"], opt,
-                                                                             f"{path}.{group}.scheduler"),
-                                   "interval": "step"})
-        return ([opt_gen, opt_disc], schedulers) if schedulers else [opt_gen, opt_disc]
-
-    def _scheduler(self, group: str):
-        index = self._scheduler_index.get(group)
-        if index is None:
-            return None
-        schedulers = self.lr_schedulers()
-        return schedulers[index] if isinstance(schedulers, list) else schedulers
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", self.diffusion.parameters()),
+                ("discriminator", list(self.discriminator_head.parameters()) + list(self.discriminator.parameters()))]
 
     def _optimizer_step(self, opt, loss: torch.Tensor, group: str) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        scheduler = self._scheduler(group)
+        scheduler = self.scheduler_for(group)
         if scheduler is not None:
             scheduler.step()
 

@@ -1,4 +1,4 @@
-"""INI-driven command-line arguments with prefigure semantics (SPEC 1.1).
+"""INI-driven command-line arguments with prefigure semantics (see docs/training.md).
 
 Each key of the ``[DEFAULTS]`` section of the INI file (``--config-file``, default ``defaults.ini``)
 becomes a ``--kebab-case`` flag; the comment line just above a key is its help text; values are parsed
@@ -184,9 +184,24 @@ class _FlagParser(argparse.ArgumentParser):
         return parsed
 
 
+def _with_missing_keys(defaults: List[Tuple[str, Any, str]], base: List[Tuple[str, Any, str]],
+                       config_file: os.PathLike, base_file: os.PathLike) -> List[Tuple[str, Any, str]]:
+    """``defaults`` plus the keys of ``base`` it lacks (an INI written for upstream or an older version has no
+    entry for newer flags; those keep the shipped default instead of being missing from the parsed arguments)."""
+    have = {key for key, _, _ in defaults}
+    missing = [entry for entry in base if entry[0] not in have]
+    if missing:
+        log.info("--config-file %s lacks %d flag(s); their defaults come from %s: %s", config_file, len(missing),
+                 base_file, ", ".join(key for key, _, _ in missing))
+    return defaults + missing
+
+
 def get_all_args(defaults_file: Optional[os.PathLike] = None, argv: Optional[Sequence[str]] = None,
                  description: str = "") -> argparse.Namespace:
     """Parse ``argv`` (default: ``sys.argv[1:]``) against the flags declared by the INI file (see module docstring).
+
+    ``--config-file FILE`` replaces ``defaults_file``; flags that ``FILE`` does not declare (an upstream or older
+    INI) keep their value from ``defaults_file``.
 
     With ``--wandb-config RUN`` the run's config replaces the INI defaults of the flags it holds, then the command
     line is parsed again over them, so every flag typed on the command line wins, in any spelling argparse accepts
@@ -197,6 +212,8 @@ def get_all_args(defaults_file: Optional[os.PathLike] = None, argv: Optional[Seq
     pre_args, _ = pre.parse_known_args(argv)
     config_file = pre_args.config_file or defaults_file or "defaults.ini"
     defaults = read_ini_defaults(config_file)
+    if defaults_file is not None and Path(config_file).resolve() != Path(defaults_file).resolve():
+        defaults = _with_missing_keys(defaults, read_ini_defaults(defaults_file), config_file, defaults_file)
 
     parser = _FlagParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default=str(config_file), help="INI file that declares the flags")

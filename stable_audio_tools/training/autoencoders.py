@@ -1,40 +1,30 @@
-"""Lightning training wrapper for ``autoencoder`` models (SPEC 5.1).
+"""Lightning training wrapper for ``autoencoder`` models (see docs/training.md#autoencoders).
 
-Differences from upstream, all keeping checkpoint names and the generator/discriminator numerics:
-
-* the EMA is updated *after* the generator's optimizer step (upstream updates it before, so its EMA
-  lags one step behind, SPEC 9.3 item 18);
-* on discriminator steps the generator runs without autograd and only the discriminator loss is
-  computed, and on generator steps the discriminator loss is not computed (upstream computes both and
-  throws one away): same values, less work;
-* gradient clipping (``clip_grad_norm``, fed from ``train.py --gradient-clip-val``) is done here, because
-  Lightning's own clipping cannot be used with manual optimization (SPEC 9.3 item 13);
-* teacher distillation losses reach the student through the teacher's frozen decoder (upstream runs
-  those decodes under ``no_grad``, which makes two of its four distillation terms inert);
-* generator and discriminator schedulers are independent (upstream only uses them when both exist).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingautoencoders.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..models.bottleneck import (DACRVQBottleneck, DACRVQVAEBottleneck, RVQBottleneck, RVQVAEBottleneck,
-                                 VAEBottleneck, WassersteinBottleneck)
 from ..models.config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
-from .demo_callbacks import AutoencoderDemoCallback
+from .autoencoder_demos import AutoencoderDemoCallback
+from .common import OptimizerGroupsMixin, create_loss_modules_from_bottleneck
 from .ema import EMA
-from .losses import AuralossLoss, L1Loss, LossWithTarget, MSELoss, MultiLoss, MultiResolutionSTFTLoss, \
-    SumAndDifferenceSTFTLoss, ValueLoss
-from .utils import create_optimizer_from_config, create_scheduler_from_config
+from .export import save_unwrapped
+from .losses import (AuralossLoss, L1Loss, LossWithTarget, MelSTFTLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss,
+                     MultiScaleMelSpectrogramLoss, SISDRLoss, STFTLoss, SumAndDifferenceSTFTLoss, ValueLoss)
+from .losses.metrics import PESQMetric
+from .losses.semantic import HubertLoss
 
 __all__ = ["AutoencoderTrainingWrapper", "default_autoencoder_loss_config", "create_loss_modules_from_bottleneck",
            "trim_to_shortest",
-           "AutoencoderDemoCallback"]  # defined in .demo_callbacks, importable here as from upstream's module
+           "AutoencoderDemoCallback"]  # defined in .autoencoder_demos / .common, importable here as upstream
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +50,7 @@ def trim_to_shortest(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, to
     return a[..., :n], b[..., :n]
 
 
-def create_loss_modules_from_bottleneck(bottleneck: nn.Module, loss_config: Mapping) -> List[nn.Module]:
-    """The regularisation losses a bottleneck contributes (kl, quantizer, codebook/commitment, mmd)."""
-    weights = (loss_config.get("bottleneck") or {}).get("weights", {})
-    losses: List[nn.Module] = []
-    if isinstance(bottleneck, (VAEBottleneck, DACRVQVAEBottleneck, RVQVAEBottleneck)):
-        losses.append(ValueLoss(key="kl", weight=weights.get("kl", 1e-6), name="kl_loss"))
-    if isinstance(bottleneck, (RVQBottleneck, RVQVAEBottleneck)):
-        losses.append(ValueLoss(key="quantizer_loss", weight=1.0, name="quantizer_loss"))
-    if isinstance(bottleneck, (DACRVQBottleneck, DACRVQVAEBottleneck)):
-        losses.append(ValueLoss(key="vq/codebook_loss", weight=1.0, name="codebook_loss"))
-        losses.append(ValueLoss(key="vq/commitment_loss", weight=0.25, name="commitment_loss"))
-    if isinstance(bottleneck, WassersteinBottleneck):
-        losses.append(ValueLoss(key="mmd", weight=weights.get("mmd", 100), name="mmd_loss"))
-    return losses
-
-
-class AutoencoderTrainingWrapper(pl.LightningModule):
+class AutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an ``AudioAutoencoder`` with reconstruction, bottleneck and (optionally) adversarial losses.
 
     Generator and discriminator steps alternate: odd global steps train the discriminator (when there is
@@ -199,8 +173,6 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     def _mrmel_loss(self, cfg: Mapping, path: str) -> nn.Module:
-        from .losses import MultiScaleMelSpectrogramLoss
-
         weight = require(require(cfg, "weights", path), "mrmel", f"{path}.weights")
         try:
             module = MultiScaleMelSpectrogramLoss(sample_rate=self.sample_rate, **dict(cfg.get("config", {})))
@@ -212,8 +184,6 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
     def _hubert_loss(self, cfg: Mapping, path: str) -> Optional[nn.Module]:
         """Upstream's ``hubert`` block: ``HubertLoss(**config)`` (as ``self.hubert``) between the decoded and the
         real audio, weighted by ``weights.hubert``; a weight of 0 adds nothing, as upstream."""
-        from .losses.semantic import HubertLoss
-
         cfg = require_mapping(cfg, path)
         weight = require(require(cfg, "weights", path, "{'hubert': ...}"), "hubert", f"{path}.weights")
         if weight <= 0:
@@ -230,8 +200,6 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                               weight=weight, decay=cfg.get("decay", 1.0))
 
     def _frozen_feature_prefixes(self) -> Tuple[str, ...]:
-        from .losses.semantic import HubertLoss
-
         return tuple(f"{name}.model." for name, module in self.named_modules(remove_duplicate=False)
                      if isinstance(module, HubertLoss))
 
@@ -255,10 +223,6 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             state.update({k: v for k, v in self.state_dict().items() if k.startswith(prefixes)})
 
     def _build_eval_losses(self, eval_loss_config: Mapping) -> None:
-        from .losses import MelSTFTLoss, SISDRLoss, STFTLoss
-
-        from .losses.metrics import PESQMetric
-
         path = "training.eval_loss_configs"
         known = {"stft": STFTLoss, "sisdr": SISDRLoss, "mel": MelSTFTLoss, "pesq": PESQMetric}
         for key, cfg in require_mapping(eval_loss_config, path).items():
@@ -270,32 +234,11 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
             self.eval_losses[key] = known[key](**kwargs)
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        cfgs = self.optimizer_configs
-        opts = [create_optimizer_from_config(cfgs["autoencoder"]["optimizer"], self.autoencoder.parameters(),
-                                             "training.optimizer_configs.autoencoder.optimizer")]
-        groups = ["autoencoder"]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        groups = [("autoencoder", self.autoencoder.parameters())]
         if self.use_disc:
-            opts.append(create_optimizer_from_config(cfgs["discriminator"]["optimizer"],
-                                                     self.discriminator.parameters(),
-                                                     "training.optimizer_configs.discriminator.optimizer"))
-            groups.append("discriminator")
-        scheds = []
-        self._scheduler_index: Dict[str, int] = {}
-        for opt, group in zip(opts, groups):
-            if "scheduler" in cfgs.get(group, {}):
-                self._scheduler_index[group] = len(scheds)
-                scheds.append({"scheduler": create_scheduler_from_config(
-                    cfgs[group]["scheduler"], opt, f"training.optimizer_configs.{group}.scheduler"),
-                    "interval": "step"})
-        return (opts, scheds) if scheds else opts
-
-    def _scheduler(self, group: str):
-        index = getattr(self, "_scheduler_index", {}).get(group)
-        if index is None:
-            return None
-        schedulers = self.lr_schedulers()
-        return schedulers[index] if isinstance(schedulers, list) else schedulers
+            groups.append(("discriminator", self.discriminator.parameters()))
+        return groups
 
     # ------------------------------------------------------------------ training
     @staticmethod
@@ -356,7 +299,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                 info["loss_dis"] = torch.zeros((), device=reals.device)
             loss, losses = self.losses_disc(info)
             log_dict["train/disc_lr"] = opt.param_groups[0]["lr"]
-            self._optimizer_step(opt, loss, self._scheduler("discriminator"))
+            self._optimizer_step(opt, loss, self.scheduler_for("discriminator"))
         else:
             if self.use_disc:
                 if self.warmed_up:
@@ -366,7 +309,7 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
                     info["loss_adv"] = info["feature_matching_distance"] = torch.zeros((), device=reals.device)
             opt = optimizers[0]
             loss, losses = self.losses_gen(info)
-            self._optimizer_step(opt, loss, self._scheduler("autoencoder"))
+            self._optimizer_step(opt, loss, self.scheduler_for("autoencoder"))
             if self.use_ema:
                 self.autoencoder_ema.update()
             log_dict.update({"train/loss": loss.detach(), "train/latent_std": latents.std().detach(),
@@ -416,8 +359,6 @@ class AutoencoderTrainingWrapper(pl.LightningModule):
     # ------------------------------------------------------------------ export
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Write the (EMA if used) autoencoder as an unwrapped checkpoint."""
-        from .export import save_unwrapped
-
         model = self.autoencoder_ema.ema_model if self.use_ema and self.autoencoder_ema is not None \
             else self.autoencoder
         save_unwrapped(model, path, use_safetensors)

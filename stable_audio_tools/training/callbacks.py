@@ -108,7 +108,10 @@ class RunCheckpoint(ModelCheckpoint):
         if trainer.global_step == 0 or self.save_top_k == 0 or trainer.sanity_checking:
             return
         if self._last_global_step_saved != trainer.global_step:
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            # with save_last (train.py --monitor) a monitored top-k may skip this step; last.ckpt never does
+            self._save_last_checkpoint(trainer, candidates)
         if self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved:
             self.final_checkpoint = self._last_checkpoint_saved
             if trainer.is_global_zero:

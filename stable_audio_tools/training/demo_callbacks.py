@@ -1,29 +1,20 @@
 """Demo callbacks: periodically run the model being trained and log audio, spectrograms and latent plots.
 
-``DemoCallbackBase`` holds what every demo shares (trigger logic, rank-zero gating, eval mode, error isolation,
-a private iterator over a demo dataloader, audio saving and fan-out to every attached logger);
-``AutoencoderDemoCallback`` reconstructs real audio with an autoencoder (SPEC §5.8, first bullet).
-``create_demo_callback_from_config`` picks the callback for a model config.
+:func:`create_demo_callback_from_config` picks the callback for a model config through the model-family registry
+(the ``demo`` builder of :mod:`stable_audio_tools.families`). The base class lives in :mod:`.demo_base`, the
+family demos in :mod:`.autoencoder_demos`, :mod:`.diffusion_demos` and :mod:`.lm_demos`; the base and the
+autoencoder demo are importable from here as from upstream's ``training/demo_callbacks.py``.
 """
 from __future__ import annotations
 
-import abc
-import contextlib
-import copy
-import logging
-from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Mapping, Tuple
 
-import numpy as np
 import pytorch_lightning as pl
-import torch
-from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader
 
-from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
-from ..models.config import ConfigError, require, require_mapping
-from .logging_utils import log_audio, log_image, log_point_cloud, media_dir, save_wav
+from ..families import BuilderTable, get_model_family, resolve_builder
+from ..models.config import require, require_mapping
+from .autoencoder_demos import AutoencoderDemoCallback, demo_autoencoder
+from .demo_base import DemoCallbackBase, eval_mode
 
 __all__ = [
     "eval_mode",
@@ -34,253 +25,19 @@ __all__ = [
     "create_demo_callback_from_config",
 ]
 
-_log = logging.getLogger(__name__)
-
-SUPPORTED_DEMO_MODEL_TYPES: Tuple[str, ...] = ("autoencoder", "diffusion_uncond", "diffusion_cond",
-                                                "diffusion_cond_inpaint", "diffusion_autoencoder", "lm")
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode and afterwards restore every submodule's own ``training`` flag exactly."""
-    modes = [(sub, sub.training) for sub in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for sub, mode in modes:
-            sub.training = mode
-
-
-def _independent_loader(demo_dl: Iterable) -> Iterable:
-    """A view of ``demo_dl`` whose iteration does not disturb the training loop.
-
-    A DataLoader with ``persistent_workers`` caches one worker iterator and resets it on every ``iter()``, so
-    iterating the training loader from a callback would rewind training. A shallow copy with its own (empty)
-    iterator slot gets its own workers on first use, without deep-copying the dataset or live worker handles.
-    """
-    if isinstance(demo_dl, DataLoader):
-        clone = copy.copy(demo_dl)
-        clone._iterator = None
-        return clone
-    return demo_dl
-
-
-class DemoCallbackBase(pl.Callback, abc.ABC):
-    """Shared machinery for demo callbacks.
-
-    Fires on rank zero in ``on_train_batch_end`` when ``(global_step - 1) % demo_every == 0`` (first at step 1)
-    and not already run for that step (gradient accumulation calls the hook several times per step). Subclasses
-    implement ``run_demo``; it runs under ``torch.no_grad()`` with the module in eval mode (training flags are
-    restored afterwards), and any exception it raises is reported with ``logging.exception`` instead of
-    stopping training.
-
-    Args:
-        demo_every: demo interval in optimizer steps.
-        sample_rate: sample rate of saved and logged audio.
-        demo_dl: optional iterable of demo batches, read through ``next_demo_batch``.
-    """
-
-    def __init__(self, demo_every: int = 2000, sample_rate: int = 44100, demo_dl: Optional[Iterable] = None) -> None:
-        super().__init__()
-        if isinstance(demo_every, bool) or not isinstance(demo_every, int) or demo_every < 1:
-            raise ValueError(f"demo_every must be a positive integer number of steps, got {demo_every!r}")
-        self.demo_every = demo_every
-        self.sample_rate = int(sample_rate)
-        self.last_demo_step = -1
-        self._demo_source = None if demo_dl is None else _independent_loader(demo_dl)
-        self._demo_iter: Optional[Iterator] = None
-
-    def should_demo(self, global_step: int) -> bool:
-        """Whether a demo is due at ``global_step`` (and has not run for it yet)."""
-        return (global_step - 1) % self.demo_every == 0 and global_step != self.last_demo_step
-
-    def next_demo_batch(self) -> Any:
-        """The next demo batch; the iterator is created lazily and re-created when exhausted."""
-        if self._demo_source is None:
-            raise ValueError(f"{type(self).__name__} was created without a demo dataloader (demo_dl)")
-        if self._demo_iter is not None:
-            try:
-                return next(self._demo_iter)
-            except StopIteration:
-                self._demo_iter = None
-        self._demo_iter = iter(self._demo_source)
-        try:
-            return next(self._demo_iter)
-        except StopIteration:
-            raise ValueError("the demo dataloader yielded no batches; check the dataset and batch size") from None
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        """Run ``run_demo`` when a demo is due (rank zero only); never lets an error escape."""
-        step = trainer.global_step
-        if not trainer.is_global_zero or not self.should_demo(step):
-            return
-        self.last_demo_step = step
-        try:
-            with torch.no_grad(), eval_mode(pl_module):
-                self.run_demo(trainer, pl_module)
-        except Exception:  # a demo must never kill training
-            _log.exception("%s failed at step %d; training continues without this demo", type(self).__name__, step)
-
-    @abc.abstractmethod
-    def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        """Generate, save and log the demo for ``trainer.global_step``."""
-
-    def save_demo_audio(self, trainer: pl.Trainer, prefix: str, audio: torch.Tensor,
-                        normalize: bool = False) -> Tuple[Path, torch.Tensor]:
-        """Save ``audio [C, T]`` as ``<media_dir>/<prefix>_<step:08>.wav`` (int16).
-
-        With ``normalize`` the audio is first divided by its peak (upstream's diffusion demos); it is always
-        clamped to [-1, 1]. Returns the path and the int16 tensor (what upstream feeds the spectrogram image).
-        """
-        audio = audio.detach().to("cpu", torch.float32)
-        if normalize:
-            peak = audio.abs().max()
-            if peak > 0:
-                audio = audio / peak
-        int16 = audio.clamp(-1, 1).mul(32767).to(torch.int16)
-        path = save_wav(media_dir(trainer) / f"{prefix}_{trainer.global_step:08}.wav", int16, self.sample_rate)
-        return path, int16
-
-    @staticmethod
-    def attached_loggers(trainer: pl.Trainer) -> List[Any]:
-        """All loggers attached to ``trainer`` (empty when logging is off)."""
-        return list(getattr(trainer, "loggers", None) or [])
-
-    def log_audio_all(self, trainer: pl.Trainer, key: str, path: Path) -> None:
-        """Log an audio file to every attached logger at the current step."""
-        for logger in self.attached_loggers(trainer):
-            log_audio(logger, key, path, self.sample_rate, step=trainer.global_step)
-
-    def log_image_all(self, trainer: pl.Trainer, key: str, image: Image.Image) -> None:
-        """Log an image to every attached logger at the current step."""
-        for logger in self.attached_loggers(trainer):
-            log_image(logger, key, image, step=trainer.global_step)
-
-    def log_point_cloud_all(self, trainer: pl.Trainer, key: str, points: np.ndarray) -> None:
-        """Log a ``[N, 6]`` point cloud to every attached logger at the current step."""
-        for logger in self.attached_loggers(trainer):
-            log_point_cloud(logger, key, points, step=trainer.global_step)
-
-
-def _demo_audio_batch(batch: Any) -> torch.Tensor:
-    """The audio of a ``(audio, metadata)`` batch as ``[B, C, T]`` (a leading WebDataset singleton is removed)."""
-    audio = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(audio, torch.Tensor):
-        raise TypeError(f"demo batches must be (audio tensor, metadata) or an audio tensor, got {type(audio).__name__}")
-    if audio.ndim == 4 and audio.shape[0] == 1:
-        audio = audio[0]
-    if audio.ndim != 3:
-        raise ValueError(f"demo audio must be [batch, channels, samples], got shape {tuple(audio.shape)}")
-    return audio
-
-
-def _match_channels(reals: torch.Tensor, fakes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Broadcast a mono side to the other side's channel count so reals and fakes can be interleaved."""
-    if reals.shape[1] == fakes.shape[1]:
-        return reals, fakes
-    if fakes.shape[1] == 1:
-        return reals, fakes.expand(-1, reals.shape[1], -1)
-    if reals.shape[1] == 1:
-        return reals.expand(-1, fakes.shape[1], -1), fakes
-    raise ValueError(f"reconstruction has {fakes.shape[1]} channels but the input has {reals.shape[1]}")
-
-
-def demo_autoencoder(module: nn.Module) -> nn.Module:
-    """The autoencoder a demo should use: the EMA copy when ``module.use_ema`` and it exists, else the online one."""
-    ema = getattr(module, "autoencoder_ema", None)
-    if getattr(module, "use_ema", False) and ema is not None and getattr(ema, "ema_model", None) is not None:
-        return ema.ema_model
-    return module.autoencoder
-
-
-class AutoencoderDemoCallback(DemoCallbackBase):
-    """Reconstruct a batch of real audio and log it (upstream ``AutoencoderDemoCallback``).
-
-    Takes up to ``max_demos`` items of the next demo batch, encodes and decodes them (EMA model if used; mono
-    input when ``module.force_input_mono``), trims both to the shorter length, interleaves real/fake per item,
-    concatenates along time, clamps (no normalisation) and saves ``recon_<step:08>.wav`` under ``media_dir``.
-    Logs ``recon`` (audio), ``embeddings_3dpca`` (PCA point cloud of the latents), ``embeddings_spec`` (latent
-    image) and ``recon_melspec_left`` (mel spectrogram of the left channel).
-
-    Args:
-        demo_dl: iterable of ``(audio [B, C, T], metadata)`` batches.
-        demo_every: demo interval in optimizer steps.
-        sample_size: nominal demo length in samples (kept for parity with upstream; batches are used as given).
-        sample_rate: audio sample rate.
-        max_demos: maximum number of batch items reconstructed.
-    """
-
-    def __init__(self, demo_dl: Iterable, demo_every: int = 2000, sample_size: int = 65536,
-                 sample_rate: int = 44100, max_demos: int = 8) -> None:
-        super().__init__(demo_every=demo_every, sample_rate=sample_rate, demo_dl=demo_dl)
-        if isinstance(max_demos, bool) or not isinstance(max_demos, int) or max_demos < 1:
-            raise ValueError(f"max_demos must be a positive integer, got {max_demos!r}")
-        self.demo_samples = sample_size
-        self.max_demos = max_demos
-
-    def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        """Reconstruct, save and log one demo batch."""
-        reals = _demo_audio_batch(self.next_demo_batch())[: self.max_demos].to(module.device)
-        encoder_input = reals.mean(dim=1, keepdim=True) if getattr(module, "force_input_mono", False) else reals
-        model = demo_autoencoder(module)
-        with eval_mode(model):
-            latents = model.encode(encoder_input)
-            fakes = model.decode(latents)
-        length = min(fakes.shape[-1], reals.shape[-1])
-        reals, fakes = _match_channels(reals[..., :length], fakes[..., :length].to(reals.dtype))
-        batch, channels = reals.shape[:2]
-        interleaved = torch.stack([reals, fakes], dim=1).reshape(batch * 2, channels, length)
-        reals_fakes = interleaved.permute(1, 0, 2).reshape(channels, batch * 2 * length)
-
-        path, reals_fakes_int16 = self.save_demo_audio(trainer, "recon", reals_fakes)
-        if not self.attached_loggers(trainer):
-            return
-        self.log_audio_all(trainer, "recon", path)
-        self.log_point_cloud_all(trainer, "embeddings_3dpca", pca_point_cloud(latents))
-        self.log_image_all(trainer, "embeddings_spec", tokens_spectrogram_image(latents))
-        self.log_image_all(trainer, "recon_melspec_left",
-                           audio_spectrogram_image(reals_fakes_int16, sample_rate=self.sample_rate))
+# The model types with a demo builder when the package was imported (the registry is the live list).
+SUPPORTED_DEMO_MODEL_TYPES: Tuple[str, ...] = tuple(BuilderTable("demo"))
 
 
 def create_demo_callback_from_config(model_config: Mapping[str, Any], **kwargs: Any) -> pl.Callback:
-    """The demo callback for ``model_config["model_type"]``.
-
-    Diffusion model types are built by :func:`.diffusion_demos.create_diffusion_demo_callback`, ``lm`` by
-    :func:`.lm_demos.create_lm_demo_callback`.
-
-    ``autoencoder``: ``AutoencoderDemoCallback(demo_dl=kwargs["demo_dl"], demo_every=training.demo.demo_every
-    (default 2000), sample_size=model_config["sample_size"], sample_rate=model_config["sample_rate"])``; other
-    keyword arguments (e.g. ``max_demos``) are passed through and override config values.
-    """
+    """The demo callback for ``model_config["model_type"]``, built by the family's ``demo`` builder
+    (``autoencoder``: :func:`.autoencoder_demos.create_autoencoder_demo_callback`; diffusion types:
+    :func:`.diffusion_demos.create_diffusion_demo_callback`; ``lm``: :func:`.lm_demos.create_lm_demo_callback`).
+    Keyword arguments (e.g. ``demo_dl``, ``max_demos``) are passed to the builder. An unknown model type or one
+    without demos raises ConfigError at ``model_type``."""
     require_mapping(model_config, "<root>")
     model_type = require(model_config, "model_type", "", "a model type such as 'autoencoder'", (str,))
     training = require_mapping(model_config.get("training", {}), "training")
-    demo = require_mapping(training.get("demo", {}), "training.demo")
-    if model_type == "lm":
-        from .lm_demos import create_lm_demo_callback
-
-        return create_lm_demo_callback(model_config, **kwargs)
-    if model_type in SUPPORTED_DEMO_MODEL_TYPES[1:]:
-        from .diffusion_demos import create_diffusion_demo_callback
-
-        return create_diffusion_demo_callback(model_config, **kwargs)
-    if model_type == "autoencoder":
-        if "demo_dl" not in kwargs:
-            raise ValueError("create_demo_callback_from_config needs demo_dl=<dataloader> for autoencoder models")
-        demo_every = demo.get("demo_every", 2000)
-        if isinstance(demo_every, bool) or not isinstance(demo_every, int) or demo_every < 1:
-            raise ConfigError("training.demo.demo_every", f"expected a positive integer, got {demo_every!r}")
-        params = {
-            "demo_every": demo_every,
-            "sample_size": require(model_config, "sample_size", "", "number of samples", (int,)),
-            "sample_rate": require(model_config, "sample_rate", "", "sample rate in Hz", (int,)),
-        }
-        params.update(kwargs)
-        return AutoencoderDemoCallback(**params)
-    raise ConfigError(
-        "model_type",
-        f"no demo callback is available for model type {model_type!r}; "
-        f"supported values: {', '.join(map(repr, SUPPORTED_DEMO_MODEL_TYPES))}",
-    )
+    require_mapping(training.get("demo", {}), "training.demo")
+    family = get_model_family(model_type, "demo")
+    return resolve_builder(family.demo)(model_config, **kwargs)

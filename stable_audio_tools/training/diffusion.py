@@ -1,22 +1,15 @@
-"""Lightning training wrappers for ``diffusion_uncond`` and ``diffusion_autoencoder`` models (SPEC 5.2, 5.5).
+"""Lightning training wrappers for ``diffusion_uncond`` and ``diffusion_autoencoder`` models (see
+docs/diffusion.md#training).
 
 As upstream's ``training/diffusion.py``, this module also exposes the ``diffusion_cond`` wrapper
 (:mod:`.diffusion_cond`), the diffusion demo callbacks (:mod:`.diffusion_demos`), the batch helpers every wrapper
-shares (:mod:`.wrapper_utils`) and ``Profiler`` (:mod:`stable_audio_tools.models.common`); ARC is in :mod:`.arc`.
+shares (:mod:`.common`) and ``Profiler`` (:mod:`stable_audio_tools.models.common`); ARC is in :mod:`.arc`.
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* the pretransform is put in train mode only if it is trainable (``enable_grad``), in every wrapper
-  (upstream did this for diffusion_cond only; Lightning otherwise switches a frozen autoencoder to train mode);
-* mixed precision comes from the Trainer's ``precision`` (upstream also wrapped the uncond forward in a
-  hard-coded CUDA autocast);
-* ``export_model`` restores the online model after saving (upstream left the EMA model swapped in);
-* the diffusion autoencoder's reconstruction loss also works without a pretransform (upstream silently
-  skipped it), and its decoder path follows the model's ``decoder`` (SPEC 9.3 item 14).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -24,13 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.common import Profiler
+from .common import (OptimizerGroupsMixin, adam_configs, create_loss_modules_from_bottleneck, encode_to_latents,
+                     padding_masks_from_metadata, split_batch, swapped_child)
 from .diffusion_cond import DiffusionCondTrainingWrapper
 from .diffusion_demos import (DiffusionAutoencoderDemoCallback, DiffusionCondDemoCallback,
                               DiffusionCondInpaintDemoCallback, DiffusionUncondDemoCallback)
 from .ema import EMA
+from .export import save_unwrapped
 from .losses import AuralossLoss, MSELoss, MultiLoss, MultiResolutionSTFTLoss, SumAndDifferenceSTFTLoss
 from .timesteps import TimestepSampler, noise_inputs
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 
 __all__ = [
     "DiffusionUncondTrainingWrapper",
@@ -49,7 +44,7 @@ __all__ = [
 ]
 
 
-class DiffusionUncondTrainingWrapper(pl.LightningModule):
+class DiffusionUncondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an unconditional ``DiffusionModelWrapper`` (e.g. Dance Diffusion) with the v objective.
 
     Attributes (state-dict prefixes): ``diffusion``, ``diffusion_ema`` (EMA of ``diffusion.model`` with the
@@ -71,8 +66,12 @@ class DiffusionUncondTrainingWrapper(pl.LightningModule):
         self.timestep_sampler = TimestepSampler("uniform")
         self.losses = MultiLoss([MSELoss("v", "targets", weight=1.0, name="mse_loss")])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(list(self.diffusion.parameters()), lr=self.lr)
+    @property
+    def optimizer_configs(self) -> Dict[str, Dict[str, Any]]:
+        return adam_configs("diffusion", self.lr)
+
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", list(self.diffusion.parameters()))]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         reals, _ = split_batch(batch)
@@ -91,13 +90,11 @@ class DiffusionUncondTrainingWrapper(pl.LightningModule):
 
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the ``DiffusionModelWrapper`` with the EMA backbone (keys ``model.*``, ``pretransform.*``)."""
-        from .export import save_unwrapped
-
         with swapped_child(self.diffusion, "model", self.diffusion_ema.ema_model):
             save_unwrapped(self.diffusion, path, use_safetensors)
 
 
-class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
+class DiffusionAutoencoderTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains a ``DiffusionAutoencoder``: its encoder's latents condition a v-objective diffusion decoder.
 
     Step: pretransform encode (no grad) -> ``encode(skip_pretransform=True)`` (bottleneck losses) -> optional
@@ -119,8 +116,6 @@ class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
         self.timestep_sampler = TimestepSampler("uniform")
         loss_modules = [MSELoss("v", "targets", weight=1.0, name="mse_loss")]
         if model.bottleneck is not None:
-            from .autoencoders import create_loss_modules_from_bottleneck
-
             loss_modules += create_loss_modules_from_bottleneck(model.bottleneck, {})
         self.use_reconstruction_loss = use_reconstruction_loss
         if use_reconstruction_loss:
@@ -136,8 +131,12 @@ class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
                                              name="mrstft_loss", weight=0.1))
         self.losses = MultiLoss(loss_modules)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(list(self.diffae.parameters()), lr=self.lr)
+    @property
+    def optimizer_configs(self) -> Dict[str, Dict[str, Any]]:
+        return adam_configs("diffae", self.lr)
+
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffae", list(self.diffae.parameters()))]
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         audio, _ = split_batch(batch)
@@ -179,6 +178,4 @@ class DiffusionAutoencoderTrainingWrapper(pl.LightningModule):
 
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the EMA copy of the diffusion autoencoder."""
-        from .export import save_unwrapped
-
         save_unwrapped(self.diffae_ema.ema_model, path, use_safetensors)

@@ -1,19 +1,12 @@
-"""Lightning training wrapper for ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (SPEC 5.4).
+"""Lightning training wrapper for ``diffusion_cond`` / ``diffusion_cond_inpaint`` models (see
+docs/diffusion.md#diffusion_cond--diffusion_cond_inpaint-training).
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* padding masks are only required when something uses them (``mask_padding``, inpainting); items without a
-  ``padding_mask`` count as all real for inpainting;
-* pre-encoded padding masks are resized to the latent length when they differ;
-* ``log_loss_info`` works on a single device (upstream's reshape of the gathered tensors assumed several);
-* validation of an inpainting model draws inpainting masks too (upstream's validation gave the model no
-  inpainting inputs and failed);
-* validation losses are logged with ``self.log`` (so checkpoint callbacks can monitor ``val/avg_loss``).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion_cond.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -21,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.inpainting import random_inpaint_mask
+from .common import OptimizerGroupsMixin, encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 from .ema import EMA
+from .export import save_unwrapped
 from .losses import MSELoss, MultiLoss
 from .timesteps import TimestepSampler, noise_inputs
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch, swapped_child
 
 __all__ = ["DiffusionCondTrainingWrapper", "VALIDATION_TIMESTEPS"]
 
@@ -33,7 +26,7 @@ VALIDATION_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)
 _NUM_LOSS_BUCKETS = 10
 
 
-class DiffusionCondTrainingWrapper(pl.LightningModule):
+class DiffusionCondTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains a ``ConditionedDiffusionModelWrapper`` (text/timing/... conditioned, optionally latent).
 
     Attributes (state-dict prefixes): ``diffusion``, ``diffusion_ema`` (EMA of ``diffusion.model``, online model
@@ -99,14 +92,8 @@ class DiffusionCondTrainingWrapper(pl.LightningModule):
         self._val_losses: Dict[float, List[torch.Tensor]] = {t: [] for t in self.validation_timesteps}
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        group = self.optimizer_configs["diffusion"]
-        path = "training.optimizer_configs.diffusion"
-        opt = create_optimizer_from_config(group["optimizer"], self.diffusion.parameters(), f"{path}.optimizer")
-        if "scheduler" in group:
-            scheduler = create_scheduler_from_config(group["scheduler"], opt, f"{path}.scheduler")
-            return [opt], [{"scheduler": scheduler, "interval": "step"}]
-        return [opt]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("diffusion", self.diffusion.parameters())]
 
     # ------------------------------------------------------------------ shared pieces
     def _conditioning(self, metadata: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -211,8 +198,6 @@ class DiffusionCondTrainingWrapper(pl.LightningModule):
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the conditioned model (EMA backbone when EMA is used): keys ``model.*``, ``conditioner.*``,
         ``pretransform.*``."""
-        from .export import save_unwrapped
-
         ema = self.diffusion_ema.ema_model if self.diffusion_ema is not None else None
         with swapped_child(self.diffusion, "model", ema):
             save_unwrapped(self.diffusion, path, use_safetensors)

@@ -1,10 +1,9 @@
-"""Demo callbacks of the diffusion model types (SPEC 5.8), built on :class:`~.demo_callbacks.DemoCallbackBase`.
+"""Demo callbacks of the diffusion model types (see docs/diffusion.md#demos-trainingdemo), built on
+:class:`~.demo_base.DemoCallbackBase`.
 
 Generated audio is peak-normalised, saved as ``<prefix>_<step:08>.wav`` under the run's media folder and
-logged with a mel spectrogram of its left channel. Differences from upstream: the inpainting demo generates
-with the EMA model when there is one (upstream used the online model, SPEC 9.3 item 11); a demo that fails is
-reported and training continues; mixes of conditioning audio and generations are trimmed/broadcast to a common
-shape.
+logged with a mel spectrogram of its left channel.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingdiffusion_demos.
 """
 from __future__ import annotations
 
@@ -14,11 +13,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..interface.aeiou import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
 from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
-from .demo_callbacks import DemoCallbackBase, _match_channels, eval_mode
-from .wrapper_utils import encode_to_latents, padding_masks_from_metadata, split_batch
+from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
+from ..samplers.flow_samplers import sample, sample_discrete_euler, sample_flow_pingpong
+from .demo_base import DemoCallbackBase, eval_mode, match_channels
+from .common import encode_to_latents, padding_masks_from_metadata, split_batch
 
 __all__ = [
     "DiffusionUncondDemoCallback",
@@ -52,17 +52,15 @@ def generate_demo_latents(model: nn.Module, objective: str, noise: torch.Tensor,
     """Sample from a conditioned backbone ``model`` as upstream's demos do: v-DDIM (``v``), discrete Euler
     (``rectified_flow``) or ping-pong on a logSNR-linear schedule from -6 to 2 (``rf_denoiser``), all with
     batched CFG at ``cfg_scale``."""
-    from ..inference import sampling
-
     kwargs = dict(cond_inputs, cfg_scale=cfg_scale, dist_shift=dist_shift, batch_cfg=True)
     if objective == "v":
-        return sampling.sample(model, noise, steps, 0, **kwargs)
+        return sample(model, noise, steps, 0, **kwargs)
     if objective == "rectified_flow":
-        return sampling.sample_discrete_euler(model, noise, steps, **kwargs)
+        return sample_discrete_euler(model, noise, steps, **kwargs)
     if objective == "rf_denoiser":
         sigmas = torch.sigmoid(-torch.linspace(-6, 2, steps + 1, device=noise.device))
         sigmas[0], sigmas[-1] = 1.0, 0.0
-        return sampling.sample_flow_pingpong(model, noise, sigmas=sigmas, **kwargs)
+        return sample_flow_pingpong(model, noise, sigmas=sigmas, **kwargs)
     raise ValueError(f"unknown diffusion objective {objective!r}")
 
 
@@ -105,8 +103,6 @@ class DiffusionUncondDemoCallback(_DiffusionDemo):
         self.demo_samples = sample_size
 
     def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        from ..inference.sampling import sample
-
         diffusion = module.diffusion
         length = self.demo_samples if self.demo_samples is not None else diffusion.sample_size
         if diffusion.pretransform is not None:
@@ -185,7 +181,7 @@ class DiffusionCondDemoCallback(_DiffusionDemo):
     @staticmethod
     def _mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         length = min(a.shape[-1], b.shape[-1])
-        a, b = _match_channels(a[None, :, :length].float(), b[None, :, :length].float())
+        a, b = match_channels(a[None, :, :length].float(), b[None, :, :length].float())
         return (a + b)[0]
 
     def run_demo(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -295,7 +291,7 @@ class DiffusionAutoencoderDemoCallback(_DiffusionDemo):
         latents = model.encode(reals).float()
         fakes = model.decode(latents, steps=self.demo_steps)
         length = min(reals.shape[-1], fakes.shape[-1])
-        pair_reals, pair_fakes = _match_channels(reals[..., :length].float(), fakes[..., :length].float())
+        pair_reals, pair_fakes = match_channels(reals[..., :length].float(), fakes[..., :length].float())
         batch, channels = pair_reals.shape[:2]
         interleaved = torch.stack([pair_reals, pair_fakes], dim=1).reshape(batch * 2, channels, length)
         path, as_int16 = self.save_demo_audio(trainer, "recon", _flatten(interleaved), normalize=True)

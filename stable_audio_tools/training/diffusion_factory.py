@@ -18,7 +18,12 @@ import pytorch_lightning as pl
 from torch import nn
 
 from ..models.config import ConfigError, ConfigWarning, check_choice, require, require_mapping, warn_unknown_keys
+from ..models.factory import create_model_from_config
 from ..models.inpainting import INPAINT_IDS, check_inpainting_config
+from ..models.utils import copy_state_dict, load_ckpt_state_dict
+from .arc import ARC_HEADS, ARCTrainingWrapper
+from .diffusion import DiffusionAutoencoderTrainingWrapper, DiffusionUncondTrainingWrapper
+from .diffusion_cond import DiffusionCondTrainingWrapper
 from .timesteps import ARC_NOISE_DISTS, TIMESTEP_SAMPLERS
 
 __all__ = [
@@ -37,9 +42,9 @@ log = logging.getLogger(__name__)
 UNCOND_TRAINING_KEYS = ("learning_rate", "pre_encoded", "demo")
 COND_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "log_loss_info", "pre_encoded",
                       "cfg_dropout_prob", "timestep_sampler", "timestep_sampler_options", "p_one_shot",
-                      "mask_padding", "mask_padding_dropout", "inpainting", "arc", "demo")
+                      "mask_padding", "mask_padding_dropout", "inpainting", "arc", "demo", "validation_metrics")
 ARC_TRAINING_KEYS = ("arc", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "clip_grad_norm",
-                     "trim_config", "inpainting", "demo", "learning_rate")
+                     "trim_config", "inpainting", "demo", "learning_rate", "validation_metrics")
 ARC_KEYS = ("teacher_model", "teacher_model_ckpt", "use_model_as_teacher", "discriminator_base_model",
             "discriminator_base_ckpt", "use_model_as_discriminator", "ode_warmup", "noise_dist", "discriminator")
 DIFFAE_TRAINING_KEYS = ("learning_rate", "use_reconstruction_loss", "demo")
@@ -91,8 +96,6 @@ def _optimizer_configs(training: Mapping, groups: tuple) -> Optional[dict]:
 def create_diffusion_uncond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                     **overrides: Any) -> pl.LightningModule:
     """``DiffusionUncondTrainingWrapper(model, lr=learning_rate, pre_encoded)``; Adam, always with EMA."""
-    from .diffusion import DiffusionUncondTrainingWrapper
-
     warn_unknown_keys(training, UNCOND_TRAINING_KEYS, "training")
     return DiffusionUncondTrainingWrapper(model, lr=_learning_rate(training, required=True),
                                           pre_encoded=_bool(training, "pre_encoded", False), **overrides)
@@ -124,8 +127,6 @@ def create_diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, train
     """The diffusion_cond / diffusion_cond_inpaint wrapper (ARC when ``training.arc`` is present)."""
     if "arc" in training:
         return create_arc_wrapper(model_config, model, training, **overrides)
-    from .diffusion_cond import DiffusionCondTrainingWrapper
-
     warn_unknown_keys(training, COND_TRAINING_KEYS, "training")
     lr = _learning_rate(training, required=False)
     optimizer_configs = _optimizer_configs(training, ("diffusion",))
@@ -165,9 +166,6 @@ def _require_dit(model: nn.Module, path: str) -> None:
 
 
 def _build_arc_model(config: Mapping, ckpt: Optional[str], path: str) -> nn.Module:
-    from ..models.factory import create_model_from_config
-    from ..models.utils import copy_state_dict, load_ckpt_state_dict
-
     model = create_model_from_config(require_mapping(config, path))
     if ckpt:
         copy_state_dict(model, load_ckpt_state_dict(ckpt))
@@ -176,12 +174,11 @@ def _build_arc_model(config: Mapping, ckpt: Optional[str], path: str) -> nn.Modu
 
 def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                        clip_grad_norm: Optional[float] = None) -> pl.LightningModule:
-    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (SPEC 5.7).
+    """``ARCTrainingWrapper`` for a diffusion_cond config with a ``training.arc`` block (see
+    docs/diffusion.md#arc-post-training-trainingarc).
 
     ``clip_grad_norm`` (from ``train.py --gradient-clip-val``) overrides ``training.clip_grad_norm`` when > 0.
     """
-    from .arc import ARC_HEADS, ARCTrainingWrapper
-
     warn_unknown_keys(training, ARC_TRAINING_KEYS, "training")
     arc = require_mapping(training["arc"], "training.arc")
     warn_unknown_keys(arc, ARC_KEYS, "training.arc")
@@ -261,8 +258,6 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
 def create_diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                          **overrides: Any) -> pl.LightningModule:
     """``DiffusionAutoencoderTrainingWrapper(model, lr=learning_rate, use_reconstruction_loss)``."""
-    from .diffusion import DiffusionAutoencoderTrainingWrapper
-
     warn_unknown_keys(training, DIFFAE_TRAINING_KEYS, "training")
     return DiffusionAutoencoderTrainingWrapper(
         model, lr=_learning_rate(training, required=True),

@@ -1,31 +1,35 @@
-"""Training-wrapper factory: model config + model -> LightningModule (SPEC 5).
+"""Training-wrapper factory: model config + model -> LightningModule (see docs/training.md).
 
 As upstream's ``training/factory.py``, this module also exposes ``create_demo_callback_from_config``
 (:mod:`.demo_callbacks`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Mapping
 
 import pytorch_lightning as pl
 from torch import nn
 
-from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from ..families import BuilderTable, get_model_family, resolve_builder
+from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..models.factory import create_model_from_config
+from ..models.utils import load_ckpt_state_dict
+from .autoencoders import AutoencoderTrainingWrapper
 from .demo_callbacks import create_demo_callback_from_config
 
-__all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS",
+__all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS", "create_autoencoder_training_wrapper",
            "create_demo_callback_from_config"]  # defined in .demo_callbacks (upstream has it here)
 
 AUTOENCODER_TRAINING_KEYS = ("learning_rate", "warmup_steps", "warmup_mode", "encoder_freeze_on_warmup", "use_ema",
                              "loss_configs", "eval_loss_configs", "optimizer_configs", "force_input_mono",
-                             "latent_mask_ratio", "teacher_model", "teacher_model_ckpt", "demo")
+                             "latent_mask_ratio", "teacher_model", "teacher_model_ckpt", "demo",
+                             "validation_metrics")
 
 
-def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
-    from ..models.factory import create_model_from_config
-    from ..models.utils import load_ckpt_state_dict
-    from .autoencoders import AutoencoderTrainingWrapper
-
+def create_autoencoder_training_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
+                                       **overrides: Any) -> pl.LightningModule:
+    """The ``autoencoder`` training-wrapper builder: ``AutoencoderTrainingWrapper`` from ``training`` (with an
+    optional frozen teacher loaded from ``teacher_model`` / ``teacher_model_ckpt``)."""
     warn_unknown_keys(training, AUTOENCODER_TRAINING_KEYS, "training")
     if "learning_rate" not in training and "optimizer_configs" not in training:
         raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given")
@@ -55,39 +59,9 @@ def _autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapp
     )
 
 
-def _diffusion_uncond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
-    from .diffusion_factory import create_diffusion_uncond_wrapper
-
-    return create_diffusion_uncond_wrapper(model_config, model, training, **overrides)
-
-
-def _diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
-    from .diffusion_factory import create_diffusion_cond_wrapper
-
-    return create_diffusion_cond_wrapper(model_config, model, training, **overrides)
-
-
-def _diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
-    from .diffusion_factory import create_diffusion_autoencoder_wrapper
-
-    return create_diffusion_autoencoder_wrapper(model_config, model, training, **overrides)
-
-
-def _lm_wrapper(model_config: Mapping, model: nn.Module, training: Mapping, **overrides: Any):
-    from .lm import create_lm_training_wrapper
-
-    return create_lm_training_wrapper(model_config, model, training, **overrides)
-
-
-# model_type -> builder(model_config, model, training_config, **overrides). Later model families register here.
-TRAINING_WRAPPERS: Dict[str, Callable[..., pl.LightningModule]] = {
-    "autoencoder": _autoencoder_wrapper,
-    "diffusion_uncond": _diffusion_uncond_wrapper,
-    "diffusion_cond": _diffusion_cond_wrapper,
-    "diffusion_cond_inpaint": _diffusion_cond_wrapper,
-    "diffusion_autoencoder": _diffusion_autoencoder_wrapper,
-    "lm": _lm_wrapper,
-}
+# model_type -> training-wrapper builder(model_config, model, training_config, **overrides), a view of the
+# model-family registry (stable_audio_tools.families).
+TRAINING_WRAPPERS: Mapping[str, Callable[..., pl.LightningModule]] = BuilderTable("training_wrapper")
 
 
 def create_training_wrapper_from_config(model_config: Mapping, model: nn.Module, **overrides: Any) -> pl.LightningModule:
@@ -96,6 +70,6 @@ def create_training_wrapper_from_config(model_config: Mapping, model: nn.Module,
     ``overrides`` are passed to the wrapper (e.g. ``clip_grad_norm`` from ``train.py --gradient-clip-val``).
     """
     model_type = require(model_config, "model_type", "")
-    check_choice(model_type, TRAINING_WRAPPERS, "model_type")
+    family = get_model_family(model_type, "training_wrapper")
     training = require_mapping(require(model_config, "training", "", "the training settings"), "training")
-    return TRAINING_WRAPPERS[model_type](model_config, model, training, **overrides)
+    return resolve_builder(family.training_wrapper)(model_config, model, training, **overrides)

@@ -1,29 +1,15 @@
-"""Lightning training wrapper for ``lm`` models (multi-codebook audio language models, SPEC 5.6).
+"""Lightning training wrapper for ``lm`` models (multi-codebook audio language models, see
+docs/training.md#audio-language-models-model_type-lm).
 
 The LM learns to predict the discrete tokens of its (frozen) pretransform: for every codebook, a masked
 cross-entropy between the pattern-reverted logits and the codes, averaged over the codebooks.
 
-Differences from upstream (checkpoint keys and numerics unchanged):
-
-* the pretransform is kept in eval mode while tokenizing (Lightning switches the whole module to train mode,
-  which made an ``rvq`` pretransform update its codebooks and a ``dac_rvq`` one apply quantizer dropout);
-* pre-encoded tokens are brought to ``[batch, codebooks, frames]`` whatever the bottleneck's own layout
-  (``rvq`` and ``dithered_fsq`` store ``[frames, codebooks]``);
-* items without a ``padding_mask`` count as all real (upstream raised a KeyError), and pre-encoded masks
-  (1-element lists) are accepted;
-* ``training.cfg_dropout_prob`` sets the classifier-free-guidance dropout (upstream hard-coded 0.1, the
-  default here);
-* a codebook with no valid target in the batch (possible for very short sequences with the ``delay``
-  pattern) is left out of the average instead of making the loss NaN, and a batch with no valid target at all
-  is skipped with a warning;
-* the cross-entropy is computed in float32 under mixed precision;
-* an optional ``validation_step`` logs ``val/cross_entropy`` and ``val/perplexity`` (no CFG dropout);
-* ``export_model`` writes safetensors with ``save_model`` (upstream's ``save_file`` fails on shared tensors).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstraininglm.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -31,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from .common import OptimizerGroupsMixin, padding_masks_from_metadata, split_batch
 from .ema import EMA
+from .export import save_unwrapped
 from .lm_demos import AudioLanguageModelDemoCallback
-from .utils import create_optimizer_from_config, create_scheduler_from_config
-from .wrapper_utils import padding_masks_from_metadata, split_batch
 
 __all__ = [
     "AudioLanguageModelTrainingWrapper",
@@ -45,7 +31,8 @@ __all__ = [
     "AudioLanguageModelDemoCallback",  # defined in .lm_demos, importable from here as from upstream's training/lm.py
 ]
 
-LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo")
+LM_TRAINING_KEYS = ("learning_rate", "optimizer_configs", "use_ema", "pre_encoded", "cfg_dropout_prob", "demo",
+                    "validation_metrics")
 
 
 def codebook_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
@@ -111,7 +98,7 @@ def tokens_to_codes(tokens: torch.Tensor, model: nn.Module, pre_encoded: bool = 
     return tokens.long().contiguous()
 
 
-class AudioLanguageModelTrainingWrapper(pl.LightningModule):
+class AudioLanguageModelTrainingWrapper(OptimizerGroupsMixin, pl.LightningModule):
     """Trains an ``AudioLanguageModelWrapper`` (pretransform frozen).
 
     Attributes (state-dict prefixes): ``model`` and, with ``use_ema``, ``model_ema`` (ema-pytorch-compatible
@@ -154,14 +141,8 @@ class AudioLanguageModelTrainingWrapper(pl.LightningModule):
         self.cfg_dropout_prob = cfg_dropout_prob
 
     # ------------------------------------------------------------------ optimizers
-    def configure_optimizers(self):
-        group = self.optimizer_configs["lm"]
-        path = "training.optimizer_configs.lm"
-        opt = create_optimizer_from_config(group["optimizer"], self.model.parameters(), f"{path}.optimizer")
-        if "scheduler" in group:
-            scheduler = create_scheduler_from_config(group["scheduler"], opt, f"{path}.scheduler")
-            return [opt], [{"scheduler": scheduler, "interval": "step"}]
-        return [opt]
+    def optimizer_groups(self) -> List[Tuple[str, Iterable[torch.nn.Parameter]]]:
+        return [("lm", self.model.parameters())]
 
     # ------------------------------------------------------------------ shared pieces
     def codes_from_batch(self, reals: torch.Tensor) -> torch.Tensor:
@@ -226,15 +207,14 @@ class AudioLanguageModelTrainingWrapper(pl.LightningModule):
     def export_model(self, path: str, use_safetensors: bool = False) -> None:
         """Save the bare LM (the EMA copy when there is one): keys ``pretransform.*``, ``lm.*``,
         ``conditioner.*``."""
-        from .export import save_unwrapped
-
         model = self.model_ema.ema_model if self.model_ema is not None else self.model
         save_unwrapped(model, path, use_safetensors)
 
 
 def create_lm_training_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                **overrides: Any) -> pl.LightningModule:
-    """``AudioLanguageModelTrainingWrapper`` from ``model_config["training"]`` (SPEC 2.6): ``learning_rate``
+    """``AudioLanguageModelTrainingWrapper`` from ``model_config["training"]`` (see
+    docs/training.md#audio-language-models-model_type-lm): ``learning_rate``
     or ``optimizer_configs`` (group ``lm``; wins with a warning when both are set), ``use_ema`` (false),
     ``pre_encoded`` (false), ``cfg_dropout_prob`` (0.1). ``overrides`` go to the wrapper."""
     from .diffusion_factory import _bool, _learning_rate, _number, _optimizer_configs

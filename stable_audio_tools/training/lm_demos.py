@@ -1,14 +1,11 @@
-"""Demo callback of ``lm`` models (SPEC 5.8, last bullet), built on :class:`~.demo_callbacks.DemoCallbackBase`.
+"""Demo callback of ``lm`` models (see docs/diffusion.md#demos-trainingdemo), built on
+:class:`~.demo_base.DemoCallbackBase`.
 
 For each CFG scale the language model generates ``num_demos`` token sequences covering ``sample_size`` audio
 samples, the pretransform decodes them, and the items are concatenated along time, peak-normalised and saved
 as ``demo_cfg_{scale}_{step:08}.wav`` with a mel spectrogram of the left channel.
 
-Differences from upstream: the demo conditioning is cut to ``num_demos`` entries (upstream passed the whole
-``demo_cond`` list, so a longer list gave a batch-size mismatch), a model with conditioning but no
-``demo_cond`` is reported when the callback is built (upstream failed at the first demo), and a failing demo
-is logged while training continues (upstream re-raised). Like upstream, demos use the online model, not the
-EMA copy.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstraininglm_demos.
 """
 from __future__ import annotations
 
@@ -16,9 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 
-from ..interface.aeiou import audio_spectrogram_image
+from ..plotting import audio_spectrogram_image
 from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
-from .demo_callbacks import DemoCallbackBase
+from .demo_base import DemoCallbackBase
 
 __all__ = ["AudioLanguageModelDemoCallback", "create_lm_demo_callback", "LM_DEMO_KEYS"]
 

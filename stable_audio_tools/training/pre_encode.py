@@ -5,29 +5,7 @@ Output layout (upstream's): ``<output>/details.json`` and, per process (global r
 with ``<id>.json`` (the item's metadata, ``padding_mask`` resized to ``L`` frames);
 ``id = f"{r:03d}{batch:06d}{item:04d}"``; ``<output>/skipped_<r>.json`` lists what process ``r`` skipped.
 
-Differences from upstream, all deliberate:
-
-* Items of a map-style dataset are assigned to processes and batches deterministically (strided over a
-  fixed, optionally seeded-shuffled order, no padding duplicates), so a re-run with the same arguments
-  skips every item whose ``.npy`` and ``.json`` already exist; files are written under a temporary
-  name and renamed, and stale temporary files are removed, so an interrupted run leaves nothing
-  half-written. ``details.json`` records what fixes that assignment; a re-run whose arguments would
-  change it is refused with an explanation.
-* ``limit_batches`` really limits the number of batches per process (upstream set ``max_steps``,
-  which validation ignores).
-* ``vae_mean``: store the VAE posterior mean instead of a sample (upstream always samples).
-* Each JSON also gets ``downsampling_ratio`` (audio samples per latent frame) and ``sample_rate``, so
-  a later random latent crop can keep ``seconds_start`` right; an ``audio`` entry in the metadata
-  (the WebDataset loader puts the raw audio there) is not written.
-* An item that cannot be used (unreadable, undecodable, too short, NaN/inf, silent, rejected) is
-  skipped: its file id stays unused, and no other file is encoded in its place (upstream's dataset
-  returned a random other item, so outputs held copies). Each process writes ``<output>/skipped_<r>.json``
-  (counts per reason and every skipped file with its reason) and logs a summary.
-* :func:`fit_state_dict` checks the checkpoint against the model strictly (upstream copied the
-  matching tensors and encoded with random weights for the rest).
-* A progress bar (rank 0) shows files/s and seconds of audio encoded per second; :attr:`stats` holds
-  the totals of this process: ``encoded``, ``skipped`` and ``skip_reasons`` (``"already written"``
-  and the reasons of :data:`stable_audio_tools.data.skips.SKIP_REASONS`).
+Differences from upstream: see docs/compatibility.md#stable_audio_toolstrainingpre_encode.
 """
 from __future__ import annotations
 

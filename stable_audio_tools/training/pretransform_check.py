@@ -8,6 +8,7 @@ from typing import List, Union
 
 from torch import nn
 
+from ..models.pretransforms import AutoencoderPretransform
 from ..models.safe_load import safetensors_keys, torch_load
 
 __all__ = ["checkpoint_keys", "pretransform_is_untrained", "warn_if_pretransform_untrained"]
@@ -34,8 +35,6 @@ def pretransform_is_untrained(model: nn.Module, pretrained_ckpt_path: PathLike =
     no ``--pretransform-ckpt-path``, no resumed training checkpoint, and no ``pretransform.*`` key in the
     ``--pretrained-ckpt-path`` checkpoint. Pretransforms without learnt weights (wavelet, PQMF, patching) or
     with their own pretrained weights (DAC, EnCodec) never count as untrained."""
-    from ..models.pretransforms import AutoencoderPretransform
-
     if not isinstance(getattr(model, "pretransform", None), AutoencoderPretransform):
         return False
     if pretransform_ckpt_path or resume_ckpt_path:

@@ -1,4 +1,5 @@
-"""Training-time noise levels and diffusion objectives (SPEC 5.3, 5.4 steps 4-6, 5.7 ``noise_dist``).
+"""Training-time noise levels and diffusion objectives (see docs/diffusion.md#training,
+docs/diffusion.md#diffusion_cond--diffusion_cond_inpaint-training, docs/diffusion.md#arc-post-training-trainingarc).
 
 ``TimestepSampler`` draws the per-item diffusion time ``t`` in [0, 1]; ``noise_inputs`` mixes clean data and
 noise at ``t`` and returns the regression target of the model's objective.
@@ -10,6 +11,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Union
 import torch
 
 from ..models.config import ConfigError, check_choice, require_mapping, warn_unknown_keys
+from ..samplers import get_alphas_sigmas, sample_timesteps_logsnr, truncated_logistic_normal_rescaled
 
 __all__ = [
     "TIMESTEP_SAMPLERS",
@@ -74,12 +76,8 @@ class TimestepSampler:
         elif kind == "logit_normal":
             t = torch.sigmoid(torch.randn(batch_size))
         elif kind == "trunc_logit_normal":
-            from ..inference.sampling import truncated_logistic_normal_rescaled
-
             t = 1 - truncated_logistic_normal_rescaled(batch_size)
         elif kind == "log_snr":
-            from ..inference.sampling import sample_timesteps_logsnr
-
             t = sample_timesteps_logsnr(batch_size, mean_logsnr=self.options["mean_logsnr"],
                                         std_logsnr=self.options["std_logsnr"])
         elif kind == "one_shot":
@@ -104,8 +102,6 @@ class NoisedInputs(NamedTuple):
 def alphas_sigmas(t: torch.Tensor, objective: str) -> "tuple[torch.Tensor, torch.Tensor]":
     """Signal and noise scales at ``t``: ``(cos(πt/2), sin(πt/2))`` for ``v``, ``(1 - t, t)`` for the RF ones."""
     if objective == "v":
-        from ..inference.sampling import get_alphas_sigmas
-
         return get_alphas_sigmas(t)
     if objective in ("rectified_flow", "rf_denoiser"):
         return 1 - t, t
@@ -114,7 +110,7 @@ def alphas_sigmas(t: torch.Tensor, objective: str) -> "tuple[torch.Tensor, torch
 
 def noise_inputs(x0: torch.Tensor, t: torch.Tensor, objective: str,
                  noise: Optional[torch.Tensor] = None) -> NoisedInputs:
-    """Noise ``x0 [B, C, L]`` to per-item times ``t [B]`` and compute the target (SPEC 5.3).
+    """Noise ``x0 [B, C, L]`` to per-item times ``t [B]`` and compute the target (see docs/diffusion.md#training).
 
     ``v``: ``x_t = α x0 + σ ε``, target ``α ε − σ x0``; ``rectified_flow`` / ``rf_denoiser``:
     ``x_t = (1 − t) x0 + t ε``, target ``ε − x0``.

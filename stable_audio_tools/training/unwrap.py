@@ -1,7 +1,8 @@
 """Unwrapping training checkpoints into bare-model checkpoints (used by ``unwrap_model.py``).
 
-Each model family registers how to export its wrapper in ``UNWRAPPERS``: a function taking the model
-config, the wrapped state dict and returning the bare model (with the weights to export loaded).
+Each model family names how to export its wrapper in its model-family entry (``unwrapper`` in
+:mod:`stable_audio_tools.families`; ``UNWRAPPERS`` is a view): a function taking the model config, the wrapped
+state dict and returning the bare model (with the weights to export loaded).
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-from ..models.config import check_choice
+from ..families import BuilderTable, get_model_family, resolve_builder
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.utils import CheckpointKindError, read_checkpoint
 from .export import atomic_write, save_unwrapped
 from .run_dirs import config_differences
 
-__all__ = ["unwrap_checkpoint", "UNWRAPPERS", "extract_prefixed", "model_config_path_for", "check_model_config_file",
+__all__ = ["unwrap_checkpoint", "UNWRAPPERS", "unwrap_autoencoder", "unwrap_diffusion", "unwrap_diffusion_autoencoder",
+           "unwrap_lm", "extract_prefixed", "model_config_path_for", "check_model_config_file",
            "write_model_config_file"]
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def extract_prefixed(state_dict: Mapping[str, torch.Tensor], prefix: str) -> Dic
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def _unwrap_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def unwrap_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     model = create_model_from_config(model_config)
     ema = extract_prefixed(state_dict, "autoencoder_ema.ema_model.")
     use_ema = bool(ema) and model_config.get("training", {}).get("use_ema", True)
@@ -40,7 +42,7 @@ def _unwrap_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Te
     return model
 
 
-def _unwrap_diffusion(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def unwrap_diffusion(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """diffusion_uncond / diffusion_cond(_inpaint), ARC runs included: the ``diffusion.*`` weights with the
     backbone (``model.*``) taken from ``diffusion_ema.ema_model.*`` when the run kept an EMA."""
     model = create_model_from_config(model_config)
@@ -54,7 +56,7 @@ def _unwrap_diffusion(model_config: Mapping, state_dict: Mapping[str, torch.Tens
     return model
 
 
-def _unwrap_diffusion_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def unwrap_diffusion_autoencoder(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """The EMA copy of the diffusion autoencoder (``diffae_ema.ema_model.*``), else the online ``diffae.*``."""
     model = create_model_from_config(model_config)
     ema = extract_prefixed(state_dict, "diffae_ema.ema_model.")
@@ -63,7 +65,7 @@ def _unwrap_diffusion_autoencoder(model_config: Mapping, state_dict: Mapping[str
     return model
 
 
-def _unwrap_lm(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def unwrap_lm(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """The EMA copy of the language model (``model_ema.ema_model.*``), else the online ``model.*``."""
     model = create_model_from_config(model_config)
     ema = extract_prefixed(state_dict, "model_ema.ema_model.")
@@ -72,14 +74,8 @@ def _unwrap_lm(model_config: Mapping, state_dict: Mapping[str, torch.Tensor]) ->
     return model
 
 
-UNWRAPPERS: Dict[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]] = {
-    "autoencoder": _unwrap_autoencoder,
-    "diffusion_uncond": _unwrap_diffusion,
-    "diffusion_cond": _unwrap_diffusion,
-    "diffusion_cond_inpaint": _unwrap_diffusion,
-    "diffusion_autoencoder": _unwrap_diffusion_autoencoder,
-    "lm": _unwrap_lm,
-}
+# model_type -> unwrapper(model_config, state_dict), a view of the model-family registry (stable_audio_tools.families).
+UNWRAPPERS: Mapping[str, Callable[[Mapping, Mapping[str, torch.Tensor]], nn.Module]] = BuilderTable("unwrapper")
 
 
 def model_config_path_for(name: str) -> Path:
@@ -128,10 +124,10 @@ def unwrap_checkpoint(ckpt_path: str, model_config_path: Optional[str], name: st
         log.info("using the model config embedded in %s", ckpt_path)
     else:
         raise ValueError(f"{ckpt_path} has no embedded model_config; pass --model-config")
-    model_type = check_choice(model_config.get("model_type"), UNWRAPPERS, "model_type")
+    family = get_model_family(model_config.get("model_type"), "unwrapper")
     config_path = model_config_path_for(name)
     check_model_config_file(config_path, model_config)
-    model = UNWRAPPERS[model_type](model_config, ckpt["state_dict"])
+    model = resolve_builder(family.unwrapper)(model_config, ckpt["state_dict"])
     out = f"{name}.safetensors" if use_safetensors else f"{name}.ckpt"
     save_unwrapped(model, out, use_safetensors)
     if not config_path.exists():

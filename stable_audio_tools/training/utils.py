@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate scheduler factories (SPEC 2.7) and the process rank.
+"""Optimizer and learning-rate scheduler factories (see docs/training.md#optimizer_configs) and the process rank.
 
 As upstream's ``training/utils.py``, this module also exposes the logger helpers of :mod:`.logging_utils`.
 """

@@ -1,4 +1,4 @@
-"""Gradio UI for autoencoders and diffusion autoencoders: an encode/decode round trip, SPEC 8.
+"""Gradio UI for autoencoders and diffusion autoencoders: an encode/decode round trip, see docs/gradio.md.
 
 Controls: "Input audio", "# quantizers" (only for DAC residual-VQ bottlenecks, passed as ``n_quantizers``),
 "Add latent noise", "Decoder steps" (only for diffusion autoencoders) and "Process" (API name ``process``).

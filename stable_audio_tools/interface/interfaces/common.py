@@ -26,9 +26,9 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from ...data.utils import AudioDecodeError, load_audio, resample
+from ...audio import AudioDecodeError, load_audio, resample
 from ...inference.utils import decode_latents
-from ..aeiou import audio_spectrogram_image
+from ...plotting import audio_spectrogram_image
 from .limits import DemoLimits, RequestGate, RequestGuard
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), SPEC 8.
+"""Gradio UI for conditioned diffusion models (``diffusion_cond`` and ``diffusion_cond_inpaint``), see docs/gradio.md.
 
 One "Generation" tab: prompt and negative prompt, timing sliders (when the model has ``seconds_start`` /
 ``seconds_total`` conditioners), steps, CFG scale, sampler parameters (seed, CFG interval and rescale, sampler type,
@@ -6,10 +6,7 @@ sigma schedule), output parameters (file format and naming, spectrogram previews
 infinite radio, auto download), init audio for variations and, for inpainting models, inpaint audio with a mask.
 The handler is :meth:`DiffusionCondInterface.generate` (API name ``generate``, same inputs as upstream).
 
-Differences from upstream: the output is cut to "Seconds total" (upstream's checkbox existed but the cut used an
-integer slice of the whole batch), a length beyond the model's, an empty prompt for a text-conditioned model, an
-unreadable init/inpaint file or a bad seed are reported in the UI, progress is shown while sampling, previews work
-with every sampler, and each request writes its file into its own temporary folder.
+Differences from upstream: see docs/compatibility.md#stable_audio_toolsinterfaceinterfacesdiffusion_cond.
 """
 from __future__ import annotations
 
@@ -21,7 +18,10 @@ import torch
 from torch import nn
 
 from ...inference.generation import generate_diffusion_cond, generate_diffusion_cond_inpaint
-from ...inference.sampling import RF_SAMPLER_TYPES
+from ...inference.jobs import GenerationSettings, SourceAudio
+from ...inference.lengths import plan_length
+from ...inference.runner import generate_audio
+from ...samplers import sampler_names
 from ..legacy import current_model, delete_files_async
 from .common import (FILE_FORMATS, FILE_NAMING, AudioValue, DemoInterface, OutputWriter, SamplingMonitor,
                      add_output_components, condense_prompt, copy_event_kwargs, model_dtype, single_tab_ui,
@@ -33,10 +33,12 @@ __all__ = ["DiffusionCondInterface", "create_diffusion_cond_ui", "V_SAMPLERS", "
            # upstream's module-state functions (deprecated wrappers) and helpers
            "generate_cond", "create_sampling_ui", "delete_files_async", "condense_prompt"]
 
-V_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "dpmpp-2m", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2",
-              "k-dpm-adaptive", "k-dpm-fast", "v-ddim", "v-ddim-cfgpp"]
-RF_SAMPLERS = [s for s in ("euler", "rk4", "dpmpp") if s in RF_SAMPLER_TYPES]
-DENOISER_SAMPLERS = ["pingpong"]
+# The sampler dropdowns come from the sampler registry (stable_audio_tools.samplers.registry, the entries' ``ui``);
+# these constants are the built-in lists at import time.
+V_SAMPLERS = list(sampler_names(ui="v"))
+RF_SAMPLERS = list(sampler_names(ui="rectified_flow"))
+DENOISER_SAMPLERS = list(sampler_names(ui="rf_denoiser"))
+_UI_LIST = {"rectified_flow": "rectified_flow", "rf_denoiser": "rf_denoiser"}
 
 
 class DiffusionCondInterface(DemoInterface):
@@ -61,9 +63,7 @@ class DiffusionCondInterface(DemoInterface):
     @property
     def sampler_types(self) -> List[str]:
         """Sampler choices for the model's diffusion objective."""
-        if self.objective == "rf_denoiser":
-            return DENOISER_SAMPLERS
-        return RF_SAMPLERS if self.objective == "rectified_flow" else V_SAMPLERS
+        return list(sampler_names(ui=_UI_LIST.get(self.objective, "v")))
 
     @property
     def default_steps(self) -> int:
@@ -98,12 +98,12 @@ class DiffusionCondInterface(DemoInterface):
             raise gr.Error(f"CFG interval min ({cfg_interval[0]}) must not exceed CFG interval max "
                            f"({cfg_interval[1]})")
 
-    def _inpaint_mask(self, mask_start: Optional[float], mask_end: Optional[float]) -> torch.Tensor:
+    def _inpaint_mask(self, mask_start: Optional[float], mask_end: Optional[float], sample_size: int) -> torch.Tensor:
         start = 0.0 if mask_start is None else max(0.0, float(mask_start))
         end = self.model_seconds if mask_end is None else min(self.model_seconds, float(mask_end))
         if start >= end:
             raise gr.Error(f"Mask Start ({start:g} s) must be before Mask End ({end:g} s)")
-        mask = torch.ones(1, self.sample_size)
+        mask = torch.ones(1, sample_size)
         mask[:, int(start * self.sample_rate):int(end * self.sample_rate)] = 0
         return mask
 
@@ -115,13 +115,17 @@ class DiffusionCondInterface(DemoInterface):
                  cfg_interval_max: float = 1.0, cfg_rescale: float = 0.0, file_format: str = "wav",
                  file_naming: str = "output.wav", cut_to_seconds_total: bool = True, init_audio: AudioValue = None,
                  init_noise_level: float = 0.1, mask_start: Optional[float] = None, mask_end: Optional[float] = None,
-                 inpaint_audio: AudioValue = None,
+                 inpaint_audio: AudioValue = None, full_window: bool = False, init_mode: str = "noise",
+                 continue_audio: AudioValue = None, continue_seconds: float = 0.0,
                  progress: Any = gr.Progress()) -> Tuple[str, List[Any]]:
         """Generate one clip; returns ``(audio file path, [spectrogram, *preview (image, label) pairs])``.
 
-        ``seconds_total`` defaults to the model's length (or the limit ``max_seconds`` when shorter); with
-        ``cut_to_seconds_total`` the output is cut to it.
-        ``init_audio`` / ``inpaint_audio`` are file paths or ``(sample_rate, numpy array)`` values.
+        ``seconds_total`` defaults to the model's length (or the limit ``max_seconds`` when shorter). Only the
+        shortest valid length covering it is sampled and the output is trimmed to it; ``full_window`` samples the
+        model's whole ``sample_size`` (upstream), then ``cut_to_seconds_total`` cuts the output.
+        ``init_audio`` / ``inpaint_audio`` / ``continue_audio`` are file paths or ``(sample_rate, numpy array)``
+        values. ``init_mode`` is ``"noise"`` (upstream) or ``"invert"`` (ODE inversion, keeps the structure).
+        ``continue_audio`` is continued by ``continue_seconds`` seconds (the given audio is kept exactly).
         """
         prompt = prompt or ""
         seconds_total = self.max_seconds if seconds_total is None else float(seconds_total)
@@ -132,19 +136,35 @@ class DiffusionCondInterface(DemoInterface):
         seed = parse_seed(seed)
         dtype = model_dtype(self.model)
         max_input = self.limits.max_input_seconds
+        extras = dict(rho=float(rho), cfg_interval=cfg_interval, scale_phi=float(cfg_rescale))
+        if continue_audio is not None:
+            return self._continue(prompt, negative_prompt, seconds_start, cfg_scale, steps, preview_every, seed,
+                                  sampler_type, sigma_min, sigma_max, extras, file_format, file_naming,
+                                  continue_audio, continue_seconds, progress)
+        if init_mode not in ("noise", "invert"):
+            raise gr.Error(f"Init mode must be noise or invert, got {init_mode!r}")
+        if init_mode == "invert" and self.inpainting:
+            raise gr.Error("Init mode 'invert' needs a model without inpainting conditioning; choose 'noise'")
+        if full_window:
+            sample_size = self.sample_size
+        elif seconds_total <= 0:
+            raise gr.Error("Seconds total must be above 0 (or tick 'Full window').")
+        else:
+            sample_size = plan_length(self.model, self.model_config, seconds_total).sample_size
         init = prepare_input_audio(init_audio, self.sample_rate, dtype, "Init audio", self.sample_size, max_input)
         inpaint = prepare_input_audio(inpaint_audio, self.sample_rate, dtype, "Inpaint audio", self.sample_size,
                                       max_input) if self.inpainting else None
-        mask = self._inpaint_mask(mask_start, mask_end) if inpaint is not None else None
+        mask = self._inpaint_mask(mask_start, mask_end, sample_size) if inpaint is not None else None
 
         conditioning = [{"prompt": prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}]
         negative = [{"prompt": negative_prompt, "seconds_start": seconds_start, "seconds_total": seconds_total}] \
             if negative_prompt else None
         args = dict(steps=steps, cfg_scale=float(cfg_scale), conditioning=conditioning,
-                    negative_conditioning=negative, batch_size=1, sample_size=self.sample_size, seed=seed,
-                    sampler_type=sampler_type, sigma_min=float(sigma_min), sigma_max=float(sigma_max), rho=float(rho),
-                    init_audio=init, init_noise_level=float(init_noise_level), cfg_interval=cfg_interval,
-                    scale_phi=float(cfg_rescale))
+                    negative_conditioning=negative, batch_size=1, sample_size=sample_size, seed=seed,
+                    sampler_type=sampler_type, sigma_min=float(sigma_min), sigma_max=float(sigma_max),
+                    init_audio=init, init_noise_level=float(init_noise_level), **extras)
+        if init is not None and not self.inpainting:
+            args["init_mode"] = init_mode
         if mask is not None:
             args.update(inpaint_audio=inpaint, inpaint_mask=mask)
         generate = generate_diffusion_cond_inpaint if self.inpainting else generate_diffusion_cond
@@ -154,12 +174,43 @@ class DiffusionCondInterface(DemoInterface):
             audio = generate(self.model, callback=monitor, **args)
             monitor.done()
 
-        if cut_to_seconds_total:
+        if cut_to_seconds_total or not full_window:
             audio = audio[..., :int(round(seconds_total * self.sample_rate))]
+        return self._write(audio, prompt, negative_prompt, cfg_scale, seed, file_format, file_naming, True,
+                           monitor.previews)
+
+    def _write(self, audio: torch.Tensor, prompt: str, negative_prompt: Optional[str], cfg_scale: float, seed: int,
+               file_format: str, file_naming: str, normalize: bool, previews: List[Any]) -> Tuple[str, List[Any]]:
         audio = audio.float().permute(1, 0, 2).reshape(audio.shape[1], -1)
         basename = output_basename(file_naming, prompt, negative_prompt or "", cfg_scale, seed)
-        path = self.writer.write(audio, self.sample_rate, basename, file_format, normalize=True)
-        return path, [spectrogram(audio, self.sample_rate), *monitor.previews]
+        path = self.writer.write(audio, self.sample_rate, basename, file_format, normalize=normalize)
+        return path, [spectrogram(audio, self.sample_rate), *previews]
+
+    def _continue(self, prompt: str, negative_prompt: Optional[str], seconds_start: float, cfg_scale: float,
+                  steps: int, preview_every: int, seed: int, sampler_type: str, sigma_min: float, sigma_max: float,
+                  extras: Dict[str, Any], file_format: str, file_naming: str, continue_audio: AudioValue,
+                  continue_seconds: float, progress: Any) -> Tuple[str, List[Any]]:
+        """Continuation (:func:`~stable_audio_tools.inference.runner.generate_audio`, mode ``continue``): the
+        given audio is kept exactly (not normalised), then ``continue_seconds`` of new audio follow it."""
+        continue_seconds = float(continue_seconds or 0)
+        if not 0 < continue_seconds < self.model_seconds:
+            raise gr.Error(f"Seconds to add must be above 0 and below the model's length ({self.model_seconds:.2f} s)")
+        loaded = prepare_input_audio(continue_audio, self.sample_rate, torch.float32, "Continue audio", None,
+                                     self.limits.max_input_seconds)
+        settings = GenerationSettings(prompt=prompt, negative_prompt=negative_prompt or None,
+                                      seconds=continue_seconds, seconds_start=float(seconds_start), seed=seed,
+                                      steps=steps, cfg_scale=float(cfg_scale), sampler_type=sampler_type,
+                                      sigma_min=float(sigma_min), sigma_max=float(sigma_max), mode="continue",
+                                      source="continue_audio")
+        source = SourceAudio(path="Continue audio", audio=loaded[1], sha256="")
+        with self.gate.request("Generation") as guard:
+            monitor = SamplingMonitor(self.model, steps, self.sample_rate, progress=progress,
+                                      preview_every=preview_every, objective=self.objective, guard=guard)
+            audio, _ = generate_audio(self.model, self.model_config, settings, source,
+                                      next(self.model.parameters()).device, callback=monitor, sampler_extras=extras)
+            monitor.done()
+        return self._write(audio, prompt, negative_prompt, cfg_scale, seed, file_format, file_naming, False,
+                           monitor.previews)
 
     # ------------------------------------------------------------------------------------------- layout
     def render(self) -> Dict[str, Any]:
@@ -210,6 +261,8 @@ class DiffusionCondInterface(DemoInterface):
                         c["preview_every"] = gr.Slider(0, 100, step=1, value=0, label="Spec Preview Every",
                                                        elem_id="preview-every")
                         c["cut"] = gr.Checkbox(label="Cut to seconds total", value=True, elem_id="cut-to-seconds")
+                        c["full_window"] = gr.Checkbox(label="Full window (sample the model's whole length, as "
+                                                             "upstream; slower)", value=False, elem_id="full-window")
                         c["autoplay"] = gr.Checkbox(label="Autoplay", value=False, elem_id="autoplay")
                         c["infinite_radio"] = gr.Checkbox(label="Infinite Radio", value=False, elem_id="infinite-radio")
                         c["auto_download"] = gr.Checkbox(label="Auto Download", value=False,
@@ -218,6 +271,15 @@ class DiffusionCondInterface(DemoInterface):
                     c["init_audio"] = gr.Audio(label="Init audio", type="filepath", elem_id="init-audio")
                     c["init_noise_level"] = gr.Slider(0.01 if is_rf else 0.1, 1.0 if is_rf else 100.0, step=0.01,
                                                       value=0.1, label="Init noise level")
+                    c["init_mode"] = gr.Radio(["noise", "invert"], value="noise", visible=not self.inpainting,
+                                              label="Init mode (noise: upstream's noised input; invert: ODE "
+                                                    "inversion, keeps the structure)", elem_id="init-mode")
+                with gr.Accordion("Continuation", open=False):
+                    c["continue_audio"] = gr.Audio(label="Continue audio (kept exactly, then continued)",
+                                                   type="filepath", elem_id="continue-audio")
+                    c["continue_seconds"] = gr.Slider(0.0, self.model_seconds, step=min(0.1, step), value=0.0,
+                                                      label="Seconds to add after the continue audio",
+                                                      elem_id="continue-seconds")
                 seconds = self.model_seconds
                 with gr.Accordion("Inpainting", open=False, visible=self.inpainting):
                     c["inpaint_audio"] = gr.Audio(label="Inpaint audio", type="filepath", elem_id="inpaint-audio")
@@ -235,7 +297,8 @@ class DiffusionCondInterface(DemoInterface):
         inputs = [c[k] for k in ("prompt", "negative_prompt", "seconds_start", "seconds_total", "cfg_scale", "steps",
                                  "preview_every", "seed", "sampler_type", "sigma_min", "sigma_max", "rho",
                                  "cfg_interval_min", "cfg_interval_max", "cfg_rescale", "file_format", "file_naming",
-                                 "cut", "init_audio", "init_noise_level", "mask_start", "mask_end", "inpaint_audio")]
+                                 "cut", "init_audio", "init_noise_level", "mask_start", "mask_end", "inpaint_audio",
+                                 "full_window", "init_mode", "continue_audio", "continue_seconds")]
         c["generate"].click(fn=self.generate, inputs=inputs, outputs=[c["output_audio"], c["output_spectrogram"]],
                             api_name="generate")
         return c

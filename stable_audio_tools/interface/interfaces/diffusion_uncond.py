@@ -1,4 +1,4 @@
-"""Gradio UI for unconditional diffusion models (``diffusion_uncond``), SPEC 8.
+"""Gradio UI for unconditional diffusion models (``diffusion_uncond``), see docs/gradio.md.
 
 Controls: Generate, steps, sampler parameters (seed, sampler type, sigma min/max) and an "Init audio" accordion
 ("Use init audio", the audio, its noise level); outputs audio, a spectrogram and "Send to init audio". The handler
@@ -13,13 +13,16 @@ import gradio as gr
 from torch import nn
 
 from ...inference.generation import generate_diffusion_uncond
+from ...samplers import sampler_names
 from .common import (AudioValue, DemoInterface, OutputWriter, SamplingMonitor, add_output_components, copy_event_kwargs,
                      model_dtype, single_tab_ui, parse_seed, prepare_input_audio, report_errors, spectrogram)
 from .limits import DemoLimits
 
 __all__ = ["DiffusionUncondInterface", "create_diffusion_uncond_ui", "UNCOND_SAMPLERS"]
 
-UNCOND_SAMPLERS = ["dpmpp-2m-sde", "dpmpp-3m-sde", "k-heun", "k-lms", "k-dpmpp-2s-ancestral", "k-dpm-2", "k-dpm-fast"]
+# The sampler dropdown comes from the sampler registry (entries whose ``ui`` holds "uncond"); this constant is the
+# built-in list at import time.
+UNCOND_SAMPLERS = list(sampler_names(ui="uncond"))
 
 
 class DiffusionUncondInterface(DemoInterface):
@@ -44,8 +47,9 @@ class DiffusionUncondInterface(DemoInterface):
         """Generate one clip of the model's ``sample_size``; returns ``(audio file path, [spectrogram])``."""
         steps = int(steps)
         self.limits.check_steps(steps)
-        if sampler_type not in UNCOND_SAMPLERS:
-            raise gr.Error(f"Unknown sampler type {sampler_type!r}; choose one of {', '.join(UNCOND_SAMPLERS)}")
+        choices = sampler_names(ui="uncond")
+        if sampler_type not in choices:
+            raise gr.Error(f"Unknown sampler type {sampler_type!r}; choose one of {', '.join(choices)}")
         seed = parse_seed(seed)
         if use_init and init_audio is None:
             raise gr.Error("'Use init audio' is ticked but no init audio was given")
@@ -74,7 +78,7 @@ class DiffusionUncondInterface(DemoInterface):
                 with gr.Accordion("Sampler params", open=False):
                     c["seed"] = gr.Textbox(label="Seed (set to -1 for random seed)", value="-1", elem_id="seed")
                     with gr.Row():
-                        c["sampler_type"] = gr.Dropdown(UNCOND_SAMPLERS, value="dpmpp-3m-sde", label="Sampler type",
+                        c["sampler_type"] = gr.Dropdown(list(sampler_names(ui="uncond")), value="dpmpp-3m-sde", label="Sampler type",
                                                         elem_id="sampler-type")
                         c["sigma_min"] = gr.Slider(0.0, 2.0, step=0.01, value=0.03, label="Sigma min")
                         c["sigma_max"] = gr.Slider(0.0, 1000.0, step=0.1, value=500, label="Sigma max")

@@ -1,4 +1,4 @@
-"""Gradio UI for audio language models (``lm``), SPEC 8.
+"""Gradio UI for audio language models (``lm``), see docs/gradio.md.
 
 Controls: "Temperature" (0-5), "Top p" (0-1), "Top k" (0-100), a seed, the length in seconds and Generate (API name
 ``generate``). Models with conditioners also get a prompt, timing sliders and a CFG scale (upstream always

@@ -15,10 +15,7 @@ State-dict compatibility with upstream: ``STFTLoss`` holds the mel/chroma filter
 ``fb`` and the A-weighting filter as ``prefilter.fir.weight`` (a frozen ``Conv1d`` weight); the
 analysis window is not saved (upstream keeps it as a plain attribute).
 
-Deviations from upstream (bug fixes, no effect on shipped configs): ``scale_invariance`` scales
-each item by its own factor (upstream's broadcast only works for a batch of one); windows from scipy
-are cast to float32; ``MultiResolutionSTFTLoss`` accepts ``n_bins`` as an int or a per-resolution
-list, for mel and chroma alike.
+Deviations from upstream: see docs/compatibility.md#stable_audio_toolstraininglossesauraloss.
 """
 from __future__ import annotations
 

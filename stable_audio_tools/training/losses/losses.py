@@ -169,7 +169,7 @@ class LossWithTarget(LossModule):
 class AuralossLoss(LossWithTarget):
     """Spectral loss wrapper that calls ``loss_module(info[target_key], info[input_key])``.
 
-    The swapped argument order is upstream's (SPEC 9.3 #19): built as
+    The swapped argument order is upstream's (see docs/compatibility.md#upstream-quirks): built as
     ``AuralossLoss(stft, input_key='decoded', target_key='reals', ...)`` it evaluates
     ``stft(reals, decoded)``, so spectral convergence is normalised by the decoded magnitude.
     """
