@@ -30,10 +30,10 @@ from conftest import ROOT
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 TINY = ROOT / "stable_audio_tools" / "configs" / "model_configs" / "tiny"
 DATASETS = ROOT / "stable_audio_tools" / "configs" / "dataset_configs"
-LINKED = ("train.py", "unwrap_model.py", "pre_encode.py", "run_gradio.py", "defaults.ini", "scripts",
+LINKED = ("train.py", "unwrap_model.py", "pre_encode.py", "run_gradio.py", "generate.py", "defaults.ini", "scripts",
           "stable_audio_tools")
 FEWER_STEPS = ((r"--max-steps \d+", "--max-steps 2"), (r"--checkpoint-every \d+", "--checkpoint-every 2"),
-               (r"--num-workers \d+", "--num-workers 0"), (r"\bsteps=\d+", "steps=2"),
+               (r"--num-workers \d+", "--num-workers 0"), (r"\bsteps=\d+", "steps=2"), (r"--steps \d+", "--steps 2"),
                (r"max_gen_len=\d+", "max_gen_len=8"))
 
 
@@ -170,6 +170,8 @@ def test_tutorial_autoencoder_pre_encode_text_dit_generate_and_gradio(tutorial):
     tutorial.run("6.")
     (generated,) = tutorial.run("7.")
     assert len(check_audio(generated)) == json.loads((TINY / "dit_text_cond.json").read_text())["sample_size"]
+    from_script = root / "generated" / "a_sine_chirp_sweeping_in_pitch_seed0.wav"  # generate.py, 1 s
+    assert len(check_audio(from_script)) == 16000 and from_script.with_suffix(".json").is_file()
 
     (gradio_command,) = commands(tutorial.sections[tutorial.section("8.")][0][1])
     assert gradio_command == "python run_gradio.py --pretrained-name tiny_models/dit_text_cond"
@@ -203,8 +205,8 @@ def test_tutorial_other_model_types(tutorial, section, needs, name):
 
 @pytest.mark.slow
 def test_root_scripts_import_with_only_the_declared_dependencies():
-    """After ``pip install -e .`` the four root scripts and what they import lazily load (gradio included)."""
-    modules = ["train", "unwrap_model", "pre_encode", "run_gradio", "stable_audio_tools.interface.gradio",
+    """After ``pip install -e .`` the root scripts and what they import lazily load (gradio included)."""
+    modules = ["train", "unwrap_model", "pre_encode", "run_gradio", "generate", "stable_audio_tools.interface.gradio",
                "stable_audio_tools.training", "stable_audio_tools.training.pre_encode",
                "stable_audio_tools.training.unwrap", "stable_audio_tools.data.dataset",
                "stable_audio_tools.models.factory", "stable_audio_tools.models.lm",
