@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="DANGEROUS: allow checkpoints that need arbitrary unpickling (they can run any code); "
                              "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="PATH[:STRENGTH]",
+                        help="load an adapter file (native .safetensors, PEFT directory or Stable Audio 3 LoRA) at "
+                             "STRENGTH (default 1); repeatable, adapters stack; the page gets a strength slider per "
+                             "adapter (docs/adapters.md)")
     _add_limit_flags(parser)
     return parser
 
@@ -135,6 +139,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     import torch
 
     from stable_audio_tools.interface.gradio import create_ui, launch_ui, private_gradio_temp_dir
+    from stable_audio_tools.interface.interfaces.adapters import parse_adapter_flag
     from stable_audio_tools.models.safe_load import enable_trust_pickle
 
     if args.trust_pickle:
@@ -146,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,
                                pretrained_name=args.pretrained_name, pretransform_ckpt_path=args.pretransform_ckpt_path,
                                model_half=args.model_half, gradio_title=args.title, device=args.device,
-                               limits=limits)
+                               limits=limits, adapters=[parse_adapter_flag(spec) for spec in args.adapter])
             except (FileNotFoundError, ValueError) as e:
                 sys.exit(f"run_gradio.py: {e}")
             auth = (args.username, args.password) if args.username else None

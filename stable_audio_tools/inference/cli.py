@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..models.config import ConfigError
+from ..models.adapters import AdapterFileError, load_adapter, parse_adapter_flag
 from ..models.factory import create_model_from_config
 from ..models.pretrained import get_pretrained_model
 from ..models.safe_load import CheckpointError, enable_trust_pickle
@@ -44,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--trust-pickle", action="store_true",
                    help="DANGEROUS: allow checkpoints that need arbitrary unpickling (they can run any code); only "
                         "for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
+    m.add_argument("--adapter", action="append", default=[], metavar="PATH[:STRENGTH]",
+                   help="load an adapter (native .safetensors, PEFT directory or Stable Audio 3 LoRA) at STRENGTH "
+                        "(default 1) onto the model; repeatable, adapters stack (docs/adapters.md); recorded in the "
+                        "sidecar")
     m.add_argument("--device", default="auto", help="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, "
                                                     "cuda:1, mps (default: auto)")
     m.add_argument("--dtype", default="float32", choices=list(DTYPES),
@@ -210,6 +216,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
             model_info = sidecar.get("model") or {}
             args.pretrained_name = model_info.get("pretrained_name")
             args.model_config, args.ckpt_path = model_info.get("model_config"), model_info.get("ckpt_path")
+            if not args.adapter:
+                args.adapter = [f"{path}:{strength}" for path, strength in model_info.get("adapters", [])]
         if args.device == "auto" and sidecar.get("device"):
             args.device = sidecar["device"]
         if args.dtype == "float32" and sidecar.get("dtype"):
@@ -241,6 +249,11 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
     else:
         model_info = {"model_config": os.path.abspath(args.model_config), "ckpt_path": os.path.abspath(args.ckpt_path)}
     model_info["model_type"] = config.get("model_type")
+    adapters = [parse_adapter_flag(spec) for spec in args.adapter]
+    for path, _ in adapters:
+        if not os.path.exists(path):
+            raise ValueError(f"--adapter {path}: no such file or directory")
+    model_info["adapters"] = [[os.path.abspath(path), strength] for path, strength in adapters]
     return config, jobs, model_info, only_index
 
 
@@ -262,8 +275,11 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
         if dtype == torch.float16 and device.type == "cpu":
             raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32 or bfloat16 on the CPU")
         model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
+        for path, strength in model_info["adapters"]:
+            name = load_adapter(model, path, strength=strength)
+            log.info("adapter %s loaded from %s (strength %g)", name, path, strength)
         run_info = {"device": device.type, "dtype": args.dtype}
         return run_settings(model, config, jobs, Path(args.output_dir), args.format, device, model_info, run_info,
                             only_index=only_index)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, AdapterFileError, ConfigError) as e:
         sys.exit(f"generate.py: {e}")
