@@ -17,6 +17,7 @@ server stops (Ctrl+C or SIGTERM). See docs/gradio.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import signal
 import sys
@@ -131,6 +132,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     limits = _limits(parser, args)
+    if importlib.util.find_spec("gradio") is None:
+        sys.exit("run_gradio.py: the 'gradio' package is not installed. It is a core dependency of "
+                 "stable-audio-tools: reinstall with `pip install -e .` (or `pip install \"gradio>=5.0\"`)")
 
     import torch
 
