@@ -170,6 +170,21 @@ def _names_key(message, expected):
     return any(expected.startswith(block + ".") for block in blocks) and _last_key(expected) in message
 
 
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tmp_path_factory):
+    from tiny_t5 import make_tiny_t5
+
+    root = tmp_path_factory.mktemp("fuzz_cwd")
+    make_tiny_t5(root / "tiny_t5")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _in_a_directory_with_the_tiny_t5(tiny_t5_dir, monkeypatch):
+    # the tiny example configs name their text encoder by the relative path "tiny_t5" (docs/tutorial.md)
+    monkeypatch.chdir(tiny_t5_dir)
+
+
 def test_enough_mutations():
     assert len(_selected()) >= 150
     kinds = {case.values[1] for case in _selected()}
