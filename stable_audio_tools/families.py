@@ -150,23 +150,23 @@ register_model_family(ModelFamily(
     demo=_T + "autoencoder_demos:create_autoencoder_demo_callback", unwrapper=_T + "unwrap:unwrap_autoencoder",
     ui=_I + "autoencoder:create_autoencoder_ui", automatic_optimization=False))
 register_model_family(ModelFamily(
-    "diffusion_uncond", model=_M + "diffusion:create_diffusion_uncond_from_config",
+    "diffusion_uncond", model=_M + "builders.diffusion:create_diffusion_uncond_from_config",
     training_wrapper=_T + "diffusion_factory:create_diffusion_uncond_wrapper",
     demo=_T + "diffusion_demos:create_diffusion_demo_callback", unwrapper=_T + "unwrap:unwrap_diffusion",
     ui=_I + "diffusion_uncond:create_diffusion_uncond_ui"))
 for _cond_type in ("diffusion_cond", "diffusion_cond_inpaint"):
     register_model_family(ModelFamily(
-        _cond_type, model=_M + "diffusion:create_diffusion_cond_from_config",
+        _cond_type, model=_M + "builders.diffusion:create_diffusion_cond_from_config",
         training_wrapper=_T + "diffusion_factory:create_diffusion_cond_wrapper",
         demo=_T + "diffusion_demos:create_diffusion_demo_callback", unwrapper=_T + "unwrap:unwrap_diffusion",
         ui=_I + "diffusion_cond:create_diffusion_cond_ui", manual_optimization_keys=("arc",),
         ui_length_control=True))
 register_model_family(ModelFamily(
-    "diffusion_autoencoder", model=_M + "autoencoders:create_diffAE_from_config",
+    "diffusion_autoencoder", model=_M + "builders.autoencoders:create_diffAE_from_config",
     training_wrapper=_T + "diffusion_factory:create_diffusion_autoencoder_wrapper",
     demo=_T + "diffusion_demos:create_diffusion_demo_callback",
     unwrapper=_T + "unwrap:unwrap_diffusion_autoencoder", ui=_I + "autoencoder:create_autoencoder_ui"))
 register_model_family(ModelFamily(
-    "lm", model=_M + "lm:create_audio_lm_from_config", training_wrapper=_T + "lm:create_lm_training_wrapper",
+    "lm", model=_M + "builders.lm:create_audio_lm_from_config", training_wrapper=_T + "lm:create_lm_training_wrapper",
     demo=_T + "lm_demos:create_lm_demo_callback", unwrapper=_T + "unwrap:unwrap_lm", ui=_I + "lm:create_lm_ui",
     ui_length_control=True))

@@ -11,17 +11,14 @@ U-Net (:mod:`.dau1d`) and ``Profiler`` (:mod:`.common`); the backbone base class
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..samplers import DistributionShift
 from .adp import UNet1d, UNetCFG1d
 from .common import Profiler
-from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
 from .dau1d import DiffusionAttnUnet1D
 from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
 from .dit import DiTUncondWrapper, DiTWrapper
@@ -33,6 +30,19 @@ __all__ = [
     # defined elsewhere, importable from here as from upstream's models/diffusion.py
     "DiTWrapper", "DiTUncondWrapper", "DiffusionAttnUnet1D", "Profiler",
 ]
+
+
+_BUILDERS = ('create_diffusion_uncond_from_config', 'create_diffusion_cond_from_config')
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the builders (they live in :mod:`.builders.diffusion`) at upstream's path, lazily, so this
+    module never imports a builder."""
+    if name in _BUILDERS:
+        from .builders import diffusion
+
+        return getattr(diffusion, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Generation functions live above models (stable_audio_tools.inference.generation, which registers them here on
@@ -231,115 +241,8 @@ class ConditionedDiffusionModelWrapper(nn.Module):
         return _generator("diffusion_cond")(self, *args, **kwargs)
 
 
-# ---------------------------------------------------------------------- factories
+# ---------------------------------------------------------------------- config choices (read by the builders)
 COND_BACKBONES = ("dit", "adp_cfg_1d", "adp_1d")
 # conditioning entries added at run time by inpainting (training wrapper / generate_diffusion_cond_inpaint)
 INPAINT_IDS = ("inpaint_mask", "inpaint_masked_input")
 UNCOND_BACKBONES = ("DAU1d", "adp_uncond_1d", "dit")
-
-
-def _pretransform(model_config: Mapping, sample_rate: int, path: str):
-    from .factory import create_pretransform_from_config
-
-    spec = model_config.get("pretransform")
-    if spec is None:
-        return None, 1
-    pretransform = create_pretransform_from_config(spec, sample_rate, path)
-    return pretransform, int(getattr(pretransform, "downsampling_ratio", 1) or 1)
-
-
-def _check_sample_size(config: Mapping, min_input_length: int) -> None:
-    sample_size = config.get("sample_size")
-    if sample_size is not None and sample_size % min_input_length != 0:
-        lower, upper = (sample_size // min_input_length) * min_input_length, \
-            (sample_size // min_input_length + 1) * min_input_length
-        raise ConfigError("sample_size", f"{sample_size} is not a multiple of the model's minimum input length "
-                                         f"{min_input_length} (pretransform downsampling x backbone downsampling)",
-                          f"use e.g. {lower or upper} or {upper}")
-
-
-def _backbone_factor(kind: str, backbone_config: Mapping, backbone: nn.Module) -> int:
-    if kind in ("adp_cfg_1d", "adp_1d", "adp_uncond_1d"):
-        return int(math.prod(backbone_config.get("factors", [1])))
-    if kind == "dit":
-        inner = getattr(backbone, "model", backbone)
-        return int(getattr(inner, "patch_size", 1))
-    return 1
-
-
-def create_diffusion_uncond_from_config(config: Mapping) -> DiffusionModelWrapper:
-    """``diffusion_uncond``: ``model.type`` in DAU1d | adp_uncond_1d | dit, ``model.config``, ``model.pretransform``."""
-    model_config = require_mapping(require(config, "model", ""), "model")
-    warn_unknown_keys(model_config, ("type", "config", "pretransform"), "model")
-    kind = check_choice(require(model_config, "type", "model", f"one of {', '.join(UNCOND_BACKBONES)}"),
-                        UNCOND_BACKBONES, "model.type")
-    sample_rate = require(config, "sample_rate", "", "audio sample rate in Hz", (int,))
-    sample_size = require(config, "sample_size", "", "generation/training length in samples", (int,))
-    pretransform, ratio = _pretransform(model_config, sample_rate, "model.pretransform")
-    classes = {"DAU1d": DiffusionAttnUnet1D, "adp_uncond_1d": UNet1DUncondWrapper, "dit": DiTUncondWrapper}
-    backbone_config = model_config.get("config", {})
-    backbone = build_from_config(classes[kind], backbone_config, "model.config")
-    min_input_length = ratio * _backbone_factor(kind, backbone_config, backbone)
-    _check_sample_size(config, min_input_length)
-    return DiffusionModelWrapper(backbone, io_channels=backbone.io_channels, sample_size=sample_size,
-                                 sample_rate=sample_rate, pretransform=pretransform,
-                                 min_input_length=min_input_length)
-
-
-_DIFFUSION_KEYS = ("type", "config", "diffusion_objective", "cross_attention_cond_ids", "global_cond_ids",
-                   "input_concat_ids", "prepend_cond_ids", "distribution_shift_options")
-
-
-def create_diffusion_cond_from_config(config: Mapping) -> ConditionedDiffusionModelWrapper:
-    """``diffusion_cond`` / ``diffusion_cond_inpaint`` (see
-    docs/diffusion.md#diffusion_cond-and-diffusion_cond_inpaint--model)."""
-    from .conditioners import create_multi_conditioner_from_conditioning_config
-
-    model_config = require_mapping(require(config, "model", ""), "model")
-    warn_unknown_keys(model_config, ("io_channels", "pretransform", "conditioning", "diffusion"), "model")
-    diffusion = require_mapping(require(model_config, "diffusion", "model", "the backbone definition"),
-                                "model.diffusion")
-    warn_unknown_keys(diffusion, _DIFFUSION_KEYS, "model.diffusion")
-    kind = check_choice(require(diffusion, "type", "model.diffusion", f"one of {', '.join(COND_BACKBONES)}"),
-                        COND_BACKBONES, "model.diffusion.type")
-    objective = check_choice(diffusion.get("diffusion_objective", "v"), DIFFUSION_OBJECTIVES,
-                             "model.diffusion.diffusion_objective")
-    io_channels = require(model_config, "io_channels", "model", "channels of the diffused signal", (int,))
-    sample_rate = require(config, "sample_rate", "", "audio sample rate in Hz", (int,))
-    backbone_config = require(diffusion, "config", "model.diffusion", "the backbone options")
-
-    pretransform, ratio = _pretransform(model_config, sample_rate, "model.pretransform")
-    conditioner = None
-    cond_ids: List[str] = []
-    if model_config.get("conditioning") is not None:
-        conditioner = create_multi_conditioner_from_conditioning_config(model_config["conditioning"],
-                                                                        pretransform=pretransform)
-        cond_ids = [c.get("id") for c in model_config["conditioning"].get("configs", [])]
-    routes = {}
-    for key in ("cross_attention_cond_ids", "global_cond_ids", "input_concat_ids", "prepend_cond_ids"):
-        ids = list(diffusion.get(key, []))
-        for i, cid in enumerate(ids):
-            if cid not in cond_ids and cid not in INPAINT_IDS:
-                raise ConfigError(f"model.diffusion.{key}[{i}]", f"'{cid}' is not a conditioner id",
-                                  f"defined ids: {', '.join(map(str, cond_ids)) or 'none (model.conditioning missing)'}")
-        routes[key] = ids
-
-    if kind == "dit":
-        backbone = build_from_config(DiTWrapper, backbone_config, "model.diffusion.config",
-                                     diffusion_objective=objective)
-    else:
-        backbone = build_from_config(UNetCFG1DWrapper if kind == "adp_cfg_1d" else UNet1DCondWrapper,
-                                     backbone_config, "model.diffusion.config")
-    min_input_length = ratio * _backbone_factor(kind, backbone_config, backbone)
-    _check_sample_size(config, min_input_length)
-
-    dist_shift = None
-    if diffusion.get("distribution_shift_options") is not None:
-        dist_shift = build_from_config(DistributionShift, diffusion["distribution_shift_options"],
-                                       "model.diffusion.distribution_shift_options")
-    return ConditionedDiffusionModelWrapper(
-        backbone, conditioner, io_channels=io_channels, sample_rate=sample_rate, min_input_length=min_input_length,
-        diffusion_objective=objective, pretransform=pretransform,
-        cross_attn_cond_ids=routes["cross_attention_cond_ids"], global_cond_ids=routes["global_cond_ids"],
-        input_concat_ids=routes["input_concat_ids"], prepend_cond_ids=routes["prepend_cond_ids"],
-        dist_shift=dist_shift)

@@ -15,12 +15,13 @@ from torch import nn
 
 from ..families import BuilderTable, get_model_family, resolve_builder
 from .bottleneck import create_bottleneck_from_config
-from ..config import get_bool, get_number
-from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .builders.autoencoders import PRETRANSFORM_TYPES, create_autoencoder_from_config, create_pretransform_from_config
+from .config import ConfigError, ConfigWarning, require, require_mapping, warn_unknown_keys
 from .config_geometry import check_model_config
 
 __all__ = [
     "MODEL_TYPES",
+    "PRETRANSFORM_TYPES",
     "create_autoencoder_model",
     "create_model_from_config",
     "create_model_from_config_path",
@@ -30,14 +31,11 @@ __all__ = [
 ]
 
 TOP_LEVEL_KEYS = ("model_type", "sample_size", "sample_rate", "audio_channels", "model", "training")
-PRETRANSFORM_TYPES = ("autoencoder", "wavelet", "pqmf", "dac_pretrained", "audiocraft_pretrained", "patched")
 
 
 def create_autoencoder_model(config: Mapping) -> nn.Module:
     """The ``autoencoder`` model builder: :func:`~.autoencoders.create_autoencoder_from_config`, warning when
     ``sample_size`` is not a multiple of the total downsampling ratio."""
-    from .autoencoders import create_autoencoder_from_config
-
     model = create_autoencoder_from_config(config)
     sample_size = config.get("sample_size")
     ratio = model.downsampling_ratio * (getattr(model.pretransform, "downsampling_ratio", 1) or 1)
@@ -79,44 +77,3 @@ def load_model_config(path: Union[str, os.PathLike]) -> Dict[str, Any]:
 def create_model_from_config_path(model_config_path: Union[str, os.PathLike]) -> nn.Module:
     """``create_model_from_config(json.load(open(path)))``."""
     return create_model_from_config(load_model_config(model_config_path))
-
-
-def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: int,
-                                    path: str = "model.pretransform") -> nn.Module:
-    """Build a pretransform from ``{"type", "config", "enable_grad"?, ...}`` (see
-    docs/model_config.md#pretransforms-modelpretransform).
-
-    The result is in eval mode with ``requires_grad`` = ``enable_grad`` (default False).
-    """
-    from . import pretransforms as P
-
-    spec = require_mapping(pretransform_config, path)
-    kind = check_choice(require(spec, "type", path, f"one of {', '.join(PRETRANSFORM_TYPES)}"),
-                        PRETRANSFORM_TYPES, f"{path}.type")
-    config = spec.get("config", {})
-    if kind == "autoencoder":
-        from .autoencoders import create_autoencoder_from_config
-
-        warn_unknown_keys(spec, ("type", "config", "enable_grad", "scale", "model_half", "iterate_batch", "chunked"),
-                          path)
-        inner = create_autoencoder_from_config({"model": require(spec, "config", path), "sample_rate": sample_rate},
-                                               path=f"{path}.config")
-        pretransform = P.AutoencoderPretransform(inner,
-                                                 scale=get_number(spec, "scale", 1.0, path, low=0, low_open=True),
-                                                 model_half=get_bool(spec, "model_half", False, path),
-                                                 iterate_batch=get_bool(spec, "iterate_batch", False, path),
-                                                 chunked=get_bool(spec, "chunked", False, path))
-    else:
-        warn_unknown_keys(spec, ("type", "config", "enable_grad"), path)
-        classes = {
-            "wavelet": P.WaveletPretransform,
-            "pqmf": P.PQMFPretransform,
-            "dac_pretrained": P.PretrainedDACPretransform,
-            "audiocraft_pretrained": P.AudiocraftCompressionPretransform,
-            "patched": P.PatchedPretransform,
-        }
-        pretransform = build_from_config(classes[kind], config, f"{path}.config")
-    enable_grad = get_bool(spec, "enable_grad", False, path)
-    pretransform.enable_grad = enable_grad
-    pretransform.eval().requires_grad_(enable_grad)
-    return pretransform
