@@ -136,6 +136,7 @@ def test_building_release_conditioner_offline_reads_nothing(tmp_path):
         import json, sys
         import stable_audio_tools.models.conditioners as C
         import stable_audio_tools.models.text_conditioners
+        import stable_audio_tools.models.builders.conditioners  # package code, loaded before the watch
         conditioning = json.load(open({str(CONFIGS / "released" / "stable_audio_open_1_0.json")!r}))["model"]["conditioning"]
         opened = []
         watching = [True]
