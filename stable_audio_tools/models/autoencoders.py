@@ -1,11 +1,11 @@
-"""``AudioAutoencoder`` (the root of an ``autoencoder`` model), the encoder/decoder factories (see
-docs/model_config.md#encoders-and-decoders-type, docs/model_config.md#autoencoder--model) and
+"""``AudioAutoencoder`` (the root of an ``autoencoder`` model, see docs/model_config.md#autoencoder--model) and
 ``DiffusionAutoencoder`` (``diffusion_autoencoder`` models: an optional encoder/decoder pair whose latents
 condition a diffusion decoder through input concatenation).
 
 As upstream's ``models/autoencoders.py``, this module also exposes the encoder and decoder classes, whose code lives
 in :mod:`.oobleck` (Oobleck), :mod:`.dac` (DAC wrappers) and :mod:`.taae` (TAAE), and the helpers they use
-(:mod:`.wn`, :mod:`.activations`, :mod:`.common`).
+(:mod:`.wn`, :mod:`.activations`, :mod:`.common`), and upstream's builder names, which live in
+:mod:`.builders.autoencoders`.
 """
 from __future__ import annotations
 

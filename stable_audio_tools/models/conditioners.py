@@ -3,7 +3,7 @@ docs/diffusion.md#conditioners-modelconditioning).
 
 Every conditioner maps the list of one metadata field over a batch to ``[embeddings, mask]``
 (``forward(values, device)``). :class:`MultiConditioner` runs one conditioner per id on a batch of
-metadata dicts; :func:`create_multi_conditioner_from_conditioning_config` builds it from the
+metadata dicts; :func:`~.builders.conditioners.create_multi_conditioner_from_conditioning_config` builds it from the
 ``model.conditioning`` block of a model config.
 
 This module holds the small learned conditioners (``int``, ``number``, ``list``) and the audio ones

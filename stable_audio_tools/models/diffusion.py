@@ -1,4 +1,5 @@
-"""Diffusion model wrappers and the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` factories (see
+"""Diffusion model wrappers of the ``diffusion_uncond`` / ``diffusion_cond(_inpaint)`` model types (builders in
+:mod:`.builders.diffusion`; see
 docs/diffusion.md for the configs and backbones, docs/inference.md for the root objects).
 
 ``ConditionedDiffusionModelWrapper`` is what ``create_model_from_config`` returns for conditional models: it owns

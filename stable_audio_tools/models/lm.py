@@ -11,6 +11,8 @@ docs/training.md#audio-language-models-model_type-lm, docs/inference.md).
   outputs (cross-attention, prepend, global), applies CFG dropout in training and CFG at inference,
   and generates codes / audio.
 
+The ``lm`` builder is :func:`.builders.lm.create_audio_lm_from_config` (importable from here too).
+
 Codes are always ``[B, num_quantizers, T]`` int64 here; the autoencoder pretransform's
 ``tokenize`` / ``decode_tokens`` convert bottlenecks whose tokens are ``[B, T, Q]`` (rvq,
 dithered_fsq).
