@@ -23,12 +23,14 @@ from ..models.safe_load import CheckpointError, enable_trust_pickle
 from ..models.utils import check_state_dict, load_ckpt_state_dict
 from .jobs import (GenerationSettings, SourceAudio, check_settings, read_prompts_file, resolve_settings,
                    settings_from_sidecar)
+from .precision import FAST_DTYPES, QUANTIZE_CHOICES, enable_fast_mode, quantize_int8
 from .runner import FORMATS, check_format, run_settings
 
-__all__ = ["build_parser", "read_model_config", "load_model", "select_device", "settings_from_args", "main"]
+__all__ = ["build_parser", "read_model_config", "load_model", "load_model_for_flags", "select_device", "settings_from_args", "main"]
 
 log = logging.getLogger(__name__)
 
+#: --dtype values that cast the whole model (weights and activations)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -46,8 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
     m.add_argument("--device", default="auto", help="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, "
                                                     "cuda:1, mps (default: auto)")
-    m.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                   help="model precision; float16 needs a GPU (default: float32)")
+    m.add_argument("--dtype", default="float32", choices=list(DTYPES) + list(FAST_DTYPES),
+                   help="float32: exact mode; bf16 (= bf16-mixed): fast mode, float32 weights with the diffusion "
+                        "backbone under bf16 autocast and RoPE / norms / timestep math / sampler / decoder in "
+                        "float32; float16 / bfloat16: cast the whole model (float16 needs a GPU) "
+                        "(docs/inference.md#fast-mode; default: float32)")
+    m.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
+                   help="int8: dynamic int8 quantisation of the diffusion backbone's linear layers, CPU only; "
+                        "combines with --dtype float32 or bf16 (default: none)")
     g = p.add_argument_group("what to generate")
     g.add_argument("--prompt", help="text prompt")
     g.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSON lines with prompt and optional "
@@ -168,6 +176,32 @@ def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckp
     return model
 
 
+def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """:func:`load_model` with the precision flags applied: ``--dtype`` (a cast, or fast mode for ``bf16`` /
+    ``bf16-mixed``) and ``--quantize``; bad combinations raise ValueError naming the flags."""
+    fast = FAST_DTYPES.get(args.dtype)
+    dtype = DTYPES.get(args.dtype, torch.float32)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32, bf16 or bfloat16 on "
+                         "the CPU")
+    quantize = getattr(args, "quantize", "none")
+    if (fast is not None or quantize != "none") and not str(config.get("model_type", "")).startswith("diffusion"):
+        raise ValueError(f"--dtype {args.dtype} / --quantize {quantize}: fast mode applies to diffusion models, "
+                         f"not model_type {config.get('model_type')!r}; use --dtype float32 --quantize none")
+    if quantize == "int8":
+        if device.type != "cpu":
+            raise ValueError(f"--quantize int8 runs on the CPU only (got --device {device.type}); drop --quantize "
+                             f"or use --device cpu")
+        if dtype != torch.float32:
+            raise ValueError(f"--quantize int8 needs float32 weights; use --dtype float32 or bf16, not {args.dtype}")
+    model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
+    if fast is not None:
+        enable_fast_mode(model, fast)
+    if quantize == "int8":
+        quantize_int8(model)
+    return model
+
+
 def settings_from_args(args: argparse.Namespace) -> List[GenerationSettings]:
     """One :class:`GenerationSettings` per prompt and candidate."""
     modes = [(name, value) for name, value in (("continue", args.continue_), ("prepend", args.prepend),
@@ -214,6 +248,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
             args.device = sidecar["device"]
         if args.dtype == "float32" and sidecar.get("dtype"):
             args.dtype = sidecar["dtype"]
+        if args.quantize == "none" and sidecar.get("quantize"):
+            args.quantize = sidecar["quantize"]
         args.format = sidecar.get("format", args.format)
         raw = [settings]
     else:
@@ -258,11 +294,8 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
             args.prompt = ""
         config, jobs, model_info, only_index = _prepare(args)
         device = select_device(args.device)
-        dtype = DTYPES[args.dtype]
-        if dtype == torch.float16 and device.type == "cpu":
-            raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32 or bfloat16 on the CPU")
-        model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
-        run_info = {"device": device.type, "dtype": args.dtype}
+        model = load_model_for_flags(config, args, device)
+        run_info = {"device": device.type, "dtype": args.dtype, "quantize": args.quantize}
         return run_settings(model, config, jobs, Path(args.output_dir), args.format, device, model_info, run_info,
                             only_index=only_index)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
