@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "float32; float16 / bfloat16: cast the whole model (float16 needs a GPU) "
                         "(docs/inference.md#fast-mode; default: float32)")
     m.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
-                   help="int8: dynamic int8 quantisation of the diffusion backbone's linear layers, CPU only; "
-                        "combines with --dtype float32 or bf16 (default: none)")
+                   help="int8: dynamic int8 quantisation of the diffusion backbone's transformer-block linear "
+                        "layers, CPU only, with --dtype float32 (default: none)")
     g = p.add_argument_group("what to generate")
     g.add_argument("--prompt", help="text prompt")
     g.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSON lines with prompt and optional "
@@ -192,8 +192,9 @@ def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, devic
         if device.type != "cpu":
             raise ValueError(f"--quantize int8 runs on the CPU only (got --device {device.type}); drop --quantize "
                              f"or use --device cpu")
-        if dtype != torch.float32:
-            raise ValueError(f"--quantize int8 needs float32 weights; use --dtype float32 or bf16, not {args.dtype}")
+        if args.dtype != "float32":
+            raise ValueError(f"--quantize int8 runs with float32 weights and activations; use --dtype float32 "
+                             f"(the default), not --dtype {args.dtype}")
     model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
     if fast is not None:
         enable_fast_mode(model, fast)

@@ -10,18 +10,20 @@ The numerically fragile parts stay in float32:
   ``layer_norm`` in float32), the DiT's timestep Fourier features (``models.blocks.FourierFeatures``);
 * the pretransform (autoencoder) encode / decode: it gains nothing from bf16 on the CPU and runs in float32.
 
-``int8`` replaces the backbone's ``nn.Linear`` layers by dynamically quantised ones
-(``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call). CPU only; it pays on
-CPUs with VNNI / AMX. Docs: docs/inference.md#fast-mode.
+``int8`` replaces the backbone's transformer-block ``nn.Linear`` layers by dynamically quantised ones
+(``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call), with float32
+activations elsewhere. CPU only; it pays on CPUs with VNNI / AMX; it does not combine with bf16 autocast (the
+int8 kernels take float32 inputs). Docs: docs/inference.md#fast-mode.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator, Optional, Set, Union
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
 __all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "autocast_dtype_of", "enable_fast_mode",
@@ -61,6 +63,9 @@ def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bflo
     """
     if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"enable_fast_mode: dtype must be torch.bfloat16, torch.float16 or None, got {dtype}")
+    if dtype is not None and any(isinstance(m, DynamicQuantizedLinear) for m in model.modules()):
+        raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
+                         "activations): use --dtype bf16 or --quantize int8, not both")
     setattr(model, _ATTRIBUTE, dtype)
     return model
 
@@ -115,7 +120,7 @@ def quantize_int8(model: nn.Module, module: Optional[nn.Module] = None) -> nn.Mo
     """Replace the ``nn.Linear`` layers of ``module`` (default: the diffusion backbone ``model.model``, else
     ``model``) by dynamically quantised int8 layers, in place, and return ``model``.
 
-    Only the layers inside transformer blocks (module names containing ``layers.``) are quantised when there are
+    Only the layers inside transformer blocks (the items of ``layers`` ModuleLists) are quantised when there are
     any: they hold nearly all of the compute, while the timestep / conditioning embeddings and the input and output
     projections stay in float32. Without such layers every ``nn.Linear`` is quantised.
 
@@ -126,17 +131,21 @@ def quantize_int8(model: nn.Module, module: Optional[nn.Module] = None) -> nn.Mo
     devices = {p.device.type for p in target.parameters()}
     if devices - {"cpu"}:
         raise ValueError(f"--quantize int8 runs on the CPU only; the model is on {', '.join(sorted(devices))}")
+    if autocast_dtype_of(model) is not None:
+        raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
+                         "activations): use --dtype bf16 or --quantize int8, not both")
     if any(p.dtype != torch.float32 for p in target.parameters()):
         raise ValueError("--quantize int8 needs float32 weights (do not combine it with --dtype float16/bfloat16)")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated.*")
-        quantize_dynamic(target, _int8_targets(target), dtype=torch.qint8, inplace=True)
+        for part in _int8_targets(target):
+            quantize_dynamic(part, {nn.Linear}, dtype=torch.qint8, inplace=True)
     return model
 
 
-def _int8_targets(module: nn.Module) -> Union[Set[str], Set[type]]:
-    """Names of the transformer-block ``nn.Linear`` layers of ``module``, else ``{nn.Linear}`` (all of them)."""
-    names = {name for name, child in module.named_modules()
-             if isinstance(child, nn.Linear) and (name.startswith("layers.") or ".layers." in name)}
-    return names if names else {nn.Linear}
+def _int8_targets(module: nn.Module) -> List[nn.Module]:
+    """The transformer blocks of ``module`` (the items of its ``layers`` ModuleLists), else ``[module]``."""
+    blocks = [block for name, child in module.named_modules()
+              if isinstance(child, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for block in child]
+    return blocks if blocks else [module]
