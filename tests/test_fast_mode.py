@@ -226,3 +226,17 @@ def test_generate_py_refuses_fast_mode_combinations(saved, tmp_path, capsys):
         cli.main(["--pretrained-name", str(saved), "--prompt", "x", "--device", "cpu", "--dtype", "bf16",
                   "--quantize", "int8", "--output-dir", str(tmp_path)])
     assert "not --dtype bf16" in str(e.value)
+
+
+def test_gradio_loads_fast_and_int8_models_and_refuses_model_half_with_them(saved):
+    import run_gradio
+    from stable_audio_tools.interface import gradio
+
+    model, _ = gradio.load_model(pretrained_name=str(saved), device="cpu", dtype="bf16")
+    assert autocast_dtype_of(model) == torch.bfloat16
+    model, _ = gradio.load_model(pretrained_name=str(saved), device="cpu", quantize="int8")
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in model.model.modules())
+    with pytest.raises(ValueError, match="--quantize int8 runs with float32"):
+        gradio.load_model(pretrained_name=str(saved), device="cpu", dtype="bf16", quantize="int8")
+    with pytest.raises(SystemExit):
+        run_gradio.main(["--pretrained-name", str(saved), "--model-half", "--dtype", "bf16"])

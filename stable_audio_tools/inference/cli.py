@@ -23,7 +23,7 @@ from ..models.safe_load import CheckpointError, enable_trust_pickle
 from ..models.utils import check_state_dict, load_ckpt_state_dict
 from .jobs import (GenerationSettings, SourceAudio, check_settings, read_prompts_file, resolve_settings,
                    settings_from_sidecar)
-from .precision import FAST_DTYPES, QUANTIZE_CHOICES, enable_fast_mode, quantize_int8
+from .precision import FAST_DTYPES, QUANTIZE_CHOICES, apply_fast_mode, check_fast_mode
 from .runner import FORMATS, check_format, run_settings
 
 __all__ = ["build_parser", "read_model_config", "load_model", "load_model_for_flags", "select_device", "settings_from_args", "main"]
@@ -177,30 +177,19 @@ def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckp
 
 
 def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """:func:`load_model` with the precision flags applied: ``--dtype`` (a cast, or fast mode for ``bf16`` /
-    ``bf16-mixed``) and ``--quantize``; bad combinations raise ValueError naming the flags."""
-    fast = FAST_DTYPES.get(args.dtype)
+    """:func:`load_model` with the precision flags applied: ``--dtype`` (a cast for float16 / bfloat16, fast mode
+    for ``bf16`` / ``bf16-mixed``) and ``--quantize``; bad combinations raise ValueError naming the flags."""
     dtype = DTYPES.get(args.dtype, torch.float32)
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32, bf16 or bfloat16 on "
                          "the CPU")
-    quantize = getattr(args, "quantize", "none")
-    if (fast is not None or quantize != "none") and not str(config.get("model_type", "")).startswith("diffusion"):
-        raise ValueError(f"--dtype {args.dtype} / --quantize {quantize}: fast mode applies to diffusion models, "
-                         f"not model_type {config.get('model_type')!r}; use --dtype float32 --quantize none")
-    if quantize == "int8":
-        if device.type != "cpu":
-            raise ValueError(f"--quantize int8 runs on the CPU only (got --device {device.type}); drop --quantize "
-                             f"or use --device cpu")
-        if args.dtype != "float32":
-            raise ValueError(f"--quantize int8 runs with float32 weights and activations; use --dtype float32 "
-                             f"(the default), not --dtype {args.dtype}")
+    fast = "float32" if args.dtype in DTYPES else args.dtype
+    if args.quantize != "none" and args.dtype != "float32":
+        raise ValueError(f"--quantize {args.quantize} runs with float32 weights and activations; use --dtype "
+                         f"float32 (the default), not --dtype {args.dtype}")
+    check_fast_mode(config.get("model_type"), fast, args.quantize, device)
     model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
-    if fast is not None:
-        enable_fast_mode(model, fast)
-    if quantize == "int8":
-        quantize_int8(model)
-    return model
+    return apply_fast_mode(model, config.get("model_type"), fast, args.quantize, device)
 
 
 def settings_from_args(args: argparse.Namespace) -> List[GenerationSettings]:

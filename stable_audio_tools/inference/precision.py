@@ -26,7 +26,8 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
-__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "autocast_dtype_of", "enable_fast_mode",
+__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_dtype_of",
+           "check_fast_mode", "enable_fast_mode",
            "quantize_int8", "maybe_autocast", "autocast_backbone", "fast_dtype"]
 
 #: spellings of the fast (autocast) mode accepted by the command lines
@@ -149,3 +150,49 @@ def _int8_targets(module: nn.Module) -> List[nn.Module]:
     blocks = [block for name, child in module.named_modules()
               if isinstance(child, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for block in child]
     return blocks if blocks else [module]
+
+
+def check_fast_mode(model_type: Optional[str], dtype: str = "float32", quantize: str = "none",
+                    device: Union[str, torch.device] = "cpu") -> None:
+    """Check the command-line fast-mode choices before any model is loaded; ValueError names the flag.
+
+    Args:
+        model_type (str or None): the config's ``model_type``; fast mode needs a diffusion model.
+        dtype (str, default "float32"): ``"float32"`` (exact mode) or a :data:`FAST_DTYPES` name.
+        quantize (str, default "none"): ``"none"`` or ``"int8"`` (CPU only, with ``dtype="float32"``).
+        device (str or torch.device, default "cpu"): where the model will run.
+    """
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if dtype != "float32" and dtype not in FAST_DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected float32 or one of {', '.join(FAST_DTYPES)}")
+    if dtype == "float32" and quantize == "none":
+        return
+    if not str(model_type or "").startswith("diffusion"):
+        raise ValueError(f"--dtype {dtype} / --quantize {quantize}: fast mode applies to diffusion models, not "
+                         f"model_type {model_type!r}; use --dtype float32 --quantize none")
+    device_type = torch.device(device).type
+    if quantize == "int8":
+        if dtype != "float32":
+            raise ValueError(f"--quantize int8 runs with float32 weights and activations; use --dtype float32 "
+                             f"(the default), not --dtype {dtype}")
+        if device_type != "cpu":
+            raise ValueError(f"--quantize int8 runs on the CPU only (got device {device_type}); drop --quantize "
+                             f"or use the CPU")
+    else:
+        _check_autocast(device_type, fast_dtype(dtype))
+
+
+def apply_fast_mode(model: nn.Module, model_type: Optional[str], dtype: str = "float32", quantize: str = "none",
+                    device: Optional[Union[str, torch.device]] = None) -> nn.Module:
+    """Apply the command-line fast-mode choices (``--dtype bf16`` / ``--quantize int8``, checked by
+    :func:`check_fast_mode` with the same arguments) to a loaded float32 model and return it; ``device``
+    defaults to the model's parameters' device."""
+    if device is None:
+        device = next(model.parameters()).device
+    check_fast_mode(model_type, dtype, quantize, device)
+    if quantize == "int8":
+        return quantize_int8(model)
+    if dtype == "float32":
+        return model
+    return enable_fast_mode(model, fast_dtype(dtype))
