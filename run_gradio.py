@@ -17,6 +17,7 @@ server stops (Ctrl+C or SIGTERM). See docs/gradio.md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import signal
 import sys
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="DANGEROUS: allow checkpoints that need arbitrary unpickling (they can run any code); "
                              "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="PATH[:STRENGTH]",
+                        help="load an adapter file (native .safetensors, PEFT directory or Stable Audio 3 LoRA) at "
+                             "STRENGTH (default 1); repeatable, adapters stack; the page gets a strength slider per "
+                             "adapter (docs/adapters.md)")
     _add_limit_flags(parser)
     return parser
 
@@ -136,10 +141,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     limits = _limits(parser, args)
+    if importlib.util.find_spec("gradio") is None:
+        sys.exit("run_gradio.py: the 'gradio' package is not installed. It is a core dependency of "
+                 "stable-audio-tools: reinstall with `pip install -e .` (or `pip install \"gradio>=5.0\"`)")
 
     import torch
 
     from stable_audio_tools.interface.gradio import create_ui, launch_ui, private_gradio_temp_dir
+    from stable_audio_tools.interface.interfaces.adapters import parse_adapter_flag
     from stable_audio_tools.models.safe_load import enable_trust_pickle
 
     if args.trust_pickle:
@@ -151,7 +160,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,
                                pretrained_name=args.pretrained_name, pretransform_ckpt_path=args.pretransform_ckpt_path,
                                model_half=args.model_half, gradio_title=args.title, device=args.device,
-                               limits=limits, dtype=args.dtype, quantize=args.quantize)
+                               limits=limits, adapters=[parse_adapter_flag(spec) for spec in args.adapter],
+                               dtype=args.dtype, quantize=args.quantize)
             except (FileNotFoundError, ValueError) as e:
                 sys.exit(f"run_gradio.py: {e}")
             auth = (args.username, args.password) if args.username else None

@@ -30,6 +30,7 @@ setup(
         "transformers>=4.30",
         "sentencepiece>=0.1.99",
         "webdataset>=0.2.100",
+        "gradio>=5.0",
     ],
     extras_require={
         "flash": ["flash-attn>=2.5"],
@@ -43,8 +44,8 @@ setup(
         "phoneme": ["g2p_en>=2.1"],
         "s3": ["awscli>=1.29"],
         "lm": ["x-transformers>=1.27"],
-        "gradio": ["gradio>=5.0"],
+        "gradio": ["gradio>=5.0"],  # a core dependency (as upstream); the extra is kept for older install commands
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "pesq>=0.0.4", "moto[server]>=5", "boto3>=1.28",
-                "awscli>=1.29", "gradio>=5.0", "playwright>=1.40"],
+                "awscli>=1.29", "playwright>=1.40"],
     },
 )

@@ -256,9 +256,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.remove_pretransform_weight_norm == "post_load":
         remove_weight_norm_from_model(pretransform)
     warn_if_pretransform_untrained(model, args.pretrained_ckpt_path, args.pretransform_ckpt_path, args.ckpt_path)
+    adapter_run = _prepare_adapter_run(args, model, model_config, resume)
 
-    wrapper = create_training_wrapper_from_config(model_config, model, **(
-        {"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
+    wrapper = create_training_wrapper_from_config(
+        adapter_run.wrapper_config(model_config) if adapter_run else model_config, model,
+        **({"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
 
     logger, checkpoint_dir = create_logger(args.logger, args.name, args.save_dir)
     watch_model(logger, wrapper, getattr(args, "wandb_watch", "gradients"))
@@ -284,6 +286,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         create_demo_callback_from_config(model_config, demo_dl=val_dl if val_dl is not None else train_dl),
         ExceptionCallback(),
         ModelConfigEmbedderCallback(model_config),
+        *(adapter_run.attach(wrapper) if adapter_run else []),
     ]
     if logger is not None:
         logger.log_hyperparams({**vars(args), "model_config": model_config, "dataset_config": dataset_config,
@@ -329,6 +332,28 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(128 + int(signal.Signals[name]))
     except NonFiniteError as e:
         raise SystemExit(f"train.py: {e}") from None
+
+
+def _prepare_adapter_run(args: Any, model: torch.nn.Module, model_config: Dict[str, Any], resume: Optional[str]):
+    """``--adapter-config``: apply the adapter, freeze the base (see stable_audio_tools.training.adapters); checks
+    that ``--ckpt-path`` is (or is not) an adapter run with the same base. Returns the AdapterRun or None."""
+    from stable_audio_tools.training.adapters import AdapterRun, check_resume_kind
+
+    adapter_config = getattr(args, "adapter_config", "")
+    base_precision = getattr(args, "base_precision", "fp32")
+    if not adapter_config and base_precision != "fp32":
+        raise SystemExit(f"--base-precision {base_precision}: only adapter runs (--adapter-config) keep a frozen base "
+                         f"in lower precision; use --precision for full fine-tuning")
+    try:
+        run = None
+        if adapter_config:
+            run = AdapterRun.from_file(adapter_config, base_precision=base_precision,
+                                       ema=bool(getattr(args, "adapter_ema", False)))
+            run.prepare(model, model_config)
+        check_resume_kind(resume, run)
+    except ValueError as e:
+        raise SystemExit(f"train.py: {e}") from None
+    return run
 
 
 def _automatic(model_config: Dict[str, Any]) -> bool:

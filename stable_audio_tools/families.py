@@ -24,7 +24,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
-from .models.config import ConfigError, check_choice
+from .config import ConfigError, check_choice
 
 __all__ = ["ModelFamily", "MODEL_FAMILIES", "BUILDER_FIELDS", "register_model_family", "get_model_family",
            "resolve_builder", "uses_automatic_optimization", "BuilderTable"]

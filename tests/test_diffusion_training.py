@@ -332,8 +332,10 @@ def test_inpainting_conditioning_is_added():
 
 
 def test_cond_training_config_validation():
-    with pytest.warns(ConfigWarning, match="training.learning_rat"):
+    with pytest.raises(ConfigError, match="training.learning_rat'.*did you mean 'learning_rate'"):
         build(with_training(DIT_COND, {"learning_rate": 1e-3, "learning_rat": 1}))
+    with pytest.warns(ConfigWarning, match="training.release_notes"):
+        build(with_training(DIT_COND, {"learning_rate": 1e-3, "release_notes": "extra"}))
     with pytest.raises(ConfigError, match="training.learning_rate"):
         build(with_training(DIT_COND, {}))
     with pytest.raises(ConfigError, match="training.timestep_sampler.*did you mean 'logit_normal'"):

@@ -389,6 +389,27 @@ def test_every_model_type_gets_its_ui(tmp_path, workspace):
         demo.create_ui_for_model(model, {"model_type": "nope"})
 
 
+def test_every_input_has_an_accessible_label(workspace):
+    """Screen readers (and Playwright's get_by_label) name controls by their label: none may lack one, also where
+    the label is not shown (the prompt boxes)."""
+    configs = [autoencoder_config(), cond_config(workspace["t5"]), inpaint_config(), uncond_config()]
+    if lm_available():
+        configs.append(lm_config())
+    unlabelled_types = (gr.Button, gr.Markdown, gr.HTML, gr.State)
+    for config in configs:
+        ui = demo.create_ui_for_model(create_model_from_config(config).eval(), config)
+        controls = [block for block in ui.blocks.values()
+                    if isinstance(block, gr.components.Component) and not isinstance(block, unlabelled_types)]
+        assert len(controls) >= 4, config["model_type"]
+        unlabelled = [f"{type(block).__name__}#{block.elem_id}" for block in controls
+                      if not (isinstance(block.label, str) and block.label.strip())]
+        assert not unlabelled, f"{config['model_type']}: controls without a label: {unlabelled}"
+    prompts = [block for block in demo.create_ui_for_model(create_model_from_config(configs[1]).eval(),
+                                                           configs[1]).blocks.values()
+               if getattr(block, "elem_id", None) in ("prompt", "negative-prompt")]
+    assert sorted(block.label for block in prompts) == ["Negative prompt", "Prompt"]
+
+
 def test_cond_controls_follow_the_objective(cond):
     assert cond.default_steps == 100 and cond.default_sampler == "dpmpp-3m-sde" and cond.prompt_required
     rf = DiffusionCondInterface(create_model_from_config(inpaint_config()), inpaint_config())

@@ -136,8 +136,9 @@ def test_text_to_audio(browser, workspace):
         page.click("#generate-button")  # no prompt yet: a message, and the server keeps serving
         error_toast(page, "Enter a prompt")
 
-        page.fill("#prompt textarea", "solo piano melody")
-        page.fill("#negative-prompt textarea", "drums")
+        # found by their accessible labels, as a screen reader announces them
+        page.get_by_label("Prompt", exact=True).fill("solo piano melody")
+        page.get_by_label("Negative prompt", exact=True).fill("drums")
         set_number(page, "steps", 3)
         set_number(page, "seconds-total", 0.5)
         open_accordion(page, "Output params")

@@ -14,12 +14,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader
 
-from ..models.config import ConfigError, check_choice, require, require_mapping, warn_unknown_keys
+from ..config import (ConfigError, check_choice, check_positive_int, get_bool, require, require_mapping,
+                      warn_unknown_keys)
 from .pre_encoded import PreEncodedDataset, create_pre_encoded_dataloader, get_latent_filenames
 from .skips import REJECTED, SILENT, SkippingDataset, UnusableItem, check_audio
-from .sources import (CustomMetadataModule, LocalDatasetConfig, MetadataFn, NoAudioFilesError, check_positive_int,
+from .sources import (CustomMetadataModule, LocalDatasetConfig, MetadataFn, NoAudioFilesError,
                       collation_fn, fast_scandir, get_audio_filenames, is_within, load_custom_metadata_fn,
-                      make_dataloader, optional_positive, parse_local_sources, require_bool)
+                      make_dataloader, optional_positive, parse_local_sources)
 from .webdataset import (LocalWebDatasetConfig, S3DatasetConfig, WebDatasetDataLoader, audio_decoder,
                          create_webdataset_dataloader, get_all_s3_urls, get_s3_contents, is_valid_sample,
                          log_and_continue, npy_decoder)
@@ -197,8 +198,8 @@ def _create_audio_dir_dataloader(dataset_config: Mapping, batch_size: int, sampl
                                  force_channels: str, num_workers: int, shuffle: bool) -> DataLoader:
     warn_unknown_keys(dataset_config, ("dataset_type", "datasets", "random_crop", "drop_last", "min_length_sec"), "")
     sources = parse_local_sources(dataset_config)
-    random_crop = require_bool(dataset_config, "random_crop", True, "random_crop")
-    drop_last = require_bool(dataset_config, "drop_last", True, "drop_last")
+    random_crop = get_bool(dataset_config, "random_crop", True, "")
+    drop_last = get_bool(dataset_config, "drop_last", True, "")
     try:
         dataset = SampleDataset(sources, sample_size=sample_size, sample_rate=sample_rate, random_crop=random_crop,
                                 force_channels=force_channels,
@@ -247,9 +248,9 @@ def create_dataloader_from_config(dataset_config: Mapping, batch_size: int, samp
     supported = ", ".join(repr(t) for t in DATASET_TYPES)
     dataset_type = require(dataset_config, "dataset_type", "", f"set it to one of {supported}", (str,))
     check_choice(dataset_type, DATASET_TYPES, "dataset_type")
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(sample_size, "sample_size")
-    check_positive_int(sample_rate, "sample_rate")
+    check_positive_int(batch_size, "batch_size", high=None)
+    check_positive_int(sample_size, "sample_size", high=None)
+    check_positive_int(sample_rate, "sample_rate", high=None)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     force_channels = "mono" if audio_channels == 1 else "stereo"

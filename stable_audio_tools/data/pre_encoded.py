@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from ..config import ConfigError, ConfigWarning, get_bool, warn_unknown_keys
 from .sources import (LocalDatasetConfig, fast_scandir, is_within, make_dataloader, optional_positive,
-                      parse_local_sources, require_bool)
+                      parse_local_sources)
 from .skips import (BAD_LATENTS, BAD_METADATA, NON_FINITE, PERMISSION_DENIED, REJECTED, TOO_LONG, TOO_SHORT,
                     SkippingDataset, UnusableItem, os_error_reason)
 
@@ -291,11 +291,11 @@ def create_pre_encoded_dataloader(dataset_config: Mapping, batch_size: int, samp
         sources, latent_crop_length=optional_positive(dataset_config, "latent_crop_length", integer=True),
         min_length_sec=optional_positive(dataset_config, "min_length_sec"),
         max_length_sec=optional_positive(dataset_config, "max_length_sec"),
-        random_crop=require_bool(dataset_config, "random_crop", False, "random_crop"), latent_extension=extension)
+        random_crop=get_bool(dataset_config, "random_crop", False, ""), latent_extension=extension)
     used_sources = set(dataset._file_source)
     for index, source in enumerate(sources):
         if index not in used_sources:
             raise ConfigError(f"datasets[{index}].path", f"no .{dataset.latent_extension} latent files found under "
                               f"'{source.path}'", "run pre_encode.py with --output-path pointing there first")
-    drop_last = require_bool(dataset_config, "drop_last", True, "drop_last")
+    drop_last = get_bool(dataset_config, "drop_last", True, "")
     return make_dataloader(dataset, batch_size, shuffle, num_workers, drop_last, noun="latent files")

@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..audio import AUDIO_EXTENSIONS
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, get_positive, require, require_mapping, warn_unknown_keys
 from .skips import SkipReportingDataLoader
 
 __all__ = ["MetadataFn", "fast_scandir", "get_audio_filenames", "LocalDatasetConfig", "CustomMetadataModule",
-           "load_custom_metadata_fn", "NoAudioFilesError", "is_within", "collation_fn", "require_bool",
-           "check_positive_int", "parse_local_sources", "optional_positive", "make_dataloader"]
+           "load_custom_metadata_fn", "NoAudioFilesError", "is_within", "collation_fn",
+           "parse_local_sources", "optional_positive", "make_dataloader"]
 
 # Records keep the logger name users filter on (the module these helpers came from, as upstream's).
 logger = logging.getLogger("stable_audio_tools.data.dataset")
@@ -197,18 +197,6 @@ def collation_fn(samples: Sequence[Sequence[Any]]) -> List[Any]:
     return result
 
 
-def require_bool(cfg: Mapping, key: str, default: bool, path: str) -> bool:
-    value = cfg.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {value!r:.60}")
-    return value
-
-
-def check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/audio",
                         directory_hint: str = "point it at the directory that holds the audio files",
                         ignored_keys: Sequence[str] = ()) -> List[LocalDatasetConfig]:
@@ -240,13 +228,7 @@ def parse_local_sources(dataset_config: Mapping, example_path: str = "/path/to/a
 
 def optional_positive(cfg: Mapping, key: str, integer: bool = False) -> Optional[Union[int, float]]:
     """``cfg[key]`` when it is a positive (integer) number, None when absent or null; else a ConfigError."""
-    value = cfg.get(key)
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or value == float("inf"):
-        raise ConfigError(key, f"expected a positive {'integer' if integer else 'number'} or null, got {value!r:.60}")
-    return value
+    return get_positive(cfg, key, None, "", integer)
 
 
 def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, drop_last: bool,

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
-from .sources import MetadataFn, collation_fn, fast_scandir, load_custom_metadata_fn, require_bool
+from ..config import ConfigError, get_bool, get_positive, require, require_mapping, warn_unknown_keys
+from .sources import MetadataFn, collation_fn, fast_scandir, load_custom_metadata_fn
 from .pre_encoded import crop_pre_encoded, latent_frame_seconds
 from .skips import (BAD_LATENTS, BAD_METADATA, LOAD_ERROR, NO_AUDIO, NON_FINITE, REJECTED, SILENT, SkipRecord,
                     SkipReportingDataLoader, UnusableItem, attach_skips, check_audio)
@@ -486,16 +486,6 @@ def _pair(cfg: Mapping, key: str, default: Sequence[float]) -> Tuple[float, floa
     return float(value[0]), float(value[1])
 
 
-def _positive(cfg: Mapping, key: str, default: Any, integer: bool) -> Any:
-    value = cfg.get(key, default)
-    if value is None and default is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-        raise ConfigError(key, f"expected a positive {'integer' if integer else 'number'}, got {value!r:.60}")
-    return value
-
-
 def _parse_wds_sources(dataset_config: Mapping) -> List[WebDatasetSource]:
     sources = require(dataset_config, "datasets", "", "a list of sources such as [{\"id\": \"shards\", \"s3_path\": "
                       "\"s3://bucket/prefix/\"}] or [{\"id\": \"shards\", \"path\": \"/local/shards\"}]",
@@ -547,15 +537,15 @@ def create_webdataset_dataloader(dataset_config: Mapping, batch_size: int, sampl
                                                                       "webdataset.TarWriter)")
     return WebDatasetDataLoader(
         sources, batch_size=batch_size, sample_size=sample_size, sample_rate=sample_rate, num_workers=num_workers,
-        epoch_steps=_positive(dataset_config, "epoch_steps", 2000, integer=True),
-        random_crop=require_bool(dataset_config, "random_crop", True, "random_crop"),
+        epoch_steps=get_positive(dataset_config, "epoch_steps", 2000, "", integer=True),
+        random_crop=get_bool(dataset_config, "random_crop", True, ""),
         force_channels=force_channels,
-        remove_silence=require_bool(dataset_config, "remove_silence", False, "remove_silence"),
+        remove_silence=get_bool(dataset_config, "remove_silence", False, ""),
         silence_threshold=_pair(dataset_config, "silence_threshold", (0.01, 0.5)),
-        max_silence_duration=_positive(dataset_config, "max_silence_duration", 0.25, integer=False),
-        volume_norm=require_bool(dataset_config, "volume_norm", False, "volume_norm"),
+        max_silence_duration=get_positive(dataset_config, "max_silence_duration", 0.25, "", integer=False),
+        volume_norm=get_bool(dataset_config, "volume_norm", False, ""),
         volume_norm_param=_pair(dataset_config, "volume_norm_param", (-16, 2)),
-        pre_encoded=require_bool(dataset_config, "pre_encoded", False, "pre_encoded"),
-        latent_crop_length=_positive(dataset_config, "latent_crop_length", None, integer=True),
-        resampled_shards=require_bool(dataset_config, "resampled_shards", True, "resampled_shards"),
+        pre_encoded=get_bool(dataset_config, "pre_encoded", False, ""),
+        latent_crop_length=get_positive(dataset_config, "latent_crop_length", None, "", integer=True),
+        resampled_shards=get_bool(dataset_config, "resampled_shards", True, ""),
     ).data_loader

@@ -12,11 +12,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..models.config import ConfigError
+from ..models.adapters import AdapterFileError, load_adapter, parse_adapter_flag
 from ..models.factory import create_model_from_config
 from ..models.pretrained import get_pretrained_model
 from ..models.safe_load import CheckpointError, enable_trust_pickle
@@ -46,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--trust-pickle", action="store_true",
                    help="DANGEROUS: allow checkpoints that need arbitrary unpickling (they can run any code); only "
                         "for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
+    m.add_argument("--adapter", action="append", default=[], metavar="PATH[:STRENGTH]",
+                   help="load an adapter (native .safetensors, PEFT directory or Stable Audio 3 LoRA) at STRENGTH "
+                        "(default 1) onto the model; repeatable, adapters stack (docs/adapters.md); recorded in the "
+                        "sidecar")
     m.add_argument("--device", default="auto", help="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, "
                                                     "cuda:1, mps (default: auto)")
     m.add_argument("--dtype", default="float32", choices=list(DTYPES) + list(FAST_DTYPES),
@@ -176,9 +182,11 @@ def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckp
     return model
 
 
-def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """:func:`load_model` with the precision flags applied: ``--dtype`` (a cast for float16 / bfloat16, fast mode
-    for ``bf16`` / ``bf16-mixed``) and ``--quantize``; bad combinations raise ValueError naming the flags."""
+def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, device: torch.device,
+                         adapters: Sequence[Tuple[str, float]] = ()) -> nn.Module:
+    """:func:`load_model`, then the ``adapters`` (``(path, strength)`` pairs of ``--adapter``), then the precision
+    flags: ``--dtype`` (a cast for float16 / bfloat16, fast mode for ``bf16`` / ``bf16-mixed``) and ``--quantize``;
+    bad combinations raise ValueError naming the flags."""
     dtype = DTYPES.get(args.dtype, torch.float32)
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32, bf16 or bfloat16 on "
@@ -187,8 +195,14 @@ def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, devic
     if args.quantize != "none" and args.dtype != "float32":
         raise ValueError(f"--quantize {args.quantize} runs with float32 weights and activations; use --dtype "
                          f"float32 (the default), not --dtype {args.dtype}")
+    if args.quantize != "none" and adapters:
+        raise ValueError(f"--quantize {args.quantize} does not combine with --adapter (the adapters wrap the layers "
+                         f"int8 would replace); drop one of them")
     check_fast_mode(config.get("model_type"), fast, args.quantize, device)
     model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
+    for path, strength in adapters:
+        name = load_adapter(model, path, strength=strength)
+        log.info("adapter %s loaded from %s (strength %g)", name, path, strength)
     return apply_fast_mode(model, config.get("model_type"), fast, args.quantize, device)
 
 
@@ -234,6 +248,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
             model_info = sidecar.get("model") or {}
             args.pretrained_name = model_info.get("pretrained_name")
             args.model_config, args.ckpt_path = model_info.get("model_config"), model_info.get("ckpt_path")
+            if not args.adapter:
+                args.adapter = [f"{path}:{strength}" for path, strength in model_info.get("adapters", [])]
         if args.device == "auto" and sidecar.get("device"):
             args.device = sidecar["device"]
         if args.dtype == "float32" and sidecar.get("dtype"):
@@ -267,6 +283,11 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
     else:
         model_info = {"model_config": os.path.abspath(args.model_config), "ckpt_path": os.path.abspath(args.ckpt_path)}
     model_info["model_type"] = config.get("model_type")
+    adapters = [parse_adapter_flag(spec) for spec in args.adapter]
+    for path, _ in adapters:
+        if not os.path.exists(path):
+            raise ValueError(f"--adapter {path}: no such file or directory")
+    model_info["adapters"] = [[os.path.abspath(path), strength] for path, strength in adapters]
     return config, jobs, model_info, only_index
 
 
@@ -284,9 +305,9 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
             args.prompt = ""
         config, jobs, model_info, only_index = _prepare(args)
         device = select_device(args.device)
-        model = load_model_for_flags(config, args, device)
+        model = load_model_for_flags(config, args, device, adapters=model_info["adapters"])
         run_info = {"device": device.type, "dtype": args.dtype, "quantize": args.quantize}
         return run_settings(model, config, jobs, Path(args.output_dir), args.format, device, model_info, run_info,
                             only_index=only_index)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, AdapterFileError, ConfigError) as e:
         sys.exit(f"generate.py: {e}")

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import gradio as gr
 import torch
@@ -34,6 +34,7 @@ from ..inference.precision import apply_fast_mode
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
+from .interfaces.adapters import add_adapter_controls, load_adapters
 from .interfaces.common import launch_style_kwargs
 from .interfaces.limits import DemoLimits
 from .legacy import (autoencoder_process, create_autoencoder_ui, create_diffusion_uncond_ui, create_lm_ui,
@@ -149,6 +150,7 @@ def create_ui_for_model(model: nn.Module, model_config: Dict[str, Any], gradio_t
                     limits.max_seconds, seconds, seconds)
     ui = build(model, model_config, gradio_title=gradio_title, limits=limits)
     ui.demo_limits = limits
+    add_adapter_controls(ui, model)
     return ui
 
 
@@ -156,11 +158,13 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
               pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
               model_half: bool = False, gradio_title: str = "",
               device: Optional[Union[str, torch.device]] = None, limits: Optional[DemoLimits] = None,
-              dtype: str = "float32", quantize: str = "none") -> gr.Blocks:
-    """Load a model (see :func:`load_model`, which takes ``dtype`` / ``quantize``) and build its UI under ``limits``
-    (default ``DemoLimits()``).
+              adapters: Sequence[Tuple[str, float]] = (), dtype: str = "float32",
+              quantize: str = "none") -> gr.Blocks:
+    """Load a model (see :func:`load_model`, which also describes ``dtype`` / ``quantize``, applied after the
+    adapters) and build its UI under ``limits`` (default ``DemoLimits()``).
 
-    Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``.
+    Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``. ``adapters``:
+    ``(path, strength)`` adapter files loaded onto the model, each with a strength slider on the page.
     """
     if (pretrained_name is not None) == (model_config_path is not None or ckpt_path is not None):
         raise ValueError("give either --pretrained-name, or --model-config together with --ckpt-path")
@@ -173,7 +177,13 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
         raise ValueError("--ckpt-path needs --model-config (the config the checkpoint was trained with)")
     model, model_config = load_model(model_config, ckpt_path, pretrained_name=pretrained_name,
                                      pretransform_ckpt_path=pretransform_ckpt_path, device=device,
-                                     model_half=model_half, dtype=dtype, quantize=quantize)
+                                     model_half=model_half)
+    if quantize != "none" and adapters:
+        raise ValueError(f"--quantize {quantize} does not combine with --adapter (the adapters wrap the layers int8 "
+                         f"would replace); drop one of them")
+    load_adapters(model, adapters)
+    model.requires_grad_(False)
+    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize)
     return create_ui_for_model(model, model_config, gradio_title=gradio_title, limits=limits)
 
 

@@ -387,6 +387,8 @@ class UNetCFG1d(UNet1d):
     ``use_xattn_time`` appends a learned time token (``to_time_embedding``) to the embedding.
     """
 
+    config_kwargs_to = ((UNet1d, ("context_embedding_features",)),)
+
     def __init__(self, context_embedding_max_length: int, context_embedding_features: int,
                  use_xattn_time: bool = False, **kwargs: Any) -> None:
         super().__init__(context_embedding_features=context_embedding_features, **kwargs)
@@ -466,6 +468,8 @@ class UNetNCCA1d(UNet1d):
         context_features (int): size of the scale embedding (the U-Net's ``context_features``).
         **kwargs: the other :class:`UNet1d` arguments.
     """
+
+    config_kwargs_to = ((UNet1d, ("context_features",)),)
 
     def __init__(self, context_features: int, **kwargs: Any) -> None:
         super().__init__(context_features=context_features, **kwargs)

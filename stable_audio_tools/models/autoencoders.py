@@ -20,7 +20,10 @@ from torch import nn
 from ..samplers import sample
 from .activations import get_activation
 from .common import checkpoint, fold_channels_into_batch, unfold_channels_from_batch
+from ..config import get_bool, raise_errors
 from .config import ConfigError, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .coder_types import DECODER_TYPES, ENCODER_TYPES
+from .config_geometry import autoencoder_errors
 from .dac import DACDecoderWrapper, DACEncoderWrapper
 from .oobleck import DecoderBlock, EncoderBlock, OobleckDecoder, OobleckEncoder, ResidualUnit
 from .taae import TAAEBlock, TAAEDecoder, TAAEEncoder, Transpose
@@ -56,21 +59,6 @@ __all__ = [
     "DACDecoderWrapper",
 ]
 
-# type string -> "module:Class", resolved when a model of that type is built.
-ENCODER_TYPES: Dict[str, str] = {
-    "oobleck": "stable_audio_tools.models.oobleck:OobleckEncoder",
-    "seanet": "stable_audio_tools.models.seanet:SEANetEncoder",
-    "dac": "stable_audio_tools.models.dac:DACEncoderWrapper",
-    "local_attn": "stable_audio_tools.models.local_attn:TransformerEncoder1D",
-    "taae": "stable_audio_tools.models.taae:TAAEEncoder",
-}
-DECODER_TYPES: Dict[str, str] = {
-    "oobleck": "stable_audio_tools.models.oobleck:OobleckDecoder",
-    "seanet": "stable_audio_tools.models.seanet:SEANetDecoder",
-    "dac": "stable_audio_tools.models.dac:DACDecoderWrapper",
-    "local_attn": "stable_audio_tools.models.local_attn:TransformerDecoder1D",
-    "taae": "stable_audio_tools.models.taae:TAAEDecoder",
-}
 _VAE_LIKE = ("vae", "rvq_vae", "dac_rvq_vae")
 
 
@@ -84,7 +72,7 @@ def _build_coder(spec: Mapping, registry: Mapping[str, str], path: str, extra_ke
     kind = check_choice(require(spec, "type", path, f"one of {', '.join(registry)}"), registry, f"{path}.type")
     warn_unknown_keys(spec, ("type", "config", "requires_grad") + extra_keys, path)
     module = build_from_config(_import(registry[kind]), spec.get("config", {}), f"{path}.config")
-    if not spec.get("requires_grad", True):
+    if not get_bool(spec, "requires_grad", True, path):
         module.requires_grad_(False)
     return module
 
@@ -291,15 +279,18 @@ _AE_MODEL_KEYS = ("encoder", "decoder", "bottleneck", "pretransform", "latent_di
 
 
 def create_autoencoder_from_config(config: Mapping, path: str = "") -> AudioAutoencoder:
-    """Build an ``AudioAutoencoder`` from a full model config (``{"model": {...}, "sample_rate": ...}``)."""
+    """Build an ``AudioAutoencoder`` from a full model config (``{"model": {...}, "sample_rate": ...}``).
+
+    ``path`` is the JSON path of the ``model`` block in error messages (default ``model``; an autoencoder
+    pretransform passes ``model.pretransform.config``).
+    """
     from .bottleneck import create_bottleneck_from_config
     from .factory import create_pretransform_from_config
 
-    config = require_mapping(config, path or "<root>")
-    prefix = f"{path}." if path else ""
-    ae = require_mapping(require(config, "model", path), f"{prefix}model")
-    mpath = f"{prefix}model"
-    sample_rate = require(config, "sample_rate", path, "audio sample rate in Hz", (int,))
+    config = require_mapping(config, "<root>")
+    mpath = path or "model"
+    ae = require_mapping(require(config, "model", ""), mpath)
+    sample_rate = require(config, "sample_rate", "", "audio sample rate in Hz", (int,))
     latent_dim = require(ae, "latent_dim", mpath, "number of latent channels", (int,))
     ratio = require(ae, "downsampling_ratio", mpath, "audio samples per latent frame", (int,))
     io_channels = require(ae, "io_channels", mpath, "audio channels", (int,))
@@ -309,12 +300,7 @@ def create_autoencoder_from_config(config: Mapping, path: str = "") -> AudioAuto
     bottleneck_cfg = ae.get("bottleneck")
     encoder_cfg = require_mapping(require(ae, "encoder", mpath), f"{mpath}.encoder")
     decoder_cfg = require_mapping(require(ae, "decoder", mpath), f"{mpath}.decoder")
-    enc_latent = (encoder_cfg.get("config") or {}).get("latent_dim")
-    if bottleneck_cfg is not None and bottleneck_cfg.get("type") == "vae" and enc_latent is not None \
-            and enc_latent != 2 * latent_dim:
-        raise ConfigError(f"{mpath}.encoder.config.latent_dim",
-                          f"is {enc_latent}, but a 'vae' bottleneck needs the encoder to output 2 x latent_dim = "
-                          f"{2 * latent_dim} channels (mean and scale)", f"set it to {2 * latent_dim}")
+    raise_errors(autoencoder_errors(ae, mpath))
     encoder = create_encoder_from_config(encoder_cfg, f"{mpath}.encoder")
     decoder = create_decoder_from_config(decoder_cfg, f"{mpath}.decoder")
     bottleneck = None
@@ -326,7 +312,8 @@ def create_autoencoder_from_config(config: Mapping, path: str = "") -> AudioAuto
     return AudioAutoencoder(encoder, decoder, latent_dim=latent_dim, downsampling_ratio=ratio,
                             sample_rate=sample_rate, io_channels=io_channels, bottleneck=bottleneck,
                             pretransform=pretransform, in_channels=ae.get("in_channels"),
-                            out_channels=ae.get("out_channels"), soft_clip=bool(decoder_cfg.get("soft_clip", False)))
+                            out_channels=ae.get("out_channels"),
+                            soft_clip=get_bool(decoder_cfg, "soft_clip", False, f"{mpath}.decoder"))
 
 
 # ---------------------------------------------------------------------- diffusion autoencoder

@@ -65,6 +65,8 @@ def _halve_parameters(module: nn.Module) -> None:
 class UNetCFG1DWrapper(ConditionedDiffusionModel):
     """``adp_cfg_1d``: ADP UNetCFG1d with cross-attention embeddings, global features and classifier-free guidance."""
 
+    config_kwargs_to = ((UNetCFG1d, ()),)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(supports_cross_attention=True, supports_global_cond=True, supports_input_concat=True)
         self.model = UNetCFG1d(*args, **kwargs)
@@ -94,6 +96,8 @@ def _resize_input_concat(cond: Optional[torch.Tensor], length: int) -> Optional[
 class UNet1DCondWrapper(ConditionedDiffusionModel):
     """``adp_1d``: ADP UNet1d conditioned on global features and input-concatenated channels (no CFG)."""
 
+    config_kwargs_to = ((UNet1d, ()),)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(supports_global_cond=True, supports_input_concat=True)
         self.model = UNet1d(*args, **kwargs)
@@ -112,6 +116,8 @@ class UNet1DCondWrapper(ConditionedDiffusionModel):
 class UNet1DUncondWrapper(DiffusionModel):
     """``adp_uncond_1d``: unconditional ADP UNet1d."""
 
+    config_kwargs_to = ((UNet1d, ()),)
+
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self.model = UNet1d(*args, in_channels=in_channels, **kwargs)
@@ -124,6 +130,8 @@ class UNet1DUncondWrapper(DiffusionModel):
 
 class DAU1DCondWrapper(ConditionedDiffusionModel):
     """``DAU1d`` conditioned on input-concatenated channels (diffusion autoencoders)."""
+
+    config_kwargs_to = ((DiffusionAttnUnet1D, ()),)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(supports_input_concat=True)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..config import check_choice
 from .blocks import FourierFeatures
 from .diffusion_base import DIFFUSION_OBJECTIVES, ConditionedDiffusionModel, DiffusionModel
 from .transformer import ContinuousTransformer, warn_if_cross_attention_ignores_context
@@ -39,12 +40,6 @@ Output = Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, Any]]]
 def _mlp(dim_in: int, dim_out: int, bias: bool) -> nn.Sequential:
     """``Linear(dim_in, dim_out) → SiLU → Linear(dim_out, dim_out)`` (keys ``0.*`` and ``2.*``)."""
     return nn.Sequential(nn.Linear(dim_in, dim_out, bias=bias), nn.SiLU(), nn.Linear(dim_out, dim_out, bias=bias))
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"DiffusionTransformer {name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {value!r}")
 
 
 def _cat(*tensors: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -77,6 +72,10 @@ class DiffusionTransformer(nn.Module):
     Remaining ``kwargs`` go to ContinuousTransformer (and its blocks).
     """
 
+    #: ``**kwargs`` go to ContinuousTransformer, minus what the DiT sets itself (read by config validation)
+    config_kwargs_to = ((ContinuousTransformer, ("dim", "depth", "dim_heads", "dim_in", "dim_out", "cross_attend",
+                                                 "cond_token_dim", "global_cond_dim")),)
+
     def __init__(self, io_channels: int = 32, patch_size: int = 1, embed_dim: int = 768, cond_token_dim: int = 0,
                  project_cond_tokens: bool = True, global_cond_dim: int = 0, project_global_cond: bool = True,
                  input_concat_dim: int = 0, prepend_cond_dim: int = 0, depth: int = 12, num_heads: int = 8,
@@ -84,10 +83,10 @@ class DiffusionTransformer(nn.Module):
                  timestep_cond_type: str = "global", timestep_embed_dim: Optional[int] = None,
                  diffusion_objective: str = "v", use_cross_attn_mask: bool = False, **kwargs: Any) -> None:
         super().__init__()
-        _check_choice("transformer_type", transformer_type, TRANSFORMER_TYPES)
-        _check_choice("global_cond_type", global_cond_type, GLOBAL_COND_TYPES)
-        _check_choice("timestep_cond_type", timestep_cond_type, TIMESTEP_COND_TYPES)
-        _check_choice("diffusion_objective", diffusion_objective, DIFFUSION_OBJECTIVES)
+        check_choice(transformer_type, TRANSFORMER_TYPES, "transformer_type")
+        check_choice(global_cond_type, GLOBAL_COND_TYPES, "global_cond_type")
+        check_choice(timestep_cond_type, TIMESTEP_COND_TYPES, "timestep_cond_type")
+        check_choice(diffusion_objective, DIFFUSION_OBJECTIVES, "diffusion_objective")
         if not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"DiffusionTransformer patch_size must be a positive integer, got {patch_size!r}")
 
@@ -396,6 +395,8 @@ class DiTWrapper(ConditionedDiffusionModel):
     null branch). Parameters are not rescaled at init (see docs/diffusion.md).
     """
 
+    config_kwargs_to = ((DiffusionTransformer, ()),)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         model = DiffusionTransformer(*args, **kwargs)
         super().__init__(supports_cross_attention=model.cond_token_dim > 0,
@@ -433,6 +434,8 @@ class DiTUncondWrapper(DiffusionModel):
 
     Parameters are multiplied by 0.5 at init (see docs/diffusion.md). ``forward(x, t, **kwargs)`` calls the DiT.
     """
+
+    config_kwargs_to = ((DiffusionTransformer, ("io_channels",)),)
 
     def __init__(self, in_channels: int, *args: Any, **kwargs: Any) -> None:
         super().__init__()

@@ -15,7 +15,9 @@ from torch import nn
 
 from ..families import BuilderTable, get_model_family, resolve_builder
 from .bottleneck import create_bottleneck_from_config
+from ..config import get_bool, get_number
 from .config import ConfigError, ConfigWarning, build_from_config, check_choice, require, require_mapping, warn_unknown_keys
+from .config_geometry import check_model_config
 
 __all__ = [
     "MODEL_TYPES",
@@ -56,9 +58,10 @@ def create_model_from_config(model_config: Mapping) -> nn.Module:
     model_config = require_mapping(model_config, "<root>")
     model_type = require(model_config, "model_type", "", f"one of {', '.join(MODEL_TYPES)}")
     family = get_model_family(model_type, "model")
+    warn_unknown_keys(model_config, TOP_LEVEL_KEYS, "")
+    check_model_config(model_config)
     require(model_config, "sample_rate", "", "audio sample rate in Hz", (int,))
     require(model_config, "model", "", "the model definition")
-    warn_unknown_keys(model_config, TOP_LEVEL_KEYS, "")
     return resolve_builder(family.model)(model_config)
 
 
@@ -98,10 +101,11 @@ def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: i
                           path)
         inner = create_autoencoder_from_config({"model": require(spec, "config", path), "sample_rate": sample_rate},
                                                path=f"{path}.config")
-        pretransform = P.AutoencoderPretransform(inner, scale=spec.get("scale", 1.0),
-                                                 model_half=spec.get("model_half", False),
-                                                 iterate_batch=spec.get("iterate_batch", False),
-                                                 chunked=spec.get("chunked", False))
+        pretransform = P.AutoencoderPretransform(inner,
+                                                 scale=get_number(spec, "scale", 1.0, path, low=0, low_open=True),
+                                                 model_half=get_bool(spec, "model_half", False, path),
+                                                 iterate_batch=get_bool(spec, "iterate_batch", False, path),
+                                                 chunked=get_bool(spec, "chunked", False, path))
     else:
         warn_unknown_keys(spec, ("type", "config", "enable_grad"), path)
         classes = {
@@ -112,7 +116,7 @@ def create_pretransform_from_config(pretransform_config: Mapping, sample_rate: i
             "patched": P.PatchedPretransform,
         }
         pretransform = build_from_config(classes[kind], config, f"{path}.config")
-    enable_grad = bool(spec.get("enable_grad", False))
+    enable_grad = get_bool(spec, "enable_grad", False, path)
     pretransform.enable_grad = enable_grad
     pretransform.eval().requires_grad_(enable_grad)
     return pretransform

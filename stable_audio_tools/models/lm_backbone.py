@@ -80,6 +80,10 @@ class ContinuousTransformerAudioLMBackbone(AudioLMBackbone):
 
     supports_kv_cache = True
 
+    #: ``**kwargs`` go to ContinuousTransformer, minus what the backbone sets itself (read by config validation)
+    config_kwargs_to = ((ContinuousTransformer, ("dim", "dim_in", "dim_out", "cross_attend", "cond_token_dim",
+                                                 "causal")),)
+
     def __init__(self, embed_dim: int, cross_attn_cond_dim: int = 0, prepend_cond_dim: int = 0,
                  project_cross_attn_cond: bool = False, **kwargs: Any) -> None:
         super().__init__(embed_dim)

@@ -41,6 +41,7 @@ __all__ = [
     "torch_load",
     "load_safetensors",
     "safetensors_keys",
+    "safetensors_metadata",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,5 +286,19 @@ def safetensors_keys(path: PathLike) -> List[str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
+    except Exception as error:
+        raise _safetensors_error(path, error) from None
+
+
+def safetensors_metadata(path: PathLike) -> Dict[str, str]:
+    """The string metadata of a ``.safetensors`` file's header (``{}`` when it has none)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
     except Exception as error:
         raise _safetensors_error(path, error) from None

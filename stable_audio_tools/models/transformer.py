@@ -250,6 +250,9 @@ class TransformerBlock(nn.Module):
     gives scale/shift/gate for each; the branch output is multiplied by ``sigmoid(1 - gate)``.
     """
 
+    #: keyword dicts passed on to the attention, feed-forward and norm layers (read by config validation)
+    config_dict_kwargs = {"attn_kwargs": Attention, "ff_kwargs": FeedForward, "norm_kwargs": LayerNorm}
+
     def __init__(self, dim: int, dim_heads: int = 64, cross_attend: bool = False,
                  dim_context: Optional[int] = None, global_cond_dim: Optional[int] = None,
                  causal: bool = False, zero_init_branch_outputs: bool = True, conformer: bool = False,
@@ -380,6 +383,10 @@ class ContinuousTransformer(nn.Module):
     ``memory_tokens``, ``pos_emb``, ``global_cond_embedder``. ``block_kwargs`` go to every block
     (``attn_kwargs``, ``ff_kwargs``, ``norm_kwargs``, ``layer_scale``, ``remove_norms``, ``add_rope``).
     """
+
+    #: ``**block_kwargs`` go to every TransformerBlock (read by config validation)
+    config_kwargs_to = ((TransformerBlock, ("dim", "dim_heads", "cross_attend", "dim_context", "global_cond_dim",
+                                            "causal", "zero_init_branch_outputs", "conformer", "layer_ix")),)
 
     def __init__(self, dim: int, depth: int, *, dim_in: Optional[int] = None, dim_out: Optional[int] = None,
                  dim_heads: int = 64, cross_attend: bool = False, cond_token_dim: Optional[int] = None,

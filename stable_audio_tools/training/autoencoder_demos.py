@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..models.config import ConfigError, require, require_mapping
+from ..config import ConfigError, require, require_mapping
 from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from .demo_base import DemoCallbackBase, demo_audio_batch, eval_mode, match_channels
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..models.config import ConfigError, require, require_mapping
+from ..config import ConfigError, require, require_mapping
 from ..models.discriminators import create_discriminator_from_config
 from .autoencoder_demos import AutoencoderDemoCallback
 from .common import OptimizerGroupsMixin, create_loss_modules_from_bottleneck

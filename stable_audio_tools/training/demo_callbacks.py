@@ -12,7 +12,7 @@ from typing import Any, Mapping, Tuple
 import pytorch_lightning as pl
 
 from ..families import BuilderTable, get_model_family, resolve_builder
-from ..models.config import require, require_mapping
+from ..config import require, require_mapping
 from .autoencoder_demos import AutoencoderDemoCallback, demo_autoencoder
 from .demo_base import DemoCallbackBase, eval_mode
 

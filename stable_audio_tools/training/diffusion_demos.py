@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, get_positive, require, require_mapping, warn_unknown_keys
 from ..models.inpainting import INPAINT_IDS, random_inpaint_mask
 from ..plotting import audio_spectrogram_image, pca_point_cloud, tokens_spectrogram_image
 from ..samplers.flow_samplers import sample, sample_discrete_euler, sample_flow_pingpong
@@ -322,13 +322,6 @@ _DEMO_KEYS = {
 }
 
 
-def _positive_int(demo: Mapping[str, Any], key: str, default: Any) -> int:
-    value = demo.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"training.demo.{key}", f"expected a positive integer, got {value!r:.60}")
-    return value
-
-
 def _cfg_scales(demo: Mapping[str, Any]) -> List[float]:
     scales = require(demo, "demo_cfg_scales", "training.demo", "a list of CFG scales such as [3, 5, 7]",
                      (list, tuple))
@@ -344,20 +337,20 @@ def create_diffusion_demo_callback(model_config: Mapping[str, Any], **kwargs: An
     demo = require_mapping(require_mapping(model_config.get("training", {}), "training").get("demo", {}),
                            "training.demo")
     warn_unknown_keys(demo, _DEMO_KEYS[model_type], "training.demo")
-    common = {"demo_every": _positive_int(demo, "demo_every", 2000),
-              "demo_steps": _positive_int(demo, "demo_steps", 250),
+    common = {"demo_every": get_positive(demo, "demo_every", 2000, "training.demo"),
+              "demo_steps": get_positive(demo, "demo_steps", 250, "training.demo"),
               "sample_rate": require(model_config, "sample_rate", "", "sample rate in Hz", (int,))}
     demo_dl = kwargs.pop("demo_dl", None)
     sample_size = require(model_config, "sample_size", "", "number of samples", (int,))
     if model_type == "diffusion_uncond":
-        params = dict(common, num_demos=_positive_int(demo, "num_demos", 8), sample_size=sample_size)
+        params = dict(common, num_demos=get_positive(demo, "num_demos", 8, "training.demo"), sample_size=sample_size)
         return DiffusionUncondDemoCallback(**{**params, **kwargs})
     if model_type == "diffusion_cond":
         require(demo, "num_demos", "training.demo", "the number of demo generations")
         demo_cond = demo.get("demo_cond", [])
         if not isinstance(demo_cond, (list, tuple)) or not all(isinstance(c, Mapping) for c in demo_cond):
             raise ConfigError("training.demo.demo_cond", "expected a list of metadata dicts (one per demo)")
-        params = dict(common, num_demos=_positive_int(demo, "num_demos", 8), sample_size=sample_size,
+        params = dict(common, num_demos=get_positive(demo, "num_demos", 8, "training.demo"), sample_size=sample_size,
                       demo_cfg_scales=_cfg_scales(demo), demo_conditioning=demo_cond,
                       demo_cond_from_batch=bool(demo.get("demo_cond_from_batch", False)),
                       display_audio_cond=bool(demo.get("display_audio_cond", False)),
@@ -369,7 +362,8 @@ def create_diffusion_demo_callback(model_config: Mapping[str, Any], **kwargs: An
     if demo_dl is None:
         raise ValueError(f"create_demo_callback_from_config needs demo_dl=<dataloader> for {model_type} models")
     if model_type == "diffusion_cond_inpaint":
-        params = dict(common, demo_dl=demo_dl, sample_size=sample_size, num_demos=_positive_int(demo, "num_demos", 8),
+        params = dict(common, demo_dl=demo_dl, sample_size=sample_size,
+                      num_demos=get_positive(demo, "num_demos", 8, "training.demo"),
                       demo_cfg_scales=_cfg_scales(demo))
         return DiffusionCondInpaintDemoCallback(**{**params, **kwargs})
     params = dict(common, demo_dl=demo_dl, sample_size=sample_size)

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional
 import pytorch_lightning as pl
 from torch import nn
 
-from ..models.config import ConfigError, ConfigWarning, check_choice, require, require_mapping, warn_unknown_keys
+from ..config import (ConfigError, ConfigWarning, check_choice, check_number, get_bool, get_number, require,
+                      require_mapping, resolve_learning_rate, warn_unknown_keys)
 from ..models.factory import create_model_from_config
 from ..models.inpainting import INPAINT_IDS, check_inpainting_config
 from ..models.utils import copy_state_dict, load_ckpt_state_dict
@@ -50,55 +51,18 @@ ARC_KEYS = ("teacher_model", "teacher_model_ckpt", "use_model_as_teacher", "disc
 DIFFAE_TRAINING_KEYS = ("learning_rate", "use_reconstruction_loss", "demo")
 
 
-def _bool(training: Mapping, key: str, default: bool, path: str = "training") -> bool:
-    value = training.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}.{key}", f"expected true or false, got {value!r:.60}")
-    return value
-
-
-def _number(training: Mapping, key: str, default: Optional[float], path: str = "training", low: float = 0.0,
-            high: Optional[float] = None) -> Optional[float]:
-    value = training.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{path}.{key}", f"expected a number, got {value!r:.60}")
-    if value < low or (high is not None and value > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{path}.{key}", f"must be {bounds}, got {value}")
-    return float(value)
-
-
-def _learning_rate(training: Mapping, required: bool) -> Optional[float]:
-    if required:
-        require(training, "learning_rate", "training", "the Adam learning rate, e.g. 1e-4")
-    lr = _number(training, "learning_rate", None)
-    if lr is not None and lr <= 0:
-        raise ConfigError("training.learning_rate", f"must be > 0, got {lr}")
-    return lr
-
-
-def _optimizer_configs(training: Mapping, groups: tuple) -> Optional[dict]:
-    configs = training.get("optimizer_configs")
-    if configs is None:
-        return None
-    path = "training.optimizer_configs"
-    require_mapping(configs, path)
-    for group in groups:
-        group_cfg = require_mapping(require(configs, group, path, f"an optimizer group named '{group}'"),
-                                    f"{path}.{group}")
-        require(group_cfg, "optimizer", f"{path}.{group}", "{'type': 'AdamW', 'config': {...}}")
-        warn_unknown_keys(group_cfg, ("optimizer", "scheduler"), f"{path}.{group}")
-    return {k: dict(v) for k, v in configs.items()}
+def _learning_rate(training: Mapping) -> float:
+    """The required ``training.learning_rate`` of the wrappers without ``optimizer_configs``."""
+    return check_number(require(training, "learning_rate", "training", "the Adam learning rate, e.g. 1e-4"),
+                        "training.learning_rate", low=0, low_open=True)
 
 
 def create_diffusion_uncond_wrapper(model_config: Mapping, model: nn.Module, training: Mapping,
                                     **overrides: Any) -> pl.LightningModule:
     """``DiffusionUncondTrainingWrapper(model, lr=learning_rate, pre_encoded)``; Adam, always with EMA."""
     warn_unknown_keys(training, UNCOND_TRAINING_KEYS, "training")
-    return DiffusionUncondTrainingWrapper(model, lr=_learning_rate(training, required=True),
-                                          pre_encoded=_bool(training, "pre_encoded", False), **overrides)
+    return DiffusionUncondTrainingWrapper(model, lr=_learning_rate(training),
+                                          pre_encoded=get_bool(training, "pre_encoded", False, "training"), **overrides)
 
 
 def _check_inpainting(model_config: Mapping, model: nn.Module, training: Mapping) -> Optional[dict]:
@@ -128,14 +92,7 @@ def create_diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, train
     if "arc" in training:
         return create_arc_wrapper(model_config, model, training, **overrides)
     warn_unknown_keys(training, COND_TRAINING_KEYS, "training")
-    lr = _learning_rate(training, required=False)
-    optimizer_configs = _optimizer_configs(training, ("diffusion",))
-    if lr is None and optimizer_configs is None:
-        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given",
-                          "e.g. \"learning_rate\": 1e-4")
-    if lr is not None and optimizer_configs is not None:
-        warnings.warn("both training.learning_rate and training.optimizer_configs are set; optimizer_configs wins",
-                      ConfigWarning, stacklevel=2)
+    lr, optimizer_configs = resolve_learning_rate(training, ("diffusion",))
     sampler = check_choice(training.get("timestep_sampler", "uniform"), TIMESTEP_SAMPLERS,
                            "training.timestep_sampler")
     if getattr(model, "conditioner", None) is None:
@@ -144,16 +101,16 @@ def create_diffusion_cond_wrapper(model_config: Mapping, model: nn.Module, train
     return DiffusionCondTrainingWrapper(
         model,
         lr=lr,
-        mask_padding=_bool(training, "mask_padding", False),
-        mask_padding_dropout=_number(training, "mask_padding_dropout", 0.0, high=1.0),
-        use_ema=_bool(training, "use_ema", True),
-        log_loss_info=_bool(training, "log_loss_info", False),
+        mask_padding=get_bool(training, "mask_padding", False, "training"),
+        mask_padding_dropout=get_number(training, "mask_padding_dropout", 0.0, "training", low=0.0, high=1.0),
+        use_ema=get_bool(training, "use_ema", True, "training"),
+        log_loss_info=get_bool(training, "log_loss_info", False, "training"),
         optimizer_configs=optimizer_configs,
-        pre_encoded=_bool(training, "pre_encoded", False),
-        cfg_dropout_prob=_number(training, "cfg_dropout_prob", 0.1, high=1.0),
+        pre_encoded=get_bool(training, "pre_encoded", False, "training"),
+        cfg_dropout_prob=get_number(training, "cfg_dropout_prob", 0.1, "training", low=0.0, high=1.0),
         timestep_sampler=sampler,
         timestep_sampler_options=training.get("timestep_sampler_options"),
-        p_one_shot=_number(training, "p_one_shot", 0.0, high=1.0),
+        p_one_shot=get_number(training, "p_one_shot", 0.0, "training", low=0.0, high=1.0),
         inpainting_config=_check_inpainting(model_config, model, training),
         **overrides,
     )
@@ -187,7 +144,9 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
         raise ConfigError("model.diffusion.diffusion_objective", f"ARC post-trains rectified-flow models, got "
                           f"{objective!r}", "use 'rectified_flow' or 'rf_denoiser'")
     _require_dit(model, "model.diffusion.type")
-    optimizer_configs = _optimizer_configs(training, ("diffusion", "discriminator"))
+    # ARC has its own learning_rate warning below
+    without_lr = {k: v for k, v in training.items() if k != "learning_rate"}
+    optimizer_configs = resolve_learning_rate(without_lr, ("diffusion", "discriminator"), default_lr=0.0)[1]
     if optimizer_configs is None:
         raise ConfigError("training.optimizer_configs", "is required for ARC",
                           "give optimizer groups 'diffusion' and 'discriminator'")
@@ -214,7 +173,7 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
         value = warmup.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"training.arc.ode_warmup.{key}", f"expected an integer >= {low}, got {value!r:.60}")
-    _number(warmup, "cfg", 4.0, "training.arc.ode_warmup")
+    get_number(warmup, "cfg", 4.0, "training.arc.ode_warmup", low=0.0)
 
     teacher = None
     if arc.get("teacher_model") is not None or arc.get("use_model_as_teacher", False):
@@ -240,18 +199,19 @@ def create_arc_wrapper(model_config: Mapping, model: nn.Module, training: Mappin
                                      "training.arc.discriminator_base_model")
     _require_dit(discriminator, "training.arc.discriminator_base_model")
 
-    clip = _number(training, "clip_grad_norm", 0.0)
+    clip = get_number(training, "clip_grad_norm", 0.0, "training", low=0.0)
     if clip_grad_norm:
         clip = float(clip_grad_norm)
     trim = require_mapping(training.get("trim_config") or {}, "training.trim_config")
     warn_unknown_keys(trim, ("trim_prob", "type"), "training.trim_config")
-    _number(trim, "trim_prob", 0.0, "training.trim_config", high=1.0)
+    get_number(trim, "trim_prob", 0.0, "training.trim_config", low=0.0, high=1.0)
     check_choice(trim.get("type", "random_item"), ("random_item",), "training.trim_config.type")
     return ARCTrainingWrapper(
         model, discriminator=discriminator, arc_config=arc, optimizer_configs=optimizer_configs,
-        teacher_model=teacher, use_ema=_bool(training, "use_ema", True),
-        pre_encoded=_bool(training, "pre_encoded", False),
-        cfg_dropout_prob=_number(training, "cfg_dropout_prob", 0.1, high=1.0), clip_grad_norm=clip,
+        teacher_model=teacher, use_ema=get_bool(training, "use_ema", True, "training"),
+        pre_encoded=get_bool(training, "pre_encoded", False, "training"),
+        cfg_dropout_prob=get_number(training, "cfg_dropout_prob", 0.1, "training", low=0.0, high=1.0),
+        clip_grad_norm=clip,
         trim_config=trim or None, inpainting_config=_check_inpainting(model_config, model, training))
 
 
@@ -260,5 +220,5 @@ def create_diffusion_autoencoder_wrapper(model_config: Mapping, model: nn.Module
     """``DiffusionAutoencoderTrainingWrapper(model, lr=learning_rate, use_reconstruction_loss)``."""
     warn_unknown_keys(training, DIFFAE_TRAINING_KEYS, "training")
     return DiffusionAutoencoderTrainingWrapper(
-        model, lr=_learning_rate(training, required=True),
-        use_reconstruction_loss=_bool(training, "use_reconstruction_loss", False), **overrides)
+        model, lr=_learning_rate(training),
+        use_reconstruction_loss=get_bool(training, "use_reconstruction_loss", False, "training"), **overrides)

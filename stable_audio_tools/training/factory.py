@@ -11,10 +11,11 @@ import pytorch_lightning as pl
 from torch import nn
 
 from ..families import BuilderTable, get_model_family, resolve_builder
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, require, require_mapping, warn_unknown_keys
 from ..models.factory import create_model_from_config
 from ..models.utils import load_ckpt_state_dict
 from .autoencoders import AutoencoderTrainingWrapper
+from .config_checks import autoencoder_training_options, check_training_block
 from .demo_callbacks import create_demo_callback_from_config
 
 __all__ = ["create_training_wrapper_from_config", "TRAINING_WRAPPERS", "create_autoencoder_training_wrapper",
@@ -31,8 +32,7 @@ def create_autoencoder_training_wrapper(model_config: Mapping, model: nn.Module,
     """The ``autoencoder`` training-wrapper builder: ``AutoencoderTrainingWrapper`` from ``training`` (with an
     optional frozen teacher loaded from ``teacher_model`` / ``teacher_model_ckpt``)."""
     warn_unknown_keys(training, AUTOENCODER_TRAINING_KEYS, "training")
-    if "learning_rate" not in training and "optimizer_configs" not in training:
-        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given")
+    options = autoencoder_training_options(training)
     teacher = None
     if training.get("teacher_model") is not None:
         ckpt = training.get("teacher_model_ckpt")
@@ -44,17 +44,10 @@ def create_autoencoder_training_wrapper(model_config: Mapping, model: nn.Module,
     return AutoencoderTrainingWrapper(
         model,
         sample_rate=model_config["sample_rate"],
-        lr=training.get("learning_rate", 1e-4),
-        warmup_steps=training.get("warmup_steps", 0),
-        warmup_mode=training.get("warmup_mode", "adv"),
-        encoder_freeze_on_warmup=training.get("encoder_freeze_on_warmup", False),
         loss_config=training.get("loss_configs"),
         eval_loss_config=training.get("eval_loss_configs"),
-        optimizer_configs=training.get("optimizer_configs"),
-        use_ema=training.get("use_ema", False),
-        force_input_mono=training.get("force_input_mono", False),
-        latent_mask_ratio=training.get("latent_mask_ratio", 0.0),
         teacher_model=teacher,
+        **options,
         **overrides,
     )
 
@@ -72,4 +65,5 @@ def create_training_wrapper_from_config(model_config: Mapping, model: nn.Module,
     model_type = require(model_config, "model_type", "")
     family = get_model_family(model_type, "training_wrapper")
     training = require_mapping(require(model_config, "training", "", "the training settings"), "training")
+    check_training_block(training)
     return resolve_builder(family.training_wrapper)(model_config, model, training, **overrides)

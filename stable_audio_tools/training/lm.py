@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.config import ConfigError, ConfigWarning, warn_unknown_keys
+from ..config import get_bool, get_number, resolve_learning_rate, warn_unknown_keys
 from .common import OptimizerGroupsMixin, padding_masks_from_metadata, split_batch
 from .ema import EMA
 from .export import save_unwrapped
@@ -217,23 +217,14 @@ def create_lm_training_wrapper(model_config: Mapping, model: nn.Module, training
     docs/training.md#audio-language-models-model_type-lm): ``learning_rate``
     or ``optimizer_configs`` (group ``lm``; wins with a warning when both are set), ``use_ema`` (false),
     ``pre_encoded`` (false), ``cfg_dropout_prob`` (0.1). ``overrides`` go to the wrapper."""
-    from .diffusion_factory import _bool, _learning_rate, _number, _optimizer_configs
-
     warn_unknown_keys(training, LM_TRAINING_KEYS, "training")
-    lr = _learning_rate(training, required=False)
-    optimizer_configs = _optimizer_configs(training, ("lm",))
-    if lr is None and optimizer_configs is None:
-        raise ConfigError("training.learning_rate", "is required when 'training.optimizer_configs' is not given",
-                          "e.g. \"learning_rate\": 1e-4")
-    if lr is not None and optimizer_configs is not None:
-        warnings.warn("both training.learning_rate and training.optimizer_configs are set; optimizer_configs wins",
-                      ConfigWarning, stacklevel=2)
+    lr, optimizer_configs = resolve_learning_rate(training, ("lm",))
     params: Dict[str, Any] = dict(
         lr=lr,
-        use_ema=_bool(training, "use_ema", False),
+        use_ema=get_bool(training, "use_ema", False, "training"),
         optimizer_configs=optimizer_configs,
-        pre_encoded=_bool(training, "pre_encoded", False),
-        cfg_dropout_prob=_number(training, "cfg_dropout_prob", 0.1, high=1.0),
+        pre_encoded=get_bool(training, "pre_encoded", False, "training"),
+        cfg_dropout_prob=get_number(training, "cfg_dropout_prob", 0.1, "training", low=0.0, high=1.0),
     )
     params.update(overrides)
     return AudioLanguageModelTrainingWrapper(model, **params)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import pytorch_lightning as pl
 
 from ..plotting import audio_spectrogram_image
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, get_positive, require, require_mapping, warn_unknown_keys
 from .demo_base import DemoCallbackBase
 
 __all__ = ["AudioLanguageModelDemoCallback", "create_lm_demo_callback", "LM_DEMO_KEYS"]
@@ -93,8 +93,8 @@ def create_lm_demo_callback(model_config: Mapping[str, Any], **kwargs: Any) -> p
     warn_unknown_keys(demo, LM_DEMO_KEYS, "training.demo")
     kwargs.pop("demo_dl", None)
     params: Dict[str, Any] = {
-        "demo_every": _positive_int(demo, "demo_every", 2000),
-        "num_demos": _positive_int(demo, "num_demos", 8),
+        "demo_every": get_positive(demo, "demo_every", 2000, "training.demo"),
+        "num_demos": get_positive(demo, "num_demos", 8, "training.demo"),
         "sample_size": require(model_config, "sample_size", "", "number of samples", (int,)),
         "sample_rate": require(model_config, "sample_rate", "", "sample rate in Hz", (int,)),
         "demo_cfg_scales": _cfg_scales(demo.get("demo_cfg_scales", [1])),
@@ -106,13 +106,6 @@ def create_lm_demo_callback(model_config: Mapping[str, Any], **kwargs: Any) -> p
         raise ConfigError("training.demo.demo_cond", f"has {len(conditioning)} entries but num_demos is {num_demos}",
                           "give one metadata dict per demo")
     return AudioLanguageModelDemoCallback(**params)
-
-
-def _positive_int(demo: Mapping[str, Any], key: str, default: int) -> int:
-    value = demo.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"training.demo.{key}", f"expected a positive integer, got {value!r:.60}")
-    return value
 
 
 def _cfg_scales(scales: Any) -> List[float]:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Union
 
 import torch
 
-from ..models.config import ConfigError, check_choice, require_mapping, warn_unknown_keys
+from ..config import ConfigError, check_choice, require_mapping, warn_unknown_keys
 from ..samplers import get_alphas_sigmas, sample_timesteps_logsnr, truncated_logistic_normal_rescaled
 
 __all__ = [

@@ -5,13 +5,12 @@ As upstream's ``training/utils.py``, this module also exposes the logger helpers
 from __future__ import annotations
 
 import os
-import warnings
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..models.config import ConfigError, require, require_mapping, warn_unknown_keys
+from ..config import ConfigError, require, require_mapping, warn_unknown_keys
 from .logging_utils import log_audio, log_image, log_metric, log_point_cloud, logger_project_name
 
 __all__ = ["InverseLR", "create_optimizer_from_config", "create_scheduler_from_config", "get_rank",
@@ -95,17 +94,3 @@ def create_scheduler_from_config(scheduler_config: Mapping, optimizer: torch.opt
         return cls(optimizer, **dict(scheduler_config.get("config", {})))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}.config", f"invalid options for {kind}: {e}") from None
-
-
-def resolve_optimizer_configs(optimizer_configs: Optional[Mapping], defaults: Mapping, path: str,
-                              learning_rate: Optional[float] = None) -> dict:
-    """Use ``optimizer_configs`` when given (warning if ``learning_rate`` is also set), else ``defaults``."""
-    if optimizer_configs is None:
-        return {k: dict(v) for k, v in defaults.items()}
-    optimizer_configs = require_mapping(optimizer_configs, path)
-    if learning_rate is not None:
-        warnings.warn(f"both 'learning_rate' and '{path}' are set; '{path}' wins", UserWarning, stacklevel=2)
-    for group in defaults:
-        require(optimizer_configs, group, path, f"an optimizer group named '{group}'")
-        require(optimizer_configs[group], "optimizer", f"{path}.{group}", "{'type': ..., 'config': {...}}")
-    return {k: dict(v) for k, v in optimizer_configs.items()}

@@ -24,7 +24,7 @@ from ..inference.generation import generate_diffusion_cond
 from ..metrics import AudioCollection, EvaluationConfig, EvaluationError, Evaluator, load_prompts
 from ..metrics.collections import prompt_ids
 from ..metrics.evaluation import HIGHER_IS_BETTER, METRICS, RECONSTRUCTION_METRICS
-from ..models.config import ConfigError, require_mapping, warn_unknown_keys
+from ..config import ConfigError, require_mapping, warn_unknown_keys
 from .wrapper_utils import swapped_child
 
 __all__ = ["ValidationMetricsCallback", "create_validation_metrics_callback", "monitor_mode", "check_monitor",

@@ -220,9 +220,9 @@ class DiffusionCondInterface(DemoInterface):
         step, default_seconds = seconds_slider_settings(self.sample_size, self.sample_rate)
         with gr.Row():
             with gr.Column(scale=6):
-                c["prompt"] = gr.Textbox(show_label=False, placeholder="Prompt", elem_id="prompt")
-                c["negative_prompt"] = gr.Textbox(show_label=False, placeholder="Negative prompt",
-                                                  elem_id="negative-prompt")
+                c["prompt"] = gr.Textbox(label="Prompt", show_label=False, placeholder="Prompt", elem_id="prompt")
+                c["negative_prompt"] = gr.Textbox(label="Negative prompt", show_label=False,
+                                                  placeholder="Negative prompt", elem_id="negative-prompt")
             c["generate"] = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
         with gr.Row(equal_height=False):
             with gr.Column():

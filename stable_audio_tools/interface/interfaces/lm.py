@@ -79,8 +79,8 @@ class LMInterface(DemoInterface):
         step, default_seconds = seconds_slider_settings(self.sample_size, self.sample_rate)
         with gr.Row():
             with gr.Column(scale=6):
-                c["prompt"] = gr.Textbox(show_label=False, placeholder="Prompt", visible=self.has_prompt,
-                                         elem_id="prompt")
+                c["prompt"] = gr.Textbox(label="Prompt", show_label=False, placeholder="Prompt",
+                                         visible=self.has_prompt, elem_id="prompt")
             c["generate"] = gr.Button("Generate", variant="primary", scale=1, elem_id="generate-button")
         with gr.Row(equal_height=False):
             with gr.Column():

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import check_choice
 from .filters import a_weighting_fir_taps, chroma_filterbank, get_window, mel_filterbank
 
 __all__ = [
@@ -62,11 +63,6 @@ def normalized_complex_distance_loss(x: torch.Tensor, y: torch.Tensor, eps: floa
     return (x - y).abs() / (0.5 * (x.abs() + y.abs()) + eps)
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))} (got {value!r})")
-
-
 class SumAndDifference(nn.Module):
     """Split a stereo signal ``[B, 2, T]`` into its sum ``L + R`` and difference ``L - R`` (``[B, 1, T]`` each)."""
 
@@ -87,7 +83,7 @@ class FIRFilter(nn.Module):
 
     def __init__(self, filter_type: str = "hp", coef: float = 0.85, fs: float = 44100, ntaps: int = 101) -> None:
         super().__init__()
-        _check_choice("filter_type", filter_type, ("hp", "fd", "aw"))
+        check_choice(filter_type, ("hp", "fd", "aw"), "filter_type")
         if ntaps % 2 == 0:
             raise ValueError(f"ntaps must be odd (got {ntaps})")
         self.filter_type = filter_type
@@ -145,8 +141,8 @@ class STFTMagnitudeLoss(nn.Module):
     def __init__(self, log: bool = True, log_eps: float = 0.0, log_fac: float = 1.0, distance: str = "L1",
                  reduction: str = "mean") -> None:
         super().__init__()
-        _check_choice("distance", distance, ("L1", "L2"))
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice(distance, ("L1", "L2"), "distance")
+        check_choice(reduction, _REDUCTIONS, "reduction")
         self.log = log
         self.log_eps = log_eps
         self.log_fac = log_fac
@@ -183,10 +179,10 @@ class STFTLoss(nn.Module):
                  device: Any = None, retain_batch_dim: bool = False, log_eps: float = 0.0,
                  log_fac: float = 1.0) -> None:
         super().__init__()
-        _check_choice("scale", scale, (None, "mel", "chroma"))
-        _check_choice("output", output, ("loss", "full"))
-        _check_choice("reduction", reduction, _REDUCTIONS)
-        _check_choice("mag_distance", mag_distance, ("L1", "L2"))
+        check_choice(scale, (None, "mel", "chroma"), "scale")
+        check_choice(output, ("loss", "full"), "output")
+        check_choice(reduction, _REDUCTIONS, "reduction")
+        check_choice(mag_distance, ("L1", "L2"), "mag_distance")
         if not any((w_sc, w_log_mag, w_lin_mag, w_phs)):
             raise ValueError("all STFT loss term weights (w_sc, w_log_mag, w_lin_mag, w_phs) are zero; "
                              "set at least one of them")
@@ -368,7 +364,7 @@ class SumAndDifferenceSTFTLoss(nn.Module):
                  window: str = "hann_window", w_sum: float = 1.0, w_diff: float = 1.0, output: str = "loss",
                  **kwargs: Any) -> None:
         super().__init__()
-        _check_choice("output", output, ("loss", "full"))
+        check_choice(output, ("loss", "full"), "output")
         if kwargs.get("output", "loss") != "loss":
             raise ValueError("the inner multi-resolution loss of SumAndDifferenceSTFTLoss must use output='loss'")
         self.sd = SumAndDifference()
@@ -425,7 +421,7 @@ class SISDRLoss(nn.Module):
 
     def __init__(self, zero_mean: bool = True, eps: float = 1e-8, reduction: str = "mean") -> None:
         super().__init__()
-        _check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice(reduction, _REDUCTIONS, "reduction")
         self.zero_mean = zero_mean
         self.eps = eps
         self.reduction = reduction
