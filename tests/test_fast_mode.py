@@ -240,3 +240,12 @@ def test_gradio_loads_fast_and_int8_models_and_refuses_model_half_with_them(save
         gradio.load_model(pretrained_name=str(saved), device="cpu", dtype="bf16", quantize="int8")
     with pytest.raises(SystemExit):
         run_gradio.main(["--pretrained-name", str(saved), "--model-half", "--dtype", "bf16"])
+
+
+def test_generate_py_refuses_int8_with_adapters(saved, tmp_path):
+    adapter = tmp_path / "lora.safetensors"
+    adapter.write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--pretrained-name", str(saved), "--prompt", "x", "--device", "cpu", "--quantize", "int8",
+                  "--adapter", str(adapter), "--output-dir", str(tmp_path)])
+    assert "--quantize int8 does not combine with --adapter" in str(e.value)

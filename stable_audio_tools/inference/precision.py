@@ -26,9 +26,8 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
-__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_dtype_of",
-           "check_fast_mode", "enable_fast_mode",
-           "quantize_int8", "maybe_autocast", "autocast_backbone", "fast_dtype"]
+__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
+           "autocast_dtype_of", "check_fast_mode", "enable_fast_mode", "fast_dtype", "maybe_autocast", "quantize_int8"]
 
 #: spellings of the fast (autocast) mode accepted by the command lines
 FAST_DTYPES = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
@@ -56,10 +55,11 @@ def _check_autocast(device_type: str, dtype: torch.dtype) -> None:
 
 
 def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
-    """Mark ``model`` (a diffusion wrapper or an autoencoder) for autocast inference in ``dtype`` and return it.
+    """Mark ``model`` (a diffusion wrapper) for autocast inference in ``dtype`` and return it: the
+    ``generate_diffusion_*`` functions then run its backbone calls under :class:`AutocastBackbone`.
 
     Args:
-        model (nn.Module): the model; its weights and state dict are not changed (only a plain attribute is set).
+        model (nn.Module): the model; its weights and state dict are not changed (a plain attribute is set).
         dtype (torch.dtype or None, default torch.bfloat16): the autocast dtype; ``None`` returns to exact mode.
     """
     if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
