@@ -31,7 +31,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENTS = 256
@@ -127,16 +129,15 @@ class Worker:
         return time.perf_counter() - t0
 
     def quality(self, out_dir: str) -> Dict[str, str]:
-        """Decoded dpmpp audio (and latents) of every mode, saved as tensors; returns their paths."""
+        """Decoded dpmpp audio (and latents) of every mode, saved as .npy arrays; returns their paths."""
         paths = {}
         with self.torch.no_grad():
             for mode in self.models:
-                paths[f"{mode}_latents"] = os.path.join(out_dir, f"{mode}_latents.pt")
-                self.torch.save(self._generation(self.models[mode], "dpmpp"), paths[f"{mode}_latents"])
-                if mode != "exact" or "bf16" in self.models:
-                    paths[f"{mode}_audio"] = os.path.join(out_dir, f"{mode}_audio.pt")
-                    self.torch.save(self._generation(self.models[mode], "dpmpp", decode=True),
-                                    paths[f"{mode}_audio"])
+                paths[f"{mode}_latents"] = os.path.join(out_dir, f"{mode}_latents.npy")
+                np.save(paths[f"{mode}_latents"], self._generation(self.models[mode], "dpmpp").numpy())
+                if "bf16" in self.models:  # our side: decoded audio for the quality bound
+                    paths[f"{mode}_audio"] = os.path.join(out_dir, f"{mode}_audio.npy")
+                    np.save(paths[f"{mode}_audio"], self._generation(self.models[mode], "dpmpp", decode=True).numpy())
         return paths
 
 
@@ -197,18 +198,18 @@ def _quality(ours: Dict[str, str], upstream: Optional[Dict[str, str]], sample_ra
     from stable_audio_tools.metrics.reconstruction import log_mel_distance
 
     lines = []
-    exact = torch.load(ours["exact_audio"])
+    exact = torch.from_numpy(np.load(ours["exact_audio"]))
     for mode in ("bf16", "int8"):
         if f"{mode}_audio" not in ours:
             continue
-        fast = torch.load(ours[f"{mode}_audio"])
+        fast = torch.from_numpy(np.load(ours[f"{mode}_audio"]))
         snr = 10 * torch.log10(exact.square().sum() / (fast - exact).square().sum().clamp_min(1e-30))
         mel = log_mel_distance(fast, exact, sample_rate).mean()
         lines.append(f"- {mode} vs exact, decoded dpmpp-3m-sde 20-step audio, same seed and noise: SNR "
                      f"{snr.item():.1f} dB, log-mel distance {mel.item():.4f} (log10 mel magnitude, mean |diff|)")
     if upstream is not None:
-        diff = (torch.load(upstream["exact_latents"]) - torch.load(ours["exact_latents"])).abs().max()
-        lines.append(f"- exact mode vs upstream, dpmpp-3m-sde 20-step latents: max |diff| = {diff.item():.3g}")
+        diff = np.abs(np.load(upstream["exact_latents"]) - np.load(ours["exact_latents"])).max()
+        lines.append(f"- exact mode vs upstream, dpmpp-3m-sde 20-step latents: max |diff| = {diff:.3g}")
     return lines
 
 
