@@ -27,6 +27,7 @@ from .jobs import (GenerationSettings, SourceAudio, check_settings, read_prompts
                    settings_from_sidecar)
 from .precision import FAST_DTYPES, QUANTIZE_CHOICES, apply_fast_mode, check_fast_mode
 from .runner import FORMATS, check_format, run_settings
+from .utils import select_device
 
 __all__ = ["build_parser", "read_model_config", "load_model", "load_model_for_flags", "select_device", "settings_from_args", "main"]
 
@@ -142,25 +143,6 @@ def read_model_config(pretrained_name: Optional[str], model_config_path: Optiona
     if not isinstance(config, dict) or "model_type" not in config:
         raise ValueError(f"model config {path}: not a model config (no 'model_type')")
     return config
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA, else MPS, else CPU; anything else is checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
 
 
 def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckpt_path: Optional[str],

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..families import MODEL_FAMILIES, resolve_builder
 from ..inference.precision import apply_fast_mode
+from ..inference.utils import select_device
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
@@ -49,25 +50,6 @@ __all__ = ["CheckpointMismatchError", "DemoLimits", "select_device", "check_stat
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-
-
-def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``device`` if given (checked to exist), else CUDA when available, else Apple MPS when available, else CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_available = mps is not None and mps.is_available()
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {device!r} is not a torch device (e.g. cuda, cuda:1, mps, cpu): {e}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if chosen.type == "mps" and not mps_available:
-        raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
-    return chosen
 
 
 def _load_pretransform(model: nn.Module, path: PathLike) -> None:
