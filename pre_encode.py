@@ -1,7 +1,7 @@
 """Encode an audio dataset into autoencoder latents once, to train latent diffusion models on them.
 
     python pre_encode.py --model-config ae.json --ckpt-path ae.ckpt --dataset-config data.json \\
-        --output-path latents/ [--batch-size 8] [--sample-size 1320960] [--model-half] [--is-discrete]
+        --output-path latents/ [--batch-size 8] [--sample-size 1320960] [--model-half | --dtype bf16] [--is-discrete]
 
 Writes ``<output>/<rank>/<13-digit id>.npy`` + ``.json`` per item, ``<output>/skipped_<rank>.json`` (the
 files that could not be used, with reasons: they are skipped, never replaced) and ``<output>/details.json``;
@@ -31,6 +31,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="unwrapped autoencoder checkpoint (.ckpt or .safetensors); it must fit --model-config "
                              "exactly (an unwrapped model whose pretransform is this autoencoder also works)")
     parser.add_argument("--model-half", action="store_true", help="run the model in float16, store float16 latents")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bf16-mixed"],
+                        help="float32: exact; bf16 (= bf16-mixed): encode under bf16 autocast (Lightning "
+                             "bf16-mixed) with float32 weights, store float32 latents (default: float32)")
     parser.add_argument("--dataset-config", type=str, required=True, help="dataset config (JSON)")
     parser.add_argument("--output-path", type=str, required=True, help="output directory")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size per process")
@@ -104,6 +107,16 @@ def load_model(model_config: Dict[str, Any], model_ckpt_path: str, model_half: b
     return model
 
 
+def _precision(args: argparse.Namespace) -> str:
+    """The Lightning precision of the encoding run: ``--model-half`` -> 16-true, ``--dtype bf16`` -> bf16-mixed."""
+    if args.model_half and args.dtype != "float32":
+        raise ValueError(f"--model-half (float16 weights) and --dtype {args.dtype} (bf16 autocast) do not combine; "
+                         f"pick one")
+    if args.model_half:
+        return "16-true"
+    return "32-true" if args.dtype == "float32" else "bf16-mixed"
+
+
 def check_output_path(output_path: str, dataset_config: Dict[str, Any]) -> None:
     """Refuse an ``--output-path`` inside (or equal to) a local source directory of the dataset config: the
     latents would land among the files being encoded (and a later scan would pick them up)."""
@@ -167,7 +180,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         devices = 1
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=args.num_nodes, strategy=args.strategy,
-        precision="16-true" if args.model_half else "32-true", logger=False, enable_checkpointing=False,
+        precision=_precision(args), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
         limit_val_batches=args.limit_batches if iterable and args.limit_batches else None)
     trainer.validate(module, verbose=False)

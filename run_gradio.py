@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", default=None, help="password for --username")
     parser.add_argument("--model-half", action="store_true", default=False,
                         help="run the model in float16 (CUDA only; ignored with a warning elsewhere)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bf16-mixed"],
+                        help="float32: exact mode; bf16 (= bf16-mixed): fast mode, the diffusion backbone under bf16 "
+                             "autocast with RoPE / norms / timestep math / sampler / decoder in float32; diffusion "
+                             "models only (docs/inference.md#fast-mode; default: float32)")
+    parser.add_argument("--quantize", default="none", choices=["none", "int8"],
+                        help="int8: dynamic int8 quantisation of the diffusion backbone's transformer-block linear "
+                             "layers; CPU only, with --dtype float32 (default: none)")
     parser.add_argument("--title", default="", help="title shown above the UI")
     parser.add_argument("--server-name", default=None,
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
@@ -105,6 +112,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--model-config needs --ckpt-path (an unwrapped checkpoint of that model)")
     if (args.username is None) != (args.password is None):
         parser.error("--username and --password go together")
+    if args.model_half and (args.dtype != "float32" or args.quantize != "none"):
+        parser.error("--model-half (float16 weights) does not combine with --dtype bf16 / --quantize int8; pick one")
 
 
 @contextmanager
@@ -151,7 +160,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 ui = create_ui(model_config_path=args.model_config, ckpt_path=args.ckpt_path,
                                pretrained_name=args.pretrained_name, pretransform_ckpt_path=args.pretransform_ckpt_path,
                                model_half=args.model_half, gradio_title=args.title, device=args.device,
-                               limits=limits, adapters=[parse_adapter_flag(spec) for spec in args.adapter])
+                               limits=limits, adapters=[parse_adapter_flag(spec) for spec in args.adapter],
+                               dtype=args.dtype, quantize=args.quantize)
             except (FileNotFoundError, ValueError) as e:
                 sys.exit(f"run_gradio.py: {e}")
             auth = (args.username, args.password) if args.username else None

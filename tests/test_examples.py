@@ -206,7 +206,8 @@ def test_tutorial_other_model_types(tutorial, section, needs, name):
 @pytest.mark.slow
 def test_root_scripts_import_with_only_the_declared_dependencies():
     """After ``pip install -e .`` the root scripts and what they import lazily load (gradio included)."""
-    modules = ["train", "unwrap_model", "pre_encode", "run_gradio", "generate", "stable_audio_tools.interface.gradio",
+    modules = ["train", "unwrap_model", "pre_encode", "run_gradio", "generate", "evaluate", "stable_audio_tools.metrics",
+               "stable_audio_tools.models.adapters", "stable_audio_tools.interface.gradio",
                "stable_audio_tools.training", "stable_audio_tools.training.pre_encode",
                "stable_audio_tools.training.unwrap", "stable_audio_tools.data.dataset",
                "stable_audio_tools.models.factory", "stable_audio_tools.models.lm",

@@ -343,6 +343,7 @@ def test_select_device():
     expected = "cuda" if torch.cuda.is_available() else (
         "mps" if torch.backends.mps.is_available() else "cpu")
     assert demo.select_device().type == expected
+    assert demo.select_device("auto").type == expected  # generate.py's --device auto
 
 
 def _load_run_gradio():

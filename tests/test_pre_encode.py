@@ -165,6 +165,21 @@ def test_sampled_half_precision_latents_and_limit_batches(ws, tmp_path):
         assert float(z.abs().max()) < 6 and 0.5 < float(z.std()) < 1.5  # a sample of the posterior, not its mean
 
 
+def test_bf16_autocast_stores_float32_latents_close_to_exact(ws, tmp_path):
+    stats = SCRIPT.main(args(ws, tmp_path / "out", "--batch-size", 2, "--dtype", "bf16", "--vae-mean",
+                             "--limit-batches", 1))
+    found = items(tmp_path / "out")
+    assert stats["encoded"] == 2 and len(found) == 2
+    model = load_model(ws)
+    for latent, info in found.values():
+        assert latent.dtype == np.float32
+        errors = [float((torch.from_numpy(latent) - mean).norm() / mean.norm())
+                  for mean, _ in vae_moments(model, item_audio(info))]
+        assert 0 < min(errors) < 0.05, errors  # bf16 rounding, not the exact latents and not garbage
+    with pytest.raises(ValueError, match="--model-half .* do not combine"):
+        SCRIPT.main(args(ws, tmp_path / "bad", "--model-half", "--dtype", "bf16"))
+
+
 def test_interrupt_and_resume(ws, tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert SCRIPT.main(args(ws, out, "--batch-size", 2, "--limit-batches", 1))["encoded"] == 2

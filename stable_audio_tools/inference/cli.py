@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -25,12 +25,15 @@ from ..models.safe_load import CheckpointError, enable_trust_pickle
 from ..models.utils import check_state_dict, load_ckpt_state_dict
 from .jobs import (GenerationSettings, SourceAudio, check_settings, read_prompts_file, resolve_settings,
                    settings_from_sidecar)
+from .precision import FAST_DTYPES, QUANTIZE_CHOICES, apply_fast_mode, check_fast_mode
 from .runner import FORMATS, check_format, run_settings
+from .utils import select_device
 
-__all__ = ["build_parser", "read_model_config", "load_model", "select_device", "settings_from_args", "main"]
+__all__ = ["build_parser", "read_model_config", "load_model", "load_model_for_flags", "select_device", "settings_from_args", "main"]
 
 log = logging.getLogger(__name__)
 
+#: --dtype values that cast the whole model (weights and activations)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -52,8 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "sidecar")
     m.add_argument("--device", default="auto", help="torch device: auto (CUDA, else MPS, else CPU), cpu, cuda, "
                                                     "cuda:1, mps (default: auto)")
-    m.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                   help="model precision; float16 needs a GPU (default: float32)")
+    m.add_argument("--dtype", default="float32", choices=list(DTYPES) + list(FAST_DTYPES),
+                   help="float32: exact mode; bf16 (= bf16-mixed): fast mode, float32 weights with the diffusion "
+                        "backbone under bf16 autocast and RoPE / norms / timestep math / sampler / decoder in "
+                        "float32; float16 / bfloat16: cast the whole model (float16 needs a GPU) "
+                        "(docs/inference.md#fast-mode; default: float32)")
+    m.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
+                   help="int8: dynamic int8 quantisation of the diffusion backbone's transformer-block linear "
+                        "layers, CPU only, with --dtype float32 (default: none)")
     g = p.add_argument_group("what to generate")
     g.add_argument("--prompt", help="text prompt")
     g.add_argument("--prompts", metavar="FILE", help="one prompt per line, or JSON lines with prompt and optional "
@@ -136,25 +145,6 @@ def read_model_config(pretrained_name: Optional[str], model_config_path: Optiona
     return config
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` -> CUDA, else MPS, else CPU; anything else is checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name!r} is not a torch device ({e})") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
-
-
 def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckpt_path: Optional[str],
                device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Build the model and load its weights strictly (through the safe loader), on ``device`` in ``dtype``."""
@@ -172,6 +162,30 @@ def load_model(model_config: Dict[str, Any], pretrained_name: Optional[str], ckp
     if dtype != torch.float32:
         model = model.to(dtype)
     return model
+
+
+def load_model_for_flags(config: Dict[str, Any], args: argparse.Namespace, device: torch.device,
+                         adapters: Sequence[Tuple[str, float]] = ()) -> nn.Module:
+    """:func:`load_model`, then the ``adapters`` (``(path, strength)`` pairs of ``--adapter``), then the precision
+    flags: ``--dtype`` (a cast for float16 / bfloat16, fast mode for ``bf16`` / ``bf16-mixed``) and ``--quantize``;
+    bad combinations raise ValueError naming the flags."""
+    dtype = DTYPES.get(args.dtype, torch.float32)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32, bf16 or bfloat16 on "
+                         "the CPU")
+    fast = "float32" if args.dtype in DTYPES else args.dtype
+    if args.quantize != "none" and args.dtype != "float32":
+        raise ValueError(f"--quantize {args.quantize} runs with float32 weights and activations; use --dtype "
+                         f"float32 (the default), not --dtype {args.dtype}")
+    if args.quantize != "none" and adapters:
+        raise ValueError(f"--quantize {args.quantize} does not combine with --adapter (the adapters wrap the layers "
+                         f"int8 would replace); drop one of them")
+    check_fast_mode(config.get("model_type"), fast, args.quantize, device)
+    model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
+    for path, strength in adapters:
+        name = load_adapter(model, path, strength=strength)
+        log.info("adapter %s loaded from %s (strength %g)", name, path, strength)
+    return apply_fast_mode(model, config.get("model_type"), fast, args.quantize, device)
 
 
 def settings_from_args(args: argparse.Namespace) -> List[GenerationSettings]:
@@ -222,6 +236,8 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Tuple[Gener
             args.device = sidecar["device"]
         if args.dtype == "float32" and sidecar.get("dtype"):
             args.dtype = sidecar["dtype"]
+        if args.quantize == "none" and sidecar.get("quantize"):
+            args.quantize = sidecar["quantize"]
         args.format = sidecar.get("format", args.format)
         raw = [settings]
     else:
@@ -271,14 +287,8 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
             args.prompt = ""
         config, jobs, model_info, only_index = _prepare(args)
         device = select_device(args.device)
-        dtype = DTYPES[args.dtype]
-        if dtype == torch.float16 and device.type == "cpu":
-            raise ValueError("--dtype float16 needs a GPU (--device cuda or mps); use float32 or bfloat16 on the CPU")
-        model = load_model(config, args.pretrained_name, args.ckpt_path, device, dtype)
-        for path, strength in model_info["adapters"]:
-            name = load_adapter(model, path, strength=strength)
-            log.info("adapter %s loaded from %s (strength %g)", name, path, strength)
-        run_info = {"device": device.type, "dtype": args.dtype}
+        model = load_model_for_flags(config, args, device, adapters=model_info["adapters"])
+        run_info = {"device": device.type, "dtype": args.dtype, "quantize": args.quantize}
         return run_settings(model, config, jobs, Path(args.output_dir), args.format, device, model_info, run_info,
                             only_index=only_index)
     except (ValueError, FileNotFoundError, CheckpointError, AdapterFileError, ConfigError) as e:

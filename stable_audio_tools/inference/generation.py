@@ -20,6 +20,7 @@ from torch.nn.functional import interpolate
 
 from ..models.diffusion import register_generator
 from ..samplers import sample_k, sample_rf
+from .precision import autocast_backbone
 from .editing import INIT_MODES, SAMPLER_KEYS, KnownRegionModel, invert_to_start, inversion_times, latent_keep_mask
 from .utils import build_mask, decode_latents, prepare_audio
 
@@ -102,7 +103,7 @@ def _cast(inputs: Mapping[str, Any], dtype: torch.dtype) -> Dict[str, Any]:
 def _run_sampler(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], steps: int,
                  sampler_kwargs: Dict[str, Any], model_kwargs: Dict[str, Any], device, dist_shift=None,
                  model_fn=None) -> torch.Tensor:
-    model_fn = model.model if model_fn is None else model_fn
+    model_fn = autocast_backbone(model, model.model if model_fn is None else model_fn)
     if _objective(model) == "v":
         return sample_k(model_fn, noise, init, steps, **sampler_kwargs, **model_kwargs, device=device)
     rf_kwargs = {k: v for k, v in sampler_kwargs.items() if k not in ("sigma_min", "rho")}
@@ -249,7 +250,7 @@ def _sample_conditioned(model: nn.Module, noise: torch.Tensor, init: Optional[to
     if init is not None and init_mode == "invert":
         times = inversion_times(_objective(model), steps, sampler_kwargs, noise.shape[-1], dist_shift)
         model_extras = {k: v for k, v in sampler_kwargs.items() if k not in SAMPLER_KEYS}
-        init, noise = invert_to_start(model.model, _objective(model), init.type(dtype), times,
+        init, noise = invert_to_start(autocast_backbone(model, model.model), _objective(model), init.type(dtype), times,
                                       {**model_kwargs, **model_extras})
     sampled = _run_sampler(model, noise, init, steps, sampler_kwargs, model_kwargs, device, dist_shift=dist_shift,
                            model_fn=model_fn)

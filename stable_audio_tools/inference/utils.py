@@ -3,7 +3,7 @@ masks and chunked latent decoding."""
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from torch import nn
 from ..audio import prepare_audio, set_audio_channels
 from ..samplers import get_bmask
 
-__all__ = ["prepare_audio", "set_audio_channels", "build_mask", "get_bmask", "decode_latents"]
+__all__ = ["prepare_audio", "set_audio_channels", "build_mask", "get_bmask", "decode_latents", "select_device"]
 
 
 def build_mask(sample_size: int, mask_args: Mapping[str, float]) -> torch.Tensor:
@@ -78,3 +78,23 @@ def decode_latents(pretransform: nn.Module, latents: torch.Tensor, chunked: bool
             hi, c_hi = hi - trim, c_hi - trim
         out[..., lo:hi] = piece[..., c_lo:c_hi]
     return out
+
+
+def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
+    """``device`` if given (checked to exist), else (``None`` or ``"auto"``) CUDA when available, else Apple MPS
+    when available, else CPU. Raises ``ValueError`` naming the ``--device`` value when it cannot be used."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = mps is not None and mps.is_available()
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r} is not a torch device (e.g. cuda, cuda:1, mps, cpu): {e}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if chosen.type == "mps" and not mps_available:
+        raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
+    return chosen

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from ..families import MODEL_FAMILIES, resolve_builder
+from ..inference.precision import apply_fast_mode
+from ..inference.utils import select_device
 from ..models.factory import create_model_from_config, load_model_config
 from ..models.pretrained import get_pretrained_model
 from ..models.utils import CheckpointMismatchError, check_state_dict, load_ckpt_state_dict
@@ -50,25 +52,6 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
-def select_device(device: Optional[Union[str, torch.device]] = None) -> torch.device:
-    """``device`` if given (checked to exist), else CUDA when available, else Apple MPS when available, else CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_available = mps is not None and mps.is_available()
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device {device!r} is not a torch device (e.g. cuda, cuda:1, mps, cpu): {e}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if chosen.type == "mps" and not mps_available:
-        raise ValueError(f"--device {device}: Apple MPS is not available on this machine")
-    return chosen
-
-
 def _load_pretransform(model: nn.Module, path: PathLike) -> None:
     pretransform = getattr(model, "pretransform", None)
     if pretransform is None:
@@ -82,14 +65,17 @@ def _load_pretransform(model: nn.Module, path: PathLike) -> None:
 def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: Optional[PathLike] = None,
                pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
                device: Optional[Union[str, torch.device]] = None,
-               model_half: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
+               model_half: bool = False, dtype: str = "float32",
+               quantize: str = "none") -> Tuple[nn.Module, Dict[str, Any]]:
     """Build and load a model for inference; returns ``(model, model_config)``.
 
     Either ``pretrained_name`` (a Hub repo id or a local directory with ``model_config.json`` and
     ``model.safetensors`` / ``model.ckpt``) or ``model_config`` plus ``model_ckpt_path`` (an unwrapped checkpoint,
     checked against the config). ``pretransform_ckpt_path`` then replaces the pretransform's weights. The model is
     moved to ``device`` (see :func:`select_device`), put in eval mode without gradients and, with ``model_half``
-    on a CUDA device, converted to float16 (elsewhere the flag is ignored with a warning).
+    on a CUDA device, converted to float16 (elsewhere the flag is ignored with a warning). ``dtype`` (``"float32"``,
+    ``"bf16"`` / ``"bf16-mixed"``: fast mode) and ``quantize`` (``"none"``, ``"int8"``) are the fast-mode choices
+    of :func:`~stable_audio_tools.inference.precision.apply_fast_mode` (docs/inference.md#fast-mode).
     """
     if pretrained_name is not None and (model_config is not None or model_ckpt_path is not None):
         raise ValueError("give either a pretrained model name or a model config with a checkpoint, not both")
@@ -121,7 +107,9 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
         else:
             log.warning("--model-half is ignored on %s (float16 is only used on CUDA); running in float32",
                         device.type)
-    log.info("model ready on %s (%s)", device, next(model.parameters()).dtype)
+    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize, device)
+    log.info("model ready on %s (%s%s)", device, next(model.parameters()).dtype,
+             "" if dtype == "float32" and quantize == "none" else f", fast mode: {dtype}, quantize {quantize}")
     remember_model(model, model_config)
     return model, model_config
 
@@ -152,8 +140,10 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
               pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
               model_half: bool = False, gradio_title: str = "",
               device: Optional[Union[str, torch.device]] = None, limits: Optional[DemoLimits] = None,
-              adapters: Sequence[Tuple[str, float]] = ()) -> gr.Blocks:
-    """Load a model (see :func:`load_model`) and build its UI under ``limits`` (default ``DemoLimits()``).
+              adapters: Sequence[Tuple[str, float]] = (), dtype: str = "float32",
+              quantize: str = "none") -> gr.Blocks:
+    """Load a model (see :func:`load_model`, which also describes ``dtype`` / ``quantize``, applied after the
+    adapters) and build its UI under ``limits`` (default ``DemoLimits()``).
 
     Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``. ``adapters``:
     ``(path, strength)`` adapter files loaded onto the model, each with a strength slider on the page.
@@ -170,8 +160,12 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
     model, model_config = load_model(model_config, ckpt_path, pretrained_name=pretrained_name,
                                      pretransform_ckpt_path=pretransform_ckpt_path, device=device,
                                      model_half=model_half)
+    if quantize != "none" and adapters:
+        raise ValueError(f"--quantize {quantize} does not combine with --adapter (the adapters wrap the layers int8 "
+                         f"would replace); drop one of them")
     load_adapters(model, adapters)
     model.requires_grad_(False)
+    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize)
     return create_ui_for_model(model, model_config, gradio_title=gradio_title, limits=limits)
 
 

@@ -242,8 +242,13 @@ class FourierFeatures(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_features // 2, in_features]) * std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = 2 * math.pi * x @ self.weight.T
-        return torch.cat([f.cos(), f.sin()], dim=-1)
+        # timestep math stays in float32 under autocast (bf16 phases of 2 pi t w are off by up to ~0.1 rad)
+        out_dtype = torch.promote_types(x.dtype, self.weight.dtype)
+        dtype = torch.promote_types(out_dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            f = 2 * math.pi * x.to(dtype) @ self.weight.to(dtype).T
+            out = torch.cat([f.cos(), f.sin()], dim=-1)
+        return out.to(out_dtype)
 
 
 def expand_to_planes(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -113,7 +113,7 @@ class ScaledSinusoidalEmbedding(nn.Module):
 class LayerNorm(nn.Module):
     """LayerNorm with param ``gamma`` and a persistent zero buffer ``beta`` (a param if ``bias``).
 
-    ``fix_scale`` makes ``gamma`` a buffer; ``force_fp32`` normalises in float32.
+    ``fix_scale`` makes ``gamma`` a buffer; ``force_fp32`` normalises in float32 (always done under autocast).
     """
 
     def __init__(self, dim: int, bias: bool = False, fix_scale: bool = False, force_fp32: bool = False,
@@ -131,9 +131,13 @@ class LayerNorm(nn.Module):
         self.force_fp32 = force_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.force_fp32:
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if not (self.force_fp32 or autocast):
             return F.layer_norm(x, x.shape[-1:], weight=self.gamma, bias=self.beta, eps=self.eps)
-        out = F.layer_norm(x.float(), x.shape[-1:], weight=self.gamma.float(), bias=self.beta.float(), eps=self.eps)
+        # float32 statistics, also under autocast (bf16 inference / bf16-mixed training)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = F.layer_norm(x.float(), x.shape[-1:], weight=self.gamma.float(), bias=self.beta.float(),
+                               eps=self.eps)
         return out.to(x.dtype)
 
 

@@ -380,6 +380,8 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
             latents, frames = encode_latents(self.model, audio, self.is_discrete, self.vae_mean)
         ratio = audio.shape[-1] / frames
         ratio = int(ratio) if float(ratio).is_integer() else ratio
+        if latents.dtype == torch.bfloat16:  # encoded under bf16 autocast (--dtype bf16): stored as float32
+            latents = latents.float()
         for (b, i), latent, md in zip(keys, latents.cpu().numpy(), metadata):
             self._write_item(b, i, latent, md, frames, ratio)
         seconds = audio.shape[0] * audio.shape[-1] / self.sample_rate if self.sample_rate else 0.0

@@ -1,0 +1,198 @@
+"""Inference precision: exact mode (float32, the default) and fast mode (bf16 autocast, optional int8).
+
+Fast mode keeps the weights in float32 and runs the diffusion backbone under ``torch.autocast`` with bfloat16, so
+matrix multiplies and convolutions use the CPU's bf16 matrix units (AMX / AVX512-BF16) or the GPU's tensor cores.
+The numerically fragile parts stay in float32:
+
+* the sampler (sigma / timestep schedule, the update rule, the noise): only the backbone call is autocast, and
+  its output is cast back to the latent's dtype, so the sampled (final) latent is float32;
+* rotary position embeddings and their application (``models.attention``), layer norms (autocast runs
+  ``layer_norm`` in float32), the DiT's timestep Fourier features (``models.blocks.FourierFeatures``);
+* the pretransform (autoencoder) encode / decode: it gains nothing from bf16 on the CPU and runs in float32.
+
+``int8`` replaces the backbone's transformer-block ``nn.Linear`` layers by dynamically quantised ones
+(``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call), with float32
+activations elsewhere. CPU only; it pays on CPUs with VNNI / AMX; it does not combine with bf16 autocast (the
+int8 kernels take float32 inputs). Docs: docs/inference.md#fast-mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Callable, Iterator, List, Optional, Union
+
+import torch
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+from torch.ao.quantization import quantize_dynamic
+
+__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
+           "autocast_dtype_of", "check_fast_mode", "enable_fast_mode", "fast_dtype", "maybe_autocast", "quantize_int8"]
+
+#: spellings of the fast (autocast) mode accepted by the command lines
+FAST_DTYPES = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
+#: values of ``--quantize``
+QUANTIZE_CHOICES = ("none", "int8")
+
+_ATTRIBUTE = "inference_autocast_dtype"
+
+
+def fast_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
+    """The autocast dtype of a fast-mode name (``"bf16"`` / ``"bf16-mixed"``); ``flag`` names the option in the
+    error."""
+    if name not in FAST_DTYPES:
+        raise ValueError(f"{flag} {name!r} is not a fast mode; use one of {', '.join(FAST_DTYPES)}")
+    return FAST_DTYPES[name]
+
+
+def _check_autocast(device_type: str, dtype: torch.dtype) -> None:
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"autocast dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+    if device_type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"bf16 autocast is not available on device type {device_type!r}; use float32")
+    if dtype == torch.float16 and device_type == "cpu":
+        raise ValueError("float16 autocast needs a GPU; use bfloat16 on the CPU")
+
+
+def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
+    """Mark ``model`` (a diffusion wrapper) for autocast inference in ``dtype`` and return it: the
+    ``generate_diffusion_*`` functions then run its backbone calls under :class:`AutocastBackbone`.
+
+    Args:
+        model (nn.Module): the model; its weights and state dict are not changed (a plain attribute is set).
+        dtype (torch.dtype or None, default torch.bfloat16): the autocast dtype; ``None`` returns to exact mode.
+    """
+    if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"enable_fast_mode: dtype must be torch.bfloat16, torch.float16 or None, got {dtype}")
+    if dtype is not None and any(isinstance(m, DynamicQuantizedLinear) for m in model.modules()):
+        raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
+                         "activations): use --dtype bf16 or --quantize int8, not both")
+    setattr(model, _ATTRIBUTE, dtype)
+    return model
+
+
+def autocast_dtype_of(model: nn.Module) -> Optional[torch.dtype]:
+    """The autocast dtype :func:`enable_fast_mode` set on ``model``, or ``None`` (exact mode)."""
+    return getattr(model, _ATTRIBUTE, None)
+
+
+@contextlib.contextmanager
+def maybe_autocast(device: Union[str, torch.device], dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """``torch.autocast(device.type, dtype)`` when ``dtype`` is given, else nothing (exact mode)."""
+    if dtype is None:
+        yield
+        return
+    device_type = torch.device(device).type
+    _check_autocast(device_type, dtype)
+    with torch.autocast(device_type=device_type, dtype=dtype):
+        yield
+
+
+class AutocastBackbone:
+    """``model_fn`` run under autocast; tensor outputs are cast back to the dtype of the input latent ``x``.
+
+    Args:
+        model_fn (callable): the backbone, ``model_fn(x, t, **kwargs)`` -> tensor or ``(tensor, info dict)``.
+        dtype (torch.dtype): autocast dtype (torch.bfloat16 or torch.float16).
+    """
+
+    def __init__(self, model_fn: Callable[..., Any], dtype: torch.dtype) -> None:
+        self.model_fn = model_fn
+        self.dtype = dtype
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> Any:
+        with maybe_autocast(x.device, self.dtype):
+            out = self.model_fn(x, t, **kwargs)
+        if isinstance(out, tuple):
+            out, info = out
+            info = {k: v.to(x.dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                    for k, v in info.items()}
+            return out.to(x.dtype), info
+        return out.to(x.dtype)
+
+
+def autocast_backbone(model: nn.Module, model_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``model_fn`` wrapped in :class:`AutocastBackbone` when ``model`` is in fast mode, else ``model_fn``."""
+    dtype = autocast_dtype_of(model)
+    return model_fn if dtype is None else AutocastBackbone(model_fn, dtype)
+
+
+def quantize_int8(model: nn.Module, module: Optional[nn.Module] = None) -> nn.Module:
+    """Replace the ``nn.Linear`` layers of ``module`` (default: the diffusion backbone ``model.model``, else
+    ``model``) by dynamically quantised int8 layers, in place, and return ``model``.
+
+    Only the layers inside transformer blocks (the items of ``layers`` ModuleLists) are quantised when there are
+    any: they hold nearly all of the compute, while the timestep / conditioning embeddings and the input and output
+    projections stay in float32. Without such layers every ``nn.Linear`` is quantised.
+
+    CPU only (``torch.ao.quantization.quantize_dynamic``; the quantised kernels have no GPU version). The state
+    dict of a quantised model holds packed int8 weights: quantise after loading, do not save it as a checkpoint.
+    """
+    target = module if module is not None else getattr(model, "model", model)
+    devices = {p.device.type for p in target.parameters()}
+    if devices - {"cpu"}:
+        raise ValueError(f"--quantize int8 runs on the CPU only; the model is on {', '.join(sorted(devices))}")
+    if autocast_dtype_of(model) is not None:
+        raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
+                         "activations): use --dtype bf16 or --quantize int8, not both")
+    if any(p.dtype != torch.float32 for p in target.parameters()):
+        raise ValueError("--quantize int8 needs float32 weights (do not combine it with --dtype float16/bfloat16)")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated.*")
+        for part in _int8_targets(target):
+            quantize_dynamic(part, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def _int8_targets(module: nn.Module) -> List[nn.Module]:
+    """The transformer blocks of ``module`` (the items of its ``layers`` ModuleLists), else ``[module]``."""
+    blocks = [block for name, child in module.named_modules()
+              if isinstance(child, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers" for block in child]
+    return blocks if blocks else [module]
+
+
+def check_fast_mode(model_type: Optional[str], dtype: str = "float32", quantize: str = "none",
+                    device: Union[str, torch.device] = "cpu") -> None:
+    """Check the command-line fast-mode choices before any model is loaded; ValueError names the flag.
+
+    Args:
+        model_type (str or None): the config's ``model_type``; fast mode needs a diffusion model.
+        dtype (str, default "float32"): ``"float32"`` (exact mode) or a :data:`FAST_DTYPES` name.
+        quantize (str, default "none"): ``"none"`` or ``"int8"`` (CPU only, with ``dtype="float32"``).
+        device (str or torch.device, default "cpu"): where the model will run.
+    """
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if dtype != "float32" and dtype not in FAST_DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected float32 or one of {', '.join(FAST_DTYPES)}")
+    if dtype == "float32" and quantize == "none":
+        return
+    if not str(model_type or "").startswith("diffusion"):
+        raise ValueError(f"--dtype {dtype} / --quantize {quantize}: fast mode applies to diffusion models, not "
+                         f"model_type {model_type!r}; use --dtype float32 --quantize none")
+    device_type = torch.device(device).type
+    if quantize == "int8":
+        if dtype != "float32":
+            raise ValueError(f"--quantize int8 runs with float32 weights and activations; use --dtype float32 "
+                             f"(the default), not --dtype {dtype}")
+        if device_type != "cpu":
+            raise ValueError(f"--quantize int8 runs on the CPU only (got device {device_type}); drop --quantize "
+                             f"or use the CPU")
+    else:
+        _check_autocast(device_type, fast_dtype(dtype))
+
+
+def apply_fast_mode(model: nn.Module, model_type: Optional[str], dtype: str = "float32", quantize: str = "none",
+                    device: Optional[Union[str, torch.device]] = None) -> nn.Module:
+    """Apply the command-line fast-mode choices (``--dtype bf16`` / ``--quantize int8``, checked by
+    :func:`check_fast_mode` with the same arguments) to a loaded float32 model and return it; ``device``
+    defaults to the model's parameters' device."""
+    if device is None:
+        device = next(model.parameters()).device
+    check_fast_mode(model_type, dtype, quantize, device)
+    if quantize == "int8":
+        return quantize_int8(model)
+    if dtype == "float32":
+        return model
+    return enable_fast_mode(model, fast_dtype(dtype))
