@@ -32,3 +32,15 @@ def deny_reading(monkeypatch, path) -> None:
         return real_open(p, *args, **kwargs)
 
     monkeypatch.setattr(audio_module, "open", guarded_open, raising=False)
+
+
+def _cpu_bf16_problem():
+    from stable_audio_tools.inference.precision import cpu_bf16_problem
+
+    return cpu_bf16_problem()
+
+
+#: skips a test that runs bf16 kernels on the CPU where this CPU / torch build cannot (fast mode then refuses
+#: with a clear error, which tests/test_fast_mode.py checks)
+needs_cpu_bf16 = pytest.mark.skipif(_cpu_bf16_problem() is not None,
+                                    reason=f"bf16 kernels do not run here: {_cpu_bf16_problem()}")

@@ -19,7 +19,7 @@ from stable_audio_tools.models.safe_load import load_safetensors, torch_load
 from stable_audio_tools.training import create_training_wrapper_from_config
 from stable_audio_tools.training.adapters import AdapterRun
 
-from conftest import ROOT
+from conftest import ROOT, needs_cpu_bf16
 
 TINY_DIT = {
     "model_type": "diffusion_cond", "sample_size": 256, "sample_rate": 8000, "audio_channels": 1,
@@ -152,7 +152,7 @@ def test_adapter_flags_are_checked(workspace, tmp_path):
     assert proc.returncode != 0 and "include[0]" in proc.stderr and "no_such_layer" in proc.stderr
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=needs_cpu_bf16), "fp32"])
 def test_low_precision_base_trains_fp32_adapters(precision):
     torch.manual_seed(0)
     model = create_model_from_config(TINY_DIT)

@@ -19,6 +19,7 @@ from stable_audio_tools.models import attention
 from stable_audio_tools.models.blocks import FourierFeatures
 from stable_audio_tools.models.factory import create_model_from_config
 
+from conftest import needs_cpu_bf16
 from test_generate_cli import UNCOND, cond_config, read, save_model
 
 STEPS = 4
@@ -53,6 +54,7 @@ def _cond(model, **kwargs):
                                    disable_tqdm=True, **kwargs)
 
 
+@needs_cpu_bf16
 def test_fast_mode_gives_finite_audio_close_to_exact_mode(cond_model):
     exact = _cond(cond_model)
     enable_fast_mode(cond_model)
@@ -125,6 +127,7 @@ class _DtypeRecorder:
             handle.remove()
 
 
+@needs_cpu_bf16
 def test_fp32_guards_hold_under_autocast_in_inference(cond_model, monkeypatch):
     recorder = _DtypeRecorder(cond_model.model, monkeypatch)
     enable_fast_mode(cond_model)
@@ -141,6 +144,7 @@ def test_fp32_guards_hold_under_autocast_in_inference(cond_model, monkeypatch):
     assert seen["timestep"] == {torch.float32}
 
 
+@needs_cpu_bf16
 def test_fp32_guards_hold_in_a_bf16_mixed_training_forward(monkeypatch):
     """What Lightning's ``precision="bf16-mixed"`` does on the CPU: the forward under bf16 autocast."""
     model = _randomised(UNCOND).requires_grad_(True).train()
@@ -181,6 +185,15 @@ def test_int8_quantisation_runs_on_the_cpu_and_stays_close():
         enable_fast_mode(model)
 
 
+def test_fast_mode_refuses_a_cpu_without_working_bf16_kernels(monkeypatch):
+    from stable_audio_tools.inference import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_problem", lambda: "pack_vnni2 is only supported when avx512 is supported")
+    with pytest.raises(ValueError, match="bf16 fast mode cannot run on this CPU.*pack_vnni2.*--dtype float32"):
+        precision.check_fast_mode("diffusion_cond", "bf16", device="cpu")
+    precision.check_fast_mode("diffusion_cond", "bf16", device="cuda")  # the probe is about the CPU only
+
+
 def test_helper_errors_name_the_problem():
     with pytest.raises(ValueError, match="--dtype 'fp8'"):
         fast_dtype("fp8")
@@ -206,7 +219,8 @@ def saved(tmp_path_factory):
     return save_model(root / "cond", cond_config(make_tiny_t5(root / "t5")))
 
 
-@pytest.mark.parametrize("flags", [("--dtype", "bf16"), ("--dtype", "float32", "--quantize", "int8")])
+@pytest.mark.parametrize("flags", [pytest.param(("--dtype", "bf16"), marks=needs_cpu_bf16),
+                                   ("--dtype", "float32", "--quantize", "int8")])
 def test_generate_py_fast_mode_flags_are_recorded_and_reproduce(saved, tmp_path, flags):
     [path] = cli.main(["--pretrained-name", str(saved), "--prompt", "rain", "--seconds", "0.25", "--steps", "3",
                        "--seed", "4", "--device", "cpu", *flags, "--output-dir", str(tmp_path / "a")])
@@ -228,6 +242,7 @@ def test_generate_py_refuses_fast_mode_combinations(saved, tmp_path, capsys):
     assert "not --dtype bf16" in str(e.value)
 
 
+@needs_cpu_bf16
 def test_gradio_loads_fast_and_int8_models_and_refuses_model_half_with_them(saved):
     import run_gradio
     from stable_audio_tools.interface import gradio

@@ -12,6 +12,8 @@ from safetensors.torch import save_file
 from stable_audio_tools.inference import cli
 from stable_audio_tools.models.factory import create_model_from_config
 
+from conftest import needs_cpu_bf16
+
 SR = 8000
 AE = {"encoder": {"type": "oobleck", "config": {"in_channels": 1, "channels": 4, "c_mults": [1, 2], "strides": [2, 4],
                                                  "latent_dim": 8}},
@@ -322,6 +324,7 @@ def test_every_flag_is_documented():
     assert [f for f in flags if f"`{f}" not in doc] == []
 
 
+@needs_cpu_bf16
 def test_bfloat16_editing_keeps_the_prompt(models, tmp_path):
     tone = read(models["tone"])
     [path] = run("--pretrained-name", models["cond"], "--prompt", "solo piano melody", "--continue", models["tone"],

@@ -18,6 +18,7 @@ int8 kernels take float32 inputs). Docs: docs/inference.md#fast-mode.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Any, Callable, Iterator, List, Optional, Union
 
@@ -27,7 +28,8 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
 __all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
-           "autocast_dtype_of", "check_fast_mode", "enable_fast_mode", "fast_dtype", "maybe_autocast", "quantize_int8"]
+           "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_mode", "fast_dtype", "maybe_autocast",
+           "quantize_int8"]
 
 #: spellings of the fast (autocast) mode accepted by the command lines
 FAST_DTYPES = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
@@ -43,6 +45,22 @@ def fast_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
     if name not in FAST_DTYPES:
         raise ValueError(f"{flag} {name!r} is not a fast mode; use one of {', '.join(FAST_DTYPES)}")
     return FAST_DTYPES[name]
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_problem() -> Optional[str]:
+    """``None`` when this CPU and torch build run the bf16 kernels fast mode needs (a linear layer and
+    scaled-dot-product attention of a realistic size), else torch's error message. Some builds fail here, e.g.
+    with ``ATEN_CPU_CAPABILITY=avx2`` forced on a CPU whose oneDNN path expects AVX-512 ("pack_vnni2 is only
+    supported when avx512 is supported")."""
+    try:
+        with torch.no_grad():
+            x = torch.randn(1, 2, 64, 64, dtype=torch.bfloat16)
+            torch.nn.functional.scaled_dot_product_attention(x, x, x)
+            torch.nn.functional.linear(x, torch.randn(64, 64, dtype=torch.bfloat16))
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    return None
 
 
 def _check_autocast(device_type: str, dtype: torch.dtype) -> None:
@@ -181,6 +199,9 @@ def check_fast_mode(model_type: Optional[str], dtype: str = "float32", quantize:
                              f"or use the CPU")
     else:
         _check_autocast(device_type, fast_dtype(dtype))
+        if device_type == "cpu" and cpu_bf16_problem() is not None:
+            raise ValueError(f"bf16 fast mode cannot run on this CPU with this torch build ({cpu_bf16_problem()}); use "
+                             f"--dtype float32")
 
 
 def apply_fast_mode(model: nn.Module, model_type: Optional[str], dtype: str = "float32", quantize: str = "none",
