@@ -1,239 +1,174 @@
 """Side-by-side speed of our exact and fast modes against upstream stable-audio-tools 0.0.19, interleaved A/B.
 
-    python bench/bench_compare.py [--upstream /path/to/upstream_src] [--repeats 5] [--threads 2]
-        [--config bench/configs/dit_44m_latent.json] [--rows forward,cfg,dpmpp,euler,decode]
+    python bench/bench_compare.py [--upstream /path/to/upstream_src] [--repeats 3] [--threads 2]
+        [--rows forward,cfg,dpmpp,euler,train,decode,sao_cfg,sao_steps,sao_e2e,sao_decode,loader0,loader2]
 
-Each side runs in its own worker process (the two packages share the name ``stable_audio_tools``) that builds
-the same model from the same seed once; the parent then asks the workers for one timing at a time, alternating
-the sides within every round, so load changes hit both alike. ``--upstream`` is a directory holding upstream's
-``stable_audio_tools`` package (e.g. the unpacked wheel or sdist of ``pip download stable-audio-tools==0.0.19
---no-deps``) importable in this environment; when it cannot be imported (upstream needs torchaudio) the table says
-why and shows our rows only. Rows (11.9 s = 256 latents, batch 1, cfg 7, float32 unless marked):
+Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
+``stable_audio_tools``). Our worker builds every model from a seed, adds seeded noise to the DiT weights and
+saves them; upstream's worker loads those weights strictly, so both sides compute with the same numbers. The
+parent then asks the workers for one timing at a time, alternating the sides within every round, so load changes
+hit both alike. ``--upstream`` is a directory holding upstream's ``stable_audio_tools`` package (e.g. the unpacked
+wheel of ``pip download stable-audio-tools==0.0.19 --no-deps``) importable by this Python, with upstream's
+dependencies (torchaudio, k-diffusion, ...) installed; run the script with the Python of that environment so both
+sides use the same torch (docs/benchmarks.md shows how). When upstream cannot be imported the table says why and
+shows our rows only. Rows (11.9 s = 256 latents, batch 1, float32 unless marked):
 
-* ``forward``: DiT forward, batch 2, no CFG; ``cfg``: one backbone call with batch CFG (batch 1 -> 2);
-* ``dpmpp``: dpmpp-3m-sde 20 steps to latents; ``euler``: rectified-flow euler 8 steps to latents;
-* ``decode``: VAE decode of 256 latents.
+* ``forward``: 44 M DiT forward, batch 2; ``cfg``: one backbone call with batch CFG (batch 1 -> 2, cfg 7);
+* ``dpmpp``: dpmpp-3m-sde 20 steps, cfg 7, to latents; ``euler``: rectified-flow euler 8 steps, cfg 7;
+* ``train``: one optimiser step of the DiT training wrapper (batch 2 pre-encoded latents, AdamW, EMA);
+  the bf16 column is bf16-mixed autocast (``--precision bf16-mixed``);
+* ``decode``: decode of 256 latents by the 44 M config's (32-channel) VAE;
+* ``sao_cfg`` / ``sao_steps`` / ``sao_e2e`` / ``sao_decode``: Stable Audio Open Small's shape
+  (``bench/configs/sao_small.json``, random weights): one backbone call with batch CFG; 8 ping-pong steps at
+  cfg 1 (its released setting) to latents; the same plus the full-size VAE decode (end to end, the text encoder
+  excepted: a one-layer random T5 stands in for t5-base on both sides); the VAE decode alone;
+* ``loader0`` / ``loader2``: two passes of an ``audio_dir`` loader with 0 / 2 workers over 32 FLAC files of 4 s
+  stereo 44.1 kHz, 1 s random crops, batch 4 (worker start-up included).
 
 Fast-mode columns: ``bf16`` (autocast, :mod:`stable_audio_tools.inference.precision`) and ``int8`` (dynamic
 quantisation). The quality bound: exact vs fast decoded audio of a dpmpp-3m-sde 20-step generation from the same
 seed and noise (SNR in dB, log-mel distance from :func:`stable_audio_tools.metrics.reconstruction.log_mel_distance`);
-with upstream, the max |diff| of its exact latents against ours. Prints one markdown table of medians (seconds).
+with upstream, the max |diff| of its exact outputs against ours. Prints one markdown table of medians (seconds).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
-import warnings
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-LATENTS = 256
-ROWS = {"forward": "DiT forward (batch 2)", "cfg": "DiT forward with batch CFG", "dpmpp": "dpmpp-3m-sde 20 steps",
-        "euler": "rectified-flow euler 8 steps", "decode": "VAE decode 11.9 s"}
-FAST_ROWS = ("forward", "cfg", "dpmpp", "euler")  # the backbone rows (fast mode does not touch the VAE)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_worker import ROOT, SUITE_OF, worker_main  # noqa: E402
+
+ROWS = {"forward": "DiT 44 M forward (batch 2)", "cfg": "DiT 44 M forward with batch CFG",
+        "dpmpp": "DiT 44 M dpmpp-3m-sde 20 steps", "euler": "DiT 44 M rectified-flow euler 8 steps",
+        "train": "DiT 44 M training step (bf16 column: bf16-mixed)", "decode": "VAE (32 ch) decode 11.9 s",
+        "sao_cfg": "SAO-small forward with batch CFG", "sao_steps": "SAO-small 8 ping-pong steps (latents)",
+        "sao_e2e": "SAO-small end to end (8 steps + VAE decode)", "sao_decode": "SAO VAE decode 11.9 s",
+        "loader0": "audio_dir loader, 0 workers", "loader2": "audio_dir loader, 2 workers"}
 MODES = ("exact", "bf16", "int8")
-
-
-# ----------------------------------------------------------------------------------------------------- worker side
-
-
-def _import_side(side: str, upstream: Optional[str]) -> None:
-    """Make ``import stable_audio_tools`` resolve to our checkout or to upstream's source directory."""
-    if side == "ours":
-        sys.path.insert(0, str(ROOT))
-        return
-    sys.path.insert(0, str(Path(upstream).resolve()))
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
-    # an editable install of ours is a meta-path finder that would win over sys.path
-    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-
-
-def _perturb(backbone) -> None:
-    """Add seeded N(0, 0.02) noise to every backbone weight, in name order (both sides get the same values): the
-    zero-initialised output projections would otherwise make the blocks contribute nothing, hiding any error."""
-    import torch
-
-    gen = torch.Generator().manual_seed(1234)
-    for _, param in sorted(backbone.named_parameters()):
-        param.add_(torch.randn(param.shape, generator=gen) * 0.02)
-
-
-class Worker:
-    """Builds the models of one side and answers timing / output requests."""
-
-    def __init__(self, side: str, config: Dict[str, Any]) -> None:
-        import torch
-
-        from stable_audio_tools.inference.generation import generate_diffusion_cond
-        from stable_audio_tools.models.factory import create_model_from_config
-
-        self.torch, self.generate = torch, generate_diffusion_cond
-        torch.manual_seed(0)
-        exact = create_model_from_config(config).eval().requires_grad_(False)
-        _perturb(exact.model)
-        self.models = {"exact": exact}
-        if side == "ours":
-            from stable_audio_tools.inference.precision import enable_fast_mode, quantize_int8
-
-            self.models["bf16"] = enable_fast_mode(copy.deepcopy(exact))
-            self.models["int8"] = quantize_int8(copy.deepcopy(exact))
-        self.cond = [{"seconds_start": 0.0, "seconds_total": 11.9}]
-        self.tensors = exact.conditioner(self.cond * 2, "cpu")
-        self.tensors_1 = exact.conditioner(self.cond, "cpu")
-        self.channels = config["model"]["io_channels"]
-        self.sample_size = LATENTS * exact.pretransform.downsampling_ratio
-        gen = torch.Generator().manual_seed(3)
-        self.x = torch.randn(2, self.channels, LATENTS, generator=gen)
-        self.t = torch.tensor([0.3, 0.7])
-        self.latents = torch.randn(1, self.channels, LATENTS, generator=gen)
-
-    def _backbone_call(self, model, cfg: bool):
-        torch = self.torch
-        fast = getattr(model, "inference_autocast_dtype", None) is not None  # set by enable_fast_mode (ours)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-            if not cfg:
-                return model(self.x, self.t, self.tensors)
-            inputs = model.get_conditioning_inputs(self.tensors_1)
-            return model.model(self.x[:1], self.t[:1], **inputs, cfg_scale=7.0, batch_cfg=True, rescale_cfg=True)
-
-    def _generation(self, model, row: str, decode: bool = False):
-        kwargs = (dict(steps=20, sampler_type="dpmpp-3m-sde", sigma_min=0.3, sigma_max=500) if row == "dpmpp"
-                  else dict(steps=8, sampler_type="euler"))
-        model.diffusion_objective = "v" if row == "dpmpp" else "rectified_flow"
-        return self.generate(model, cfg_scale=7, conditioning=self.cond, batch_size=1, sample_size=self.sample_size,
-                             seed=1, device="cpu", return_latents=not decode, disable_tqdm=True, **kwargs)
-
-    def run(self, row: str, mode: str):
-        model = self.models[mode]
-        with self.torch.no_grad():
-            if row in ("forward", "cfg"):
-                return self._backbone_call(model, row == "cfg")
-            if row in ("dpmpp", "euler"):
-                return self._generation(model, row)
-            if row == "decode":
-                return model.pretransform.decode(self.latents)
-        raise ValueError(f"unknown row {row!r}")
-
-    def time(self, row: str, mode: str) -> float:
-        t0 = time.perf_counter()
-        self.run(row, mode)
-        return time.perf_counter() - t0
-
-    def quality(self, out_dir: str) -> Dict[str, str]:
-        """Decoded dpmpp audio (and latents) of every mode, saved as .npy arrays; returns their paths."""
-        paths = {}
-        with self.torch.no_grad():
-            for mode in self.models:
-                paths[f"{mode}_latents"] = os.path.join(out_dir, f"{mode}_latents.npy")
-                np.save(paths[f"{mode}_latents"], self._generation(self.models[mode], "dpmpp").numpy())
-                if "bf16" in self.models:  # our side: decoded audio for the quality bound
-                    paths[f"{mode}_audio"] = os.path.join(out_dir, f"{mode}_audio.npy")
-                    np.save(paths[f"{mode}_audio"], self._generation(self.models[mode], "dpmpp", decode=True).numpy())
-        return paths
-
-
-def worker_main(args: argparse.Namespace) -> None:
-    warnings.filterwarnings("ignore")
-    import logging
-
-    logging.disable(logging.WARNING)
-    try:
-        _import_side(args.worker, args.upstream)
-        import torch
-
-        torch.set_num_threads(args.threads)
-        worker = Worker(args.worker, json.loads(Path(args.config).read_text()))
-    except Exception as e:  # reported to the parent, which prints it in the table notes
-        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
-        return
-    print(json.dumps({"ready": True, "modes": list(worker.models)}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request["cmd"] == "time":
-            answer = {"seconds": worker.time(request["row"], request["mode"])}
-        else:
-            answer = {"paths": worker.quality(request["dir"])}
-        print(json.dumps(answer), flush=True)
-
-
-# ----------------------------------------------------------------------------------------------------- parent side
 
 
 class Client:
     def __init__(self, side: str, args: argparse.Namespace) -> None:
-        cmd = [sys.executable, __file__, "--worker", side, "--config", args.config, "--threads", str(args.threads)]
+        cmd = [sys.executable, __file__, "--worker", side, "--config", args.config, "--sao-config", args.sao_config,
+               "--threads", str(args.threads), "--scratch", args.scratch]
         if args.upstream:
             cmd += ["--upstream", args.upstream]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         hello = json.loads(self.proc.stdout.readline() or '{"error": "the worker exited"}')
-        self.error, self.modes = hello.get("error"), hello.get("modes", [])
+        self.error = hello.get("error")
         if self.error:
             self.close()
 
     def ask(self, **request: Any) -> Dict[str, Any]:
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        answer = json.loads(self.proc.stdout.readline() or '{"error": "the worker exited"}')
+        if "error" in answer:
+            raise RuntimeError(f"{request}: {answer['error']}")
+        return answer
 
     def close(self) -> None:
         if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=120)
+
+
+def _snr_mel(fast: np.ndarray, exact: np.ndarray, sample_rate: int) -> str:
+    import torch
+
+    from stable_audio_tools.metrics.reconstruction import log_mel_distance
+
+    fast_t, exact_t = torch.from_numpy(fast), torch.from_numpy(exact)
+    snr = 10 * torch.log10(exact_t.square().sum() / (fast_t - exact_t).square().sum().clamp_min(1e-30))
+    mel = log_mel_distance(fast_t, exact_t, sample_rate).mean()
+    return f"SNR {snr.item():.1f} dB, log-mel distance {mel.item():.4f}"
 
 
 def _quality(ours: Dict[str, str], upstream: Optional[Dict[str, str]], sample_rate: int) -> List[str]:
-    import torch
-
     sys.path.insert(0, str(ROOT))
-    from stable_audio_tools.metrics.reconstruction import log_mel_distance
-
     lines = []
-    exact = torch.from_numpy(np.load(ours["exact_audio"]))
-    for mode in ("bf16", "int8"):
-        if f"{mode}_audio" not in ours:
-            continue
-        fast = torch.from_numpy(np.load(ours[f"{mode}_audio"]))
-        snr = 10 * torch.log10(exact.square().sum() / (fast - exact).square().sum().clamp_min(1e-30))
-        mel = log_mel_distance(fast, exact, sample_rate).mean()
-        lines.append(f"- {mode} vs exact, decoded dpmpp-3m-sde 20-step audio, same seed and noise: SNR "
-                     f"{snr.item():.1f} dB, log-mel distance {mel.item():.4f} (log10 mel magnitude, mean |diff|)")
-    if upstream is not None:
-        diff = np.abs(np.load(upstream["exact_latents"]) - np.load(ours["exact_latents"])).max()
-        lines.append(f"- exact mode vs upstream, dpmpp-3m-sde 20-step latents: max |diff| = {diff:.3g}")
+    if "exact_audio" in ours:
+        exact = np.load(ours["exact_audio"])
+        for mode in ("bf16", "int8"):
+            if f"{mode}_audio" in ours:
+                lines.append(f"- {mode} vs exact, decoded dpmpp-3m-sde 20-step audio, same seed and noise: "
+                             f"{_snr_mel(np.load(ours[f'{mode}_audio']), exact, sample_rate)} (log10 mel "
+                             f"magnitude, mean |diff|)")
+    for key in ("forward", "euler", "dpmpp", "sao_cfg", "sao_steps"):
+        if upstream is not None and key in upstream and key in ours:
+            a, b = np.load(ours[key]), np.load(upstream[key])
+            scale = float(np.abs(b).max())
+            lines.append(f"- exact mode vs upstream, {ROWS[key].split(' (')[0]} output: max |diff| = "
+                         f"{float(np.abs(a - b).max()):.3g} (max |upstream| {scale:.3g})")
     return lines
 
 
-def parent_main(args: argparse.Namespace) -> None:
-    import tempfile
+def write_scratch(scratch: str, rows: List[str]) -> None:
+    """The loader rows' FLAC files and the SAO rows' one-layer T5, shared by both workers."""
+    suites = {SUITE_OF[r] for r in rows}
+    if "data" in suites:
+        import soundfile as sf
 
+        audio = Path(scratch) / "audio"
+        audio.mkdir()
+        rng = np.random.default_rng(0)
+        t = np.arange(4 * 44100) / 44100
+        for i in range(32):
+            tone = 0.3 * np.sin(2 * np.pi * (110 + 20 * i) * t)[:, None] + 0.02 * rng.standard_normal((len(t), 2))
+            sf.write(audio / f"tone_{i:03d}.flac", tone.astype(np.float32), 44100)
+    if "sao" in suites:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from make_tiny_text_encoder import make_tiny_t5
+
+        make_tiny_t5(os.path.join(scratch, "tiny_t5"), d_model=768)
+
+
+def parent_main(args: argparse.Namespace) -> None:
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         sys.exit(f"bench_compare.py: unknown --rows {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    times: Dict[tuple, List[float]] = {}
+    notes: List[str] = [] if args.upstream else ["- upstream not given (--upstream PATH): our rows only"]
+    with tempfile.TemporaryDirectory() as scratch:
+        args.scratch = scratch
+        write_scratch(scratch, rows)
+        os.makedirs(os.path.join(scratch, "out"))
+        suites = list(dict.fromkeys(SUITE_OF[r] for r in rows))
+        for suite in suites:  # one pair of processes per suite: no suite's models weigh on another's timings
+            suite_rows = [r for r in rows if SUITE_OF[r] == suite]
+            times.update(time_suite(args, suite, suite_rows, notes))
+    print_table(args, rows, times, notes)
+
+
+def time_suite(args: argparse.Namespace, suite: str, rows: List[str], notes: List[str]) -> Dict[tuple, List[float]]:
+    """Warm-up plus ``--repeats`` interleaved rounds of ``rows`` (all of one suite) on both sides."""
     ours = Client("ours", args)
     if ours.error:
         sys.exit(f"bench_compare.py: our worker failed: {ours.error}")
+    modes = {row: ours.ask(cmd="modes", row=row)["modes"] for row in rows}  # builds ours, saves the weights
     upstream = Client("upstream", args) if args.upstream else None
-    notes = []
     if upstream is not None and upstream.error:
-        notes.append(f"- upstream ({args.upstream}) cannot run here: {upstream.error}")
+        if not any("cannot run here" in n for n in notes):
+            notes.append(f"- upstream ({args.upstream}) cannot run here: {upstream.error}")
         upstream = None
-    elif upstream is None:
-        notes.append("- upstream not given (--upstream PATH): our rows only")
-    jobs = [(row, "ours", mode) for row in rows for mode in MODES
-            if mode == "exact" or (row in FAST_ROWS and mode in ours.modes)]
-    if upstream is not None:
-        jobs = [j for row in rows for j in [(row, "upstream", "exact")] + [k for k in jobs if k[0] == row]]
+    jobs = []
+    for row in rows:
+        if upstream is not None:
+            upstream.ask(cmd="modes", row=row)  # builds upstream's models from our weights
+            jobs.append((row, "upstream", "exact"))
+        jobs += [(row, "ours", mode) for mode in modes[row]]
     clients = {"ours": ours, "upstream": upstream}
     times: Dict[tuple, List[float]] = {job: [] for job in jobs}
     for job in jobs:  # warm-up
@@ -241,20 +176,24 @@ def parent_main(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):
         for job in jobs:  # sides alternate within each row of every round
             times[job].append(clients[job[1]].ask(cmd="time", row=job[0], mode=job[2])["seconds"])
-    with tempfile.TemporaryDirectory() as tmp:
-        os.makedirs(os.path.join(tmp, "ours")), os.makedirs(os.path.join(tmp, "upstream"))
-        quality_ours = ours.ask(cmd="quality", dir=os.path.join(tmp, "ours"))["paths"]
-        quality_up = upstream.ask(cmd="quality", dir=os.path.join(tmp, "upstream"))["paths"] if upstream else None
-        config = json.loads(Path(args.config).read_text())
-        notes += _quality(quality_ours, quality_up, config["sample_rate"])
+    if suite != "data":
+        out = {side: client.ask(cmd="outputs", suite=suite, dir=os.path.join(args.scratch, "out"))["paths"]
+               for side, client in clients.items() if client is not None}
+        notes += _quality(out["ours"], out.get("upstream"), 44100)
     for client in (ours, upstream):
         if client is not None:
             client.close()
+    return times
+
+
+def print_table(args: argparse.Namespace, rows: List[str], times: Dict[tuple, List[float]],
+                notes: List[str]) -> None:
+    import torch
 
     med = {job: statistics.median(v) for job, v in times.items()}
     load = os.getloadavg()
-    print(f"\nbench_compare: {Path(args.config).name}, {args.threads} threads, {args.repeats} interleaved rounds, "
-          f"median seconds; load average before/after {args.load_before} / {load[0]:.2f}")
+    print(f"\nbench_compare: torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved rounds "
+          f"(after one warm-up), median seconds; load average before/after {args.load_before} / {load[0]:.2f}")
     print("| row | upstream | ours exact | exact ratio | ours bf16 | bf16 ratio | ours int8 | int8 ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -275,11 +214,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--upstream", default=None, help="directory holding upstream 0.0.19's stable_audio_tools "
                                                          "package (default: our rows only)")
     parser.add_argument("--config", default=str(ROOT / "bench" / "configs" / "dit_44m_latent.json"),
-                        help="diffusion_cond model config (default: the 44 M latent DiT)")
+                        help="diffusion_cond model config of the DiT rows (default: the 44 M latent DiT)")
+    parser.add_argument("--sao-config", default=str(ROOT / "bench" / "configs" / "sao_small.json"),
+                        help="model config of the sao_* rows (default: Stable Audio Open Small's shape)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (default: 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (default: 2)")
     parser.add_argument("--worker", choices=["ours", "upstream"], help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         sys.exit("bench_compare.py: --repeats must be >= 1")

@@ -31,6 +31,8 @@ __all__ = [
     "os_error_reason",
     "AudioDecodeError",
     "load_audio",
+    "load_audio_window",
+    "exact_pcm_frames",
     "get_resampler",
     "resample",
     "PadCrop",
@@ -96,6 +98,38 @@ def _decode(f: BinaryIO, name: Union[str, os.PathLike]) -> Tuple[torch.Tensor, i
         raise AudioDecodeError(f"could not decode audio file '{name}': {err}") from err
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
     return audio, int(sample_rate)
+
+
+#: containers whose header gives the exact frame count and whose seeks are sample-exact (libsndfile)
+_EXACT_SEEK_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64")
+
+
+def exact_pcm_frames(path: Union[str, os.PathLike]) -> Optional[Tuple[int, int, int]]:
+    """``(frames, sample_rate, channels)`` read from the header of an integer-PCM WAV / FLAC / AIFF file, whose
+    windows :func:`load_audio_window` reads sample-exactly; ``None`` for anything else (compressed or float
+    formats, unreadable files): read those whole with :func:`load_audio`. Integer PCM cannot hold NaN / inf."""
+    try:
+        with open(path, "rb") as f:
+            info = soundfile.info(f)
+    except Exception:  # unreadable here: the full decode reports why
+        return None
+    if info.format not in _EXACT_SEEK_FORMATS or not info.subtype.startswith("PCM_") or info.frames <= 0:
+        return None
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def load_audio_window(path: Union[str, os.PathLike], start: int, frames: int) -> torch.Tensor:
+    """Decode ``frames`` samples of ``path`` from sample ``start`` (``[C, frames]`` float32, fewer at the end of
+    the file), scaled as :func:`load_audio`; errors as :func:`load_audio`. For files :func:`exact_pcm_frames`
+    accepts, the samples equal the same slice of the whole decoded file."""
+    try:
+        with open(path, "rb") as f:
+            data, _ = soundfile.read(f, start=start, frames=frames, dtype="float32", always_2d=True)
+    except OSError as err:
+        raise AudioDecodeError(f"could not read audio file '{path}': {err}", os_error_reason(err)) from err
+    except (soundfile.SoundFileError, RuntimeError, ValueError) as err:
+        raise AudioDecodeError(f"could not decode audio file '{path}': {err}") from err
+    return torch.from_numpy(np.ascontiguousarray(data.T))
 
 
 _RESAMPLERS: Dict[Tuple[int, int, str], julius.ResampleFrac] = {}

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from ..config import (ConfigError, check_choice, check_positive_int, get_bool, require, require_mapping,
                       warn_unknown_keys)
 from .pre_encoded import PreEncodedDataset, create_pre_encoded_dataloader, get_latent_filenames
-from .skips import REJECTED, SILENT, SkippingDataset, UnusableItem, check_audio
+from ..audio import exact_pcm_frames, load_audio_window
+from .skips import REJECTED, SILENT, SkippingDataset, UnusableItem, check_audio, check_length
 from .sources import (CustomMetadataModule, LocalDatasetConfig, MetadataFn, NoAudioFilesError,
                       collation_fn, fast_scandir, get_audio_filenames, is_within, load_custom_metadata_fn,
                       make_dataloader, optional_positive, parse_local_sources)
@@ -148,19 +149,42 @@ class SampleDataset(SkippingDataset):
             fns.append(self.custom_metadata_fn)
         return fns
 
-    def _load_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        """The item; raises :class:`UnusableItem` when it cannot be used."""
-        start_time = time.time()
-        filename = self.filenames[idx]
+    def _decode_whole(self, filename: str) -> torch.Tensor:
+        """The whole file, checked and resampled to the dataset's rate."""
         try:
             audio, in_sr = load_audio(filename)
         except AudioDecodeError as err:
             raise UnusableItem(err.reason, str(err)) from err
         check_audio(audio, in_sr, self.min_length_sec)
-        audio = resample(audio, in_sr, self.sr)
-        chunk, t_start, t_end, seconds_start, seconds_total, padding_mask = self.pad_crop(audio, rng)
+        return resample(audio, in_sr, self.sr)
+
+    def _decode_crop(self, filename: str, rng: random.Random) -> Tuple[tuple, Optional[torch.Tensor]]:
+        """``(pad_crop result, whole audio or None)``. Integer-PCM WAV / FLAC / AIFF files at the dataset's rate and
+        longer than a chunk decode only the chunk's window (the same samples, offsets and random draws as
+        decoding the whole file and cropping it, which every other file does)."""
+        header = exact_pcm_frames(filename)
+        if header is not None and header[1] == self.sr and header[0] > self.sample_size:
+            length = header[0]
+            check_length(length, self.sr, self.min_length_sec)
+            offset = self.pad_crop.draw_offset(length, rng)
+            try:
+                window = load_audio_window(filename, offset, self.sample_size)
+            except AudioDecodeError as err:
+                raise UnusableItem(err.reason, str(err)) from err
+            if window.shape[-1] == self.sample_size:
+                return self.pad_crop.place(window, length, offset), None
+            # fewer samples than the header promised (a truncated file): crop the whole decoded file instead
+        audio = self._decode_whole(filename)
+        return self.pad_crop(audio, rng), audio
+
+    def _load_item(self, idx: int, rng: random.Random) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """The item; raises :class:`UnusableItem` when it cannot be used."""
+        start_time = time.time()
+        filename = self.filenames[idx]
+        cropped, audio = self._decode_crop(filename, rng)
+        chunk, t_start, t_end, seconds_start, seconds_total, padding_mask = cropped
         if is_silence(chunk):
-            if is_silence(audio):
+            if is_silence(audio if audio is not None else self._decode_whole(filename)):
                 raise UnusableItem(SILENT, "the whole file is silent (peak below -60 dBFS)")
             raise UnusableItem(SILENT, f"the chunk at {seconds_start} s is silent (peak below -60 dBFS)",
                                permanent=False)

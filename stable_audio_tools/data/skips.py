@@ -110,14 +110,18 @@ class UnusableItem(Exception):
         return SkipRecord(str(self.path), self.reason, self.detail)
 
 
-def check_audio(audio: torch.Tensor, sample_rate: int, min_length_sec: Optional[float] = None) -> None:
-    """Raise :class:`UnusableItem` when decoded ``audio [C, T]`` has no samples, is shorter than
-    ``min_length_sec`` or holds NaN/inf values (checked before any silence test: NaN is not silence)."""
-    length = audio.shape[-1]
+def check_length(length: int, sample_rate: int, min_length_sec: Optional[float] = None) -> None:
+    """Raise :class:`UnusableItem` when audio of ``length`` samples is empty or shorter than ``min_length_sec``."""
     if length == 0:
         raise UnusableItem(TOO_SHORT, "the file contains no audio samples")
     if min_length_sec is not None and length < min_length_sec * sample_rate:
         raise UnusableItem(TOO_SHORT, f"{length / sample_rate:.3f} s long, below min_length_sec={min_length_sec}")
+
+
+def check_audio(audio: torch.Tensor, sample_rate: int, min_length_sec: Optional[float] = None) -> None:
+    """Raise :class:`UnusableItem` when decoded ``audio [C, T]`` has no samples, is shorter than
+    ``min_length_sec`` or holds NaN/inf values (checked before any silence test: NaN is not silence)."""
+    check_length(audio.shape[-1], sample_rate, min_length_sec)
     finite = torch.isfinite(audio)
     if not bool(finite.all()):
         bad = int((~finite).sum())

@@ -64,18 +64,28 @@ class PadCrop_Normalized_T(nn.Module):
         self.sample_rate = sample_rate
         self.randomize = randomize
 
+    def draw_offset(self, length: int, rng: Optional[random.Random] = None) -> int:
+        """The crop offset for audio of ``length`` samples (draws from ``rng`` exactly as :meth:`forward`)."""
+        if self.randomize and length > self.n_samples:
+            return (rng or random).randint(0, max(0, length - self.n_samples))
+        return 0
+
     def forward(self, source: torch.Tensor, rng: Optional[random.Random] = None
                 ) -> Tuple[torch.Tensor, float, float, int, int, torch.Tensor]:
-        n_channels, length = source.shape
+        offset = self.draw_offset(source.shape[-1], rng)
+        return self.place(source[:, offset:offset + self.n_samples], source.shape[-1], offset)
+
+    def place(self, window: torch.Tensor, length: int, offset: int
+              ) -> Tuple[torch.Tensor, float, float, int, int, torch.Tensor]:
+        """:meth:`forward`'s result from the cropped ``window`` (``source[:, offset:offset + n_samples]``) of a
+        source of ``length`` samples: lets a loader decode only the window."""
+        n_channels = window.shape[0]
         upper = max(0, length - self.n_samples)
-        offset = 0
-        if self.randomize and length > self.n_samples:
-            offset = (rng or random).randint(0, upper)
         t_start = offset / (upper + self.n_samples)
         t_end = (offset + self.n_samples) / (upper + self.n_samples)
-        chunk = source.new_zeros([n_channels, self.n_samples])
+        chunk = window.new_zeros([n_channels, self.n_samples])
         real = min(length, self.n_samples)
-        chunk[:, :real] = source[:, offset:offset + self.n_samples]
+        chunk[:, :real] = window[:, :self.n_samples]
         seconds_start = math.floor(offset / self.sample_rate)
         seconds_total = math.ceil(length / self.sample_rate)
         padding_mask = torch.zeros([self.n_samples])

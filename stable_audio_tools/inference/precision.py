@@ -8,7 +8,11 @@ The numerically fragile parts stay in float32:
   its output is cast back to the latent's dtype, so the sampled (final) latent is float32;
 * rotary position embeddings and their application (``models.attention``), layer norms (autocast runs
   ``layer_norm`` in float32), the DiT's timestep Fourier features (``models.blocks.FourierFeatures``);
-* the pretransform (autoencoder) encode / decode: it gains nothing from bf16 on the CPU and runs in float32.
+* the pretransform's encoder runs in float32. Its decoder (Oobleck-style autoencoders) is the one part run with
+  bf16 *weights* rather than autocast (:func:`enable_fast_decode`): the weight norm is folded in float32, the
+  decoder is cast to bfloat16 and its input / output are cast at its boundary, so the convolutions use the matrix
+  units and the element-wise Snake activations move half the bytes (autocast, which casts around every
+  convolution, gains little there). The decoded audio is returned in float32.
 
 ``int8`` replaces the backbone's transformer-block ``nn.Linear`` layers by dynamically quantised ones
 (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call), with float32
@@ -18,6 +22,7 @@ int8 kernels take float32 inputs). Docs: docs/inference.md#fast-mode.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import warnings
 from typing import Any, Callable, Iterator, List, Optional, Union
@@ -27,9 +32,11 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
+from ..models.utils import remove_weight_norm_from_model
+
 __all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
-           "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_mode", "fast_dtype", "maybe_autocast",
-           "quantize_int8"]
+           "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_decode", "enable_fast_mode",
+           "fast_dtype", "fast_decode_dtype_of", "maybe_autocast", "quantize_int8"]
 
 #: spellings of the fast (autocast) mode accepted by the command lines
 FAST_DTYPES = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
@@ -72,13 +79,18 @@ def _check_autocast(device_type: str, dtype: torch.dtype) -> None:
         raise ValueError("float16 autocast needs a GPU; use bfloat16 on the CPU")
 
 
-def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
+def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16,
+                     decoder: bool = True) -> nn.Module:
     """Mark ``model`` (a diffusion wrapper) for autocast inference in ``dtype`` and return it: the
     ``generate_diffusion_*`` functions then run its backbone calls under :class:`AutocastBackbone`.
 
     Args:
-        model (nn.Module): the model; its weights and state dict are not changed (a plain attribute is set).
-        dtype (torch.dtype or None, default torch.bfloat16): the autocast dtype; ``None`` returns to exact mode.
+        model (nn.Module): the model; the backbone's weights and state dict are not changed (a plain attribute is
+            set).
+        dtype (torch.dtype or None, default torch.bfloat16): the autocast dtype; ``None`` returns to exact mode
+            (the float32 decoder included).
+        decoder (bool, default True): with ``dtype=torch.bfloat16``, also run the pretransform's decoder in
+            bfloat16 (:func:`enable_fast_decode`; costs a bf16 copy of the decoder's weights).
     """
     if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"enable_fast_mode: dtype must be torch.bfloat16, torch.float16 or None, got {dtype}")
@@ -86,7 +98,63 @@ def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bflo
         raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
                          "activations): use --dtype bf16 or --quantize int8, not both")
     setattr(model, _ATTRIBUTE, dtype)
+    enable_fast_decode(model, torch.bfloat16 if decoder and dtype == torch.bfloat16 else None)
     return model
+
+
+def _autoencoder_decoder(model: nn.Module) -> Optional[nn.Module]:
+    """The decoder module of ``model``'s autoencoder pretransform (``model.pretransform.model.decoder``), if any."""
+    autoencoder = getattr(getattr(model, "pretransform", None), "model", None)
+    decoder = getattr(autoencoder, "decoder", None)
+    return decoder if isinstance(decoder, nn.Module) else None
+
+
+def _cast_inputs(dtype: torch.dtype) -> Callable[..., Any]:
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    return hook
+
+
+def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.to(torch.float32)
+
+
+def enable_fast_decode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
+    """Run the decoder of ``model``'s autoencoder pretransform with ``dtype`` weights and return ``model``.
+
+    The decoder is replaced by a copy whose weight norms are folded into plain weights in float32 and which is then
+    cast to ``dtype``; hooks cast its input to ``dtype`` and its output back to float32. The float32 decoder is
+    kept aside (not in the state dict) and put back by ``dtype=None``. Models without an autoencoder pretransform
+    are returned unchanged; enabling twice changes nothing more.
+
+    Args:
+        model (nn.Module): a diffusion wrapper (``model.pretransform.model.decoder``).
+        dtype (torch.dtype or None, default torch.bfloat16): ``torch.bfloat16`` (float16 can overflow in the
+            decoder's activations), or ``None`` to restore the float32 decoder.
+    """
+    if dtype not in (torch.bfloat16, None):
+        raise ValueError(f"enable_fast_decode: dtype must be torch.bfloat16 or None, got {dtype}")
+    decoder = _autoencoder_decoder(model)
+    if decoder is None or fast_decode_dtype_of(model) == dtype:
+        return model
+    autoencoder = model.pretransform.model
+    if dtype is None:
+        autoencoder.decoder = autoencoder.__dict__.pop("_float32_decoder")
+        return model
+    fast = copy.deepcopy(decoder)
+    remove_weight_norm_from_model(fast)
+    fast.to(dtype)
+    fast.register_forward_pre_hook(_cast_inputs(dtype))
+    fast.register_forward_hook(_float32_output)
+    fast.fast_decode_dtype = dtype
+    autoencoder.__dict__["_float32_decoder"] = decoder  # kept outside the module tree and the state dict
+    autoencoder.decoder = fast
+    return model
+
+
+def fast_decode_dtype_of(model: nn.Module) -> Optional[torch.dtype]:
+    """The dtype :func:`enable_fast_decode` gave ``model``'s decoder, or ``None`` (float32)."""
+    return getattr(_autoencoder_decoder(model), "fast_decode_dtype", None)
 
 
 def autocast_dtype_of(model: nn.Module) -> Optional[torch.dtype]:
