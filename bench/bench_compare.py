@@ -25,10 +25,10 @@ shows our rows only. Rows (11.9 s = 256 latents, batch 1, float32 unless marked)
 * ``loader0`` / ``loader2``: two passes of an ``audio_dir`` loader with 0 / 2 workers over 32 FLAC files of 4 s
   stereo 44.1 kHz, 1 s random crops, batch 4 (worker start-up included).
 
-Fast-mode columns: ``bf16`` (autocast backbone, :mod:`stable_audio_tools.inference.precision`; the decode rows
-time fast mode's bf16 decoder) and ``int8`` (dynamic quantisation). The quality bound: exact vs fast decoded audio
-(backbone only; the bf16 decoder's own SNR is printed separately) of a dpmpp-3m-sde 20-step generation from the
-same seed and noise (SNR in dB, log-mel distance from :func:`stable_audio_tools.metrics.reconstruction.log_mel_distance`);
+Fast-mode columns: ``bf16`` (``--dtype bf16``: autocast backbone and, in the decode and end-to-end rows, the bf16
+decoder; :mod:`stable_audio_tools.inference.precision`) and ``int8`` (dynamic quantisation; float32 decoder). The
+quality bound: exact vs fast decoded audio (the bf16 decoder's own SNR is printed separately) of a dpmpp-3m-sde
+20-step generation from the same seed and noise (SNR in dB, log-mel distance from :func:`stable_audio_tools.metrics.reconstruction.log_mel_distance`);
 with upstream, the max |diff| of its exact outputs against ours. Prints one markdown table of medians (seconds).
 """
 from __future__ import annotations

@@ -96,18 +96,21 @@ class Suite:
         self.latents = torch.randn(1, self.channels, LATENTS, generator=gen)
         self.quiet = {"disable_tqdm": True} if side == "ours" else {}  # upstream passes unknown kwargs to the model
         self._tensors: Dict[int, Any] = {}
+        self._full_fast = None
 
-    def decoder_model(self, mode: str):
-        """The model whose decoder the decode rows time: for ``bf16`` a copy with fast mode's bf16 decoder, built on
-        first use. (Built up front, the bf16 decoder copy made this process's float32 backbone rows about 1.5x
-        slower in one measurement, which a standalone script did not show; the cause was not found.)"""
+    def user_model(self, mode: str):
+        """The model the decode and end-to-end rows use: for ``bf16`` full fast mode as ``--dtype bf16`` gives it
+        (autocast backbone and bf16 decoder), a copy built on first use (during the warm-up). The backbone rows use
+        ``models["bf16"]``, whose decoder stays float32: with the bf16 decoder on that same model, this process's
+        float32 backbone rows once ran about 1.5x slower, which a standalone script did not show (cause not
+        found)."""
         if mode != "bf16":
             return self.models[mode]
-        if "bf16_decoder" not in self.__dict__:
-            from stable_audio_tools.inference.precision import enable_fast_decode
+        if self._full_fast is None:
+            from stable_audio_tools.inference.precision import enable_fast_mode
 
-            self.bf16_decoder = enable_fast_decode(copy.deepcopy(self.models["exact"]))
-        return self.bf16_decoder
+            self._full_fast = enable_fast_mode(copy.deepcopy(self.models["exact"]))
+        return self._full_fast
 
     def tensors(self, batch: int):
         """Conditioning tensors of ``self.cond`` repeated ``batch`` times, computed once (not timed)."""
@@ -126,7 +129,8 @@ class Suite:
     def generate(self, mode: str, decode: bool = False, **kwargs):
         from stable_audio_tools.inference.generation import generate_diffusion_cond
 
-        return generate_diffusion_cond(self.models[mode], conditioning_tensors=self.tensors(1), batch_size=1,
+        model = self.user_model(mode) if decode else self.models[mode]
+        return generate_diffusion_cond(model, conditioning_tensors=self.tensors(1), batch_size=1,
                                        sample_size=self.sample_size, seed=1, device="cpu",
                                        return_latents=not decode, **self.quiet, **kwargs)
 
@@ -195,7 +199,7 @@ class DitSuite(Suite):
             "dpmpp": lambda mode: self.sampling(mode, "dpmpp"),
             "euler": lambda mode: self.sampling(mode, "euler"),
             "train": self.train_step,
-            "decode": lambda mode: self.decoder_model(mode).pretransform.decode(self.latents),
+            "decode": lambda mode: self.user_model(mode).pretransform.decode(self.latents),
         }
 
     def outputs(self) -> Dict[str, Any]:
@@ -206,7 +210,7 @@ class DitSuite(Suite):
         if self.side == "ours":
             for mode in self.models:
                 out[f"{mode}_audio"] = self.sampling(mode, "dpmpp", decode=True)
-            out["bf16_decoder_audio"] = self.decoder_model("bf16").pretransform.decode(self.latents)
+            out["bf16_decoder_audio"] = self.user_model("bf16").pretransform.decode(self.latents)
             out["exact_decoder_audio"] = self.models["exact"].pretransform.decode(self.latents)
         return {k: v.float().numpy() if torch.is_tensor(v) else v for k, v in out.items()}
 
@@ -225,7 +229,7 @@ class SaoSuite(Suite):
             "sao_cfg": lambda mode: self.backbone(mode, cfg=True),
             "sao_steps": lambda mode: self.steps(mode, decode=False),
             "sao_e2e": lambda mode: self.steps(mode, decode=True),
-            "sao_decode": lambda mode: self.decoder_model(mode).pretransform.decode(self.latents),
+            "sao_decode": lambda mode: self.user_model(mode).pretransform.decode(self.latents),
         }
 
     def outputs(self) -> Dict[str, Any]:
@@ -307,7 +311,8 @@ class Worker:
         return list(suite.models)
 
     def time(self, row: str, mode: str) -> float:
-        torch = __import__("torch")
+        import torch
+
         fn = self.suite(SUITE_OF[row]).rows()[row]
         t0 = time.perf_counter()
         with torch.set_grad_enabled(row == "train"):
@@ -315,7 +320,8 @@ class Worker:
         return time.perf_counter() - t0
 
     def outputs(self, suite: str, out_dir: str) -> Dict[str, str]:
-        torch = __import__("torch")
+        import torch
+
         with torch.no_grad():
             arrays = self.suite(suite).outputs()
         paths = {}

@@ -35,9 +35,11 @@ def test_window_reads_equal_whole_file_crops(tmp_path, monkeypatch, name, subtyp
                         original(*a, **k))
     windowed = _items(dataset, seed=3)
     assert reads and all(f == 2000 for f in reads)  # only the window was decoded
+    reads.clear()
 
     monkeypatch.setattr("stable_audio_tools.data.dataset.exact_pcm_frames", lambda path: None)
-    whole = _items(dataset, seed=3)
+    whole = _items(SampleDataset([str(tmp_path)], sample_size=2000, sample_rate=SR), seed=3)  # headers not cached
+    assert reads and all(f == -1 for f in reads)  # the whole file was decoded
     for (a, info_a), (b, info_b) in zip(windowed, whole):
         assert torch.equal(a, b)
         for key in ("timestamps", "seconds_start", "seconds_total"):
@@ -64,3 +66,14 @@ def test_min_length_is_checked_from_the_header(tmp_path):
     chunk, info = dataset.get_item(short, random.Random(1))
     assert info["path"].endswith("long.flac")
     assert any(path.endswith("short.flac") for path in dataset.unusable)
+
+
+def test_headers_are_read_once_per_file(tmp_path, monkeypatch):
+    _write(tmp_path / "a.mp3.wav", 3.0, "FLOAT")  # not window-readable: the header is still read only once
+    _write(tmp_path / "b.flac", 3.0, "PCM_16")
+    dataset = SampleDataset([str(tmp_path)], sample_size=2000, sample_rate=SR)
+    calls = []
+    monkeypatch.setattr("stable_audio_tools.data.dataset.exact_pcm_frames",
+                        lambda path: calls.append(path) or audio_mod.exact_pcm_frames(path))
+    _items(dataset, seed=0, n=8)
+    assert sorted(calls) == sorted(dataset.filenames)

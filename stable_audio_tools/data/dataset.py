@@ -126,6 +126,7 @@ class SampleDataset(SkippingDataset):
         self.phase_flipper = PhaseFlipper()
         self._channel_op = Stereo() if force_channels == "stereo" else Mono() if force_channels == "mono" else None
         self._abs_roots = [os.path.abspath(s.path) for s in self.sources]
+        self._pcm_headers: Dict[str, Optional[Tuple[int, int, int]]] = {}  # see _decode_crop
 
         self.filenames: List[str] = []
         self._file_source: List[int] = []
@@ -162,7 +163,9 @@ class SampleDataset(SkippingDataset):
         """``(pad_crop result, whole audio or None)``. Integer-PCM WAV / FLAC / AIFF files at the dataset's rate and
         longer than a chunk decode only the chunk's window (the same samples, offsets and random draws as
         decoding the whole file and cropping it, which every other file does)."""
-        header = exact_pcm_frames(filename)
+        if filename not in self._pcm_headers:  # read once per file and process: most datasets repeat files
+            self._pcm_headers[filename] = exact_pcm_frames(filename)
+        header = self._pcm_headers[filename]
         if header is not None and header[1] == self.sr and header[0] > self.sample_size:
             length = header[0]
             check_length(length, self.sr, self.min_length_sec)

@@ -67,7 +67,7 @@ class PadCrop_Normalized_T(nn.Module):
     def draw_offset(self, length: int, rng: Optional[random.Random] = None) -> int:
         """The crop offset for audio of ``length`` samples (draws from ``rng`` exactly as :meth:`forward`)."""
         if self.randomize and length > self.n_samples:
-            return (rng or random).randint(0, max(0, length - self.n_samples))
+            return (rng or random).randint(0, length - self.n_samples)
         return 0
 
     def forward(self, source: torch.Tensor, rng: Optional[random.Random] = None

@@ -56,8 +56,8 @@ def fast_dtype(name: str, flag: str = "--dtype") -> torch.dtype:
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_problem() -> Optional[str]:
-    """``None`` when this CPU and torch build run the bf16 kernels fast mode needs (a linear layer and
-    scaled-dot-product attention of a realistic size), else torch's error message. Some builds fail here, e.g.
+    """``None`` when this CPU and torch build run the bf16 kernels fast mode needs (a linear layer,
+    scaled-dot-product attention and a 1-D convolution of a realistic size), else torch's error message. Some builds fail here, e.g.
     with ``ATEN_CPU_CAPABILITY=avx2`` forced on a CPU whose oneDNN path expects AVX-512 ("pack_vnni2 is only
     supported when avx512 is supported")."""
     try:
@@ -65,6 +65,7 @@ def cpu_bf16_problem() -> Optional[str]:
             x = torch.randn(1, 2, 64, 64, dtype=torch.bfloat16)
             torch.nn.functional.scaled_dot_product_attention(x, x, x)
             torch.nn.functional.linear(x, torch.randn(64, 64, dtype=torch.bfloat16))
+            torch.nn.functional.conv1d(x[0], torch.randn(64, 64, 7, dtype=torch.bfloat16), padding=3)  # decoder
     except RuntimeError as e:
         return str(e).splitlines()[0]
     return None
