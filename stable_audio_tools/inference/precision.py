@@ -9,10 +9,10 @@ The numerically fragile parts stay in float32:
 * rotary position embeddings and their application (``models.attention``), layer norms (autocast runs
   ``layer_norm`` in float32), the DiT's timestep Fourier features (``models.blocks.FourierFeatures``);
 * the pretransform's encoder runs in float32. Its decoder (Oobleck-style autoencoders) is the one part run with
-  bf16 *weights* rather than autocast (:func:`enable_fast_decode`): the weight norm is folded in float32, the
-  decoder is cast to bfloat16 and its input / output are cast at its boundary, so the convolutions use the matrix
-  units and the element-wise Snake activations move half the bytes (autocast, which casts around every
-  convolution, gains little there). The decoded audio is returned in float32.
+  bf16 *weights* rather than autocast (:func:`enable_fast_decode`, :mod:`.fast_decoder`): the weight norm is folded
+  in float32, the decoder is cast to bfloat16, its convolutions run in the channels-last layout the bf16 kernels
+  want and its Snake activations are fused (autocast, which casts around every convolution, gains little there).
+The decoded audio is returned in float32.
 
 ``int8`` replaces the backbone's transformer-block ``nn.Linear`` layers by dynamically quantised ones
 (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call), with float32
@@ -22,7 +22,6 @@ int8 kernels take float32 inputs). Docs: docs/inference.md#fast-mode.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import warnings
 from typing import Any, Callable, Iterator, List, Optional, Union
@@ -32,7 +31,7 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
-from ..models.utils import remove_weight_norm_from_model
+from .fast_decoder import build_fast_decoder
 
 __all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
            "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_decode", "enable_fast_mode",
@@ -110,21 +109,12 @@ def _autoencoder_decoder(model: nn.Module) -> Optional[nn.Module]:
     return decoder if isinstance(decoder, nn.Module) else None
 
 
-def _cast_inputs(dtype: torch.dtype) -> Callable[..., Any]:
-    def hook(module: nn.Module, args: tuple) -> tuple:
-        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-    return hook
-
-
-def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    return output.to(torch.float32)
-
-
 def enable_fast_decode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
     """Run the decoder of ``model``'s autoencoder pretransform with ``dtype`` weights and return ``model``.
 
-    The decoder is replaced by a copy whose weight norms are folded into plain weights in float32 and which is then
-    cast to ``dtype``; hooks cast its input to ``dtype`` and its output back to float32. The float32 decoder is
+    The decoder is replaced by :func:`~stable_audio_tools.inference.fast_decoder.build_fast_decoder`'s copy: weight
+    norms folded in float32, weights cast to ``dtype``, channels-last convolutions, fused snakes, input cast to
+    ``dtype`` and output returned in float32. The float32 decoder is
     kept aside (not in the state dict) and put back by ``dtype=None``. Models without an autoencoder pretransform
     are returned unchanged; enabling twice changes nothing more.
 
@@ -142,12 +132,7 @@ def enable_fast_decode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bf
     if dtype is None:
         autoencoder.decoder = autoencoder.__dict__.pop("_float32_decoder")
         return model
-    fast = copy.deepcopy(decoder)
-    remove_weight_norm_from_model(fast)
-    fast.to(dtype)
-    fast.register_forward_pre_hook(_cast_inputs(dtype))
-    fast.register_forward_hook(_float32_output)
-    fast.fast_decode_dtype = dtype
+    fast = build_fast_decoder(decoder, dtype)
     autoencoder.__dict__["_float32_decoder"] = decoder  # kept outside the module tree and the state dict
     autoencoder.decoder = fast
     return model

@@ -1,0 +1,217 @@
+"""Fast mode's decoder: a bfloat16, channels-last copy of an autoencoder decoder with fused Snake activations.
+
+:func:`build_fast_decoder` turns a float32 decoder (Oobleck, DAC, or any decoder built from ``nn.Conv1d`` /
+``nn.ConvTranspose1d`` and the snake activations of :mod:`stable_audio_tools.models.activations`) into an
+inference-only copy that
+
+* has its weight norms folded into plain weights in float32, then its weights cast to bfloat16;
+* runs every zero-padded 1-D convolution as a 2-D convolution on ``[B, C, 1, T]`` activations in the
+  channels-last memory layout (:class:`ChannelsLastConv1d`, :class:`ChannelsLastConvTranspose1d`). oneDNN's
+  bf16 kernels (AMX / AVX512-BF16) are several times faster in that layout than for ``conv1d``'s
+  ``[B, C, T]`` layout, which also costs a layout copy around every convolution. Between convolutions the
+  activations stay ``[B, C, T]`` tensors whose memory is channels-last (``stride(1) == 1``), so element-wise
+  ops keep that layout and no copies are made;
+* evaluates each snake in one pass with float32 arithmetic (:class:`FusedSnake`): the expression is compiled with
+  ``torch.compile`` (TorchInductor, which needs a C++ compiler on the CPU) the first time it runs. Where compiling
+  fails, a warning is logged once and the snakes run eagerly with bfloat16 intermediates (slower, same layout).
+  ``TORCH_COMPILE_DISABLE=1`` skips compiling (the expression then runs eagerly in float32).
+
+The decoder's input is cast to bfloat16 and its output returned as a contiguous float32 tensor. Docs:
+docs/inference.md#fast-mode.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.activations import Snake1d, SnakeBeta, snake
+from ..models.utils import remove_weight_norm_from_model
+
+__all__ = ["ChannelsLastConv1d", "ChannelsLastConvTranspose1d", "FusedSnake", "build_fast_decoder",
+           "fused_snake"]
+
+logger = logging.getLogger(__name__)
+_SNAKE_EPS = 1e-9
+
+
+def _snake_float32(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    """``x + inv_beta * sin(alpha * x)^2`` evaluated in float32 and returned in ``x``'s dtype."""
+    xf = x.float()
+    return (xf + inv_beta * torch.sin(xf * alpha) ** 2).to(x.dtype)
+
+
+class _CompiledSnake:
+    """:func:`_snake_float32` compiled on first use (dynamic shapes, one compilation for every layer); after a
+    failed compilation the eager bf16 :func:`~stable_audio_tools.models.activations.snake` is used."""
+
+    def __init__(self) -> None:
+        self._compiled: Optional[Callable[..., torch.Tensor]] = None
+        self.failure: Optional[str] = None
+
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+        if self.failure is None:
+            if self._compiled is None:
+                self._compiled = torch.compile(_snake_float32, dynamic=True)
+            try:
+                return self._compiled(x, alpha, inv_beta)
+            except Exception as e:  # compiler missing or broken: any failure here is the compiler's
+                self.failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                logger.warning("fast-mode decoder: compiling the snake activation failed (%s); running it "
+                               "eagerly (slower). Install a C++ compiler for TorchInductor to fix this.",
+                               self.failure)
+        return snake(x, alpha.to(x.dtype), inv_beta.to(x.dtype))
+
+
+#: the process-wide compiled snake shared by every :class:`FusedSnake`
+fused_snake = _CompiledSnake()
+
+
+class FusedSnake(nn.Module):
+    """Inference-only snake ``x + inv_beta * sin(alpha * x)^2`` with precomputed float32 ``alpha`` and
+    ``inv_beta`` buffers (``[1, C, 1]``), evaluated by :data:`fused_snake`.
+
+    Args:
+        alpha (torch.Tensor): the frequency, ``[C]`` or ``[1, C, 1]`` (already exponentiated for log-scale snakes).
+        inv_beta (torch.Tensor): the reciprocal magnitude ``1 / (beta + 1e-9)``, same shape.
+    """
+
+    def __init__(self, alpha: torch.Tensor, inv_beta: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("alpha", alpha.detach().float().reshape(1, -1, 1).clone())
+        self.register_buffer("inv_beta", inv_beta.detach().float().reshape(1, -1, 1).clone())
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "FusedSnake":
+        """The fused equivalent of a :class:`SnakeBeta` or :class:`Snake1d` module."""
+        with torch.no_grad():
+            if isinstance(module, SnakeBeta):
+                alpha, beta = module.alpha.float(), module.beta.float()
+                if module.alpha_logscale:
+                    alpha, beta = alpha.exp(), beta.exp()
+                return cls(alpha, 1.0 / (beta + _SNAKE_EPS))
+            if isinstance(module, Snake1d):
+                alpha = module.alpha.float()
+                return cls(alpha, 1.0 / (alpha + _SNAKE_EPS))
+        raise TypeError(f"FusedSnake.from_module: expected SnakeBeta or Snake1d, got {type(module).__name__}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_snake(x, self.alpha, self.inv_beta)
+
+
+def _channels_last_4d(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T]`` -> ``[B, C, 1, T]`` in the channels-last layout (a view when ``x`` already is)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+def _single(value: Any) -> Any:
+    return value[0] if isinstance(value, tuple) else value
+
+
+class ChannelsLastConv1d(nn.Module):
+    """A zero-padded ``nn.Conv1d`` run as ``conv2d`` on channels-last ``[B, C, 1, T]`` activations.
+
+    Input: ``[B, C_in, T]`` of any layout; output: ``[B, C_out, T']`` with channels-last memory. Same values as
+    the convolution it was made from, up to the backend's accumulation order.
+
+    Args:
+        conv (nn.Conv1d): a convolution with ``padding_mode="zeros"`` and a plain ``weight`` (weight norm folded).
+    """
+
+    def __init__(self, conv: nn.Conv1d) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"ChannelsLastConv1d: padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.stride = (1, _single(conv.stride))
+        padding = conv.padding
+        self.padding = padding if isinstance(padding, str) else (0, _single(padding))
+        self.dilation = (1, _single(conv.dilation))
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(_channels_last_4d(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+                       self.groups)
+        return out.squeeze(2)
+
+
+class ChannelsLastConvTranspose1d(nn.Module):
+    """A zero-padded ``nn.ConvTranspose1d`` run as ``conv_transpose2d`` on channels-last ``[B, C, 1, T]``
+    activations (see :class:`ChannelsLastConv1d`).
+
+    Args:
+        conv (nn.ConvTranspose1d): a transposed convolution with ``padding_mode="zeros"`` and a plain ``weight``.
+    """
+
+    def __init__(self, conv: nn.ConvTranspose1d) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"ChannelsLastConvTranspose1d: padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.stride = (1, _single(conv.stride))
+        self.padding = (0, _single(conv.padding))
+        self.output_padding = (0, _single(conv.output_padding))
+        self.dilation = (1, _single(conv.dilation))
+        self.groups = conv.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose2d(_channels_last_4d(x), self.weight, self.bias, self.stride, self.padding,
+                                 self.output_padding, self.groups, self.dilation)
+        return out.squeeze(2)
+
+
+def _fast_replacement(module: nn.Module) -> Optional[nn.Module]:
+    if isinstance(module, (SnakeBeta, Snake1d)):
+        return FusedSnake.from_module(module)
+    if isinstance(module, nn.Conv1d) and module.padding_mode == "zeros":
+        return ChannelsLastConv1d(module)
+    if isinstance(module, nn.ConvTranspose1d) and module.padding_mode == "zeros":
+        return ChannelsLastConvTranspose1d(module)
+    return None
+
+
+def _cast_input(dtype: torch.dtype) -> Callable[..., Tuple[Any, ...]]:
+    def hook(module: nn.Module, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+    return hook
+
+
+def _float32_output(module: nn.Module, args: Tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    return output.to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def build_fast_decoder(decoder: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """An inference-only ``dtype`` copy of ``decoder`` with channels-last convolutions and fused snakes.
+
+    ``decoder`` itself is not changed. The copy takes float32 (or any floating) input and returns float32 audio;
+    its parameters do not require gradients.
+
+    Args:
+        decoder (nn.Module): the float32 decoder of an autoencoder.
+        dtype (torch.dtype, default torch.bfloat16): the weight and activation dtype of the copy.
+    """
+    fast = copy.deepcopy(decoder)
+    remove_weight_norm_from_model(fast)
+    snakes = {name: FusedSnake.from_module(m) for name, m in fast.named_modules()
+              if isinstance(m, (SnakeBeta, Snake1d))}  # from the float32 parameters
+    fast.to(dtype)
+    for name, module in list(fast.named_modules()):
+        replacement = snakes[name] if name in snakes else _fast_replacement(module)
+        if replacement is None or not name:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(fast.get_submodule(parent_name), child, replacement)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    fast.register_forward_pre_hook(_cast_input(dtype))
+    fast.register_forward_hook(_float32_output)
+    fast.fast_decode_dtype = dtype
+    return fast
