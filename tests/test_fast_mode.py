@@ -13,7 +13,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from stable_audio_tools.inference import cli
 from stable_audio_tools.inference.generation import generate_diffusion_cond, generate_diffusion_uncond
-from stable_audio_tools.inference.precision import (AutocastBackbone, autocast_dtype_of, enable_fast_mode,
+from stable_audio_tools.inference.precision import (AutocastBackbone, CastWeightLinear, autocast_dtype_of, enable_fast_mode,
                                                     fast_dtype, maybe_autocast, quantize_int8)
 from stable_audio_tools.models import attention
 from stable_audio_tools.models.blocks import FourierFeatures
@@ -264,3 +264,25 @@ def test_generate_py_refuses_int8_with_adapters(saved, tmp_path):
         cli.main(["--pretrained-name", str(saved), "--prompt", "x", "--device", "cpu", "--quantize", "int8",
                   "--adapter", str(adapter), "--output-dir", str(tmp_path)])
     assert "--quantize int8 does not combine with --adapter" in str(e.value)
+
+
+@needs_cpu_bf16
+def test_fast_mode_linear_layers_keep_a_bf16_copy_that_gives_autocasts_own_numbers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4, bias=False))
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(x)
+        keys = list(model.state_dict())
+        enable_fast_mode(model)
+        assert all(isinstance(m, CastWeightLinear) and m._cast_weight.dtype == torch.bfloat16
+                   for m in model if isinstance(m, nn.Linear))
+        assert list(model.state_dict()) == keys  # the copies stay out of the state dict
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(model(x), autocast)
+        assert torch.equal(model(x), exact)  # outside autocast: the float32 weights
+        enable_fast_mode(model, None)
+        assert all(type(m) is nn.Linear and not hasattr(m, "_cast_weight") for m in (model[0], model[2]))
+        assert torch.equal(model(x), exact)

@@ -12,7 +12,7 @@ The numerically fragile parts stay in float32:
   bf16 *weights* rather than autocast (:func:`enable_fast_decode`, :mod:`.fast_decoder`): the weight norm is folded
   in float32, the decoder is cast to bfloat16, its convolutions run in the channels-last layout the bf16 kernels
   want and its Snake activations are fused (autocast, which casts around every convolution, gains little there).
-The decoded audio is returned in float32.
+  The decoded audio is returned in float32.
 
 ``int8`` replaces the backbone's transformer-block ``nn.Linear`` layers by dynamically quantised ones
 (``torch.ao.quantization.quantize_dynamic``: int8 weights, activations quantised per call), with float32
@@ -33,7 +33,7 @@ from torch.ao.quantization import quantize_dynamic
 
 from .fast_decoder import build_fast_decoder
 
-__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "apply_fast_mode", "autocast_backbone",
+__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "CastWeightLinear", "apply_fast_mode", "autocast_backbone",
            "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_decode", "enable_fast_mode",
            "fast_dtype", "fast_decode_dtype_of", "maybe_autocast", "quantize_int8"]
 
@@ -86,7 +86,8 @@ def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bflo
 
     Args:
         model (nn.Module): the model; the backbone's weights and state dict are not changed (a plain attribute is
-            set).
+            set, and the backbone's ``nn.Linear`` layers keep a ``dtype`` copy of their weights outside the state
+            dict, :class:`CastWeightLinear`, so autocast does not cast them on every call).
         dtype (torch.dtype or None, default torch.bfloat16): the autocast dtype; ``None`` returns to exact mode
             (the float32 decoder included).
         decoder (bool, default True): with ``dtype=torch.bfloat16``, also run the pretransform's decoder in
@@ -98,8 +99,40 @@ def enable_fast_mode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bflo
         raise ValueError("bf16 autocast and int8 quantisation do not combine (the int8 kernels take float32 "
                          "activations): use --dtype bf16 or --quantize int8, not both")
     setattr(model, _ATTRIBUTE, dtype)
+    _set_cast_weights(getattr(model, "model", model), dtype)
     enable_fast_decode(model, torch.bfloat16 if decoder and dtype == torch.bfloat16 else None)
     return model
+
+
+class CastWeightLinear(nn.Linear):
+    """``nn.Linear`` holding a copy of its weight and bias in the autocast dtype (a non-persistent buffer): under
+    autocast in that dtype it multiplies with the copy, which gives autocast's own result (the same rounding of the
+    same float32 weight) without casting the weight on every call; otherwise it is a plain ``nn.Linear``. The class
+    of a loaded ``nn.Linear`` is switched in place by :func:`enable_fast_mode` (state dict keys unchanged); changing
+    the float32 weight afterwards needs ``enable_fast_mode`` again."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self._cast_weight
+        device_type = x.device.type
+        if (torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == weight.dtype
+                and weight.device == x.device):
+            return nn.functional.linear(x.to(weight.dtype), weight, self._cast_bias)
+        return super().forward(x)
+
+
+def _set_cast_weights(backbone: nn.Module, dtype: Optional[torch.dtype]) -> None:
+    """Give every plain ``nn.Linear`` of ``backbone`` a ``dtype`` copy of its weights (:class:`CastWeightLinear`),
+    or with ``None`` turn them back into ``nn.Linear``."""
+    for module in backbone.modules():
+        if isinstance(module, CastWeightLinear):
+            del module._cast_weight, module._cast_bias
+            module.__class__ = nn.Linear
+        if dtype is not None and type(module) is nn.Linear:
+            with torch.no_grad():
+                module.register_buffer("_cast_weight", module.weight.detach().to(dtype), persistent=False)
+                bias = None if module.bias is None else module.bias.detach().to(dtype)
+                module.register_buffer("_cast_bias", bias, persistent=False)
+            module.__class__ = CastWeightLinear
 
 
 def _autoencoder_decoder(model: nn.Module) -> Optional[nn.Module]:
