@@ -32,8 +32,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "exactly (an unwrapped model whose pretransform is this autoencoder also works)")
     parser.add_argument("--model-half", action="store_true", help="run the model in float16, store float16 latents")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bf16-mixed"],
-                        help="float32: exact; bf16 (= bf16-mixed): encode under bf16 autocast (Lightning "
-                             "bf16-mixed) with float32 weights, store float32 latents (default: float32)")
+                        help="float32: exact; bf16 (= bf16-mixed): fast mode, the autoencoder's encoder runs as a "
+                             "bf16 channels-last copy with fused snakes (docs/inference.md#fast-mode) under bf16 "
+                             "autocast (Lightning bf16-mixed); latents are stored as float32 (default: float32)")
     parser.add_argument("--dataset-config", type=str, required=True, help="dataset config (JSON)")
     parser.add_argument("--output-path", type=str, required=True, help="output directory")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size per process")
@@ -175,6 +176,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     accelerator = args.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.dtype != "float32":
+        from stable_audio_tools.inference.precision import cpu_bf16_problem, enable_fast_encode
+
+        if accelerator == "cpu" and cpu_bf16_problem() is not None:
+            raise ValueError(f"--dtype {args.dtype}: the bf16 kernels do not run on this CPU with this torch build "
+                             f"({cpu_bf16_problem()}); use --dtype float32")
+        enable_fast_encode(model)
     devices = _devices(args.devices)
     if devices == "auto" and accelerator == "cpu":
         devices = 1

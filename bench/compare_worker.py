@@ -152,7 +152,7 @@ class DitSuite(Suite):
         self._train = None
 
     def sampling(self, mode: str, row: str, decode: bool = False):
-        model = self.models[mode]
+        model = self.user_model(mode) if decode else self.models[mode]  # the model generate() will run
         if row == "dpmpp":
             model.diffusion_objective = "v"
             return self.generate(mode, decode, steps=20, cfg_scale=7, sampler_type="dpmpp-3m-sde", sigma_min=0.3,

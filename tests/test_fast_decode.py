@@ -1,4 +1,4 @@
-"""Fast mode's bf16 decoder (inference.precision.enable_fast_decode, inference.fast_decoder): the decoder's
+"""Fast mode's bf16 decoder (inference.precision.enable_fast_decode, inference.fast_convnet): the decoder's
 convolutions run in bfloat16 in the channels-last layout, its snakes fused, the decoded audio comes back float32,
 finite and close to the float32 decoder's, the encoder and the backbone's weights are untouched, and exact mode
 restores the float32 decoder bit for bit. The channels-last convolutions and the fused snake equal the modules they
@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from stable_audio_tools.inference import fast_decoder
-from stable_audio_tools.inference.fast_decoder import (ChannelsLastConv1d, ChannelsLastConvTranspose1d, FusedSnake,
-                                                       build_fast_decoder)
-from stable_audio_tools.inference.precision import enable_fast_decode, enable_fast_mode, fast_decode_dtype_of
+from stable_audio_tools.inference import fast_convnet
+from stable_audio_tools.inference.fast_convnet import (ChannelsLastConv1d, ChannelsLastConvTranspose1d, FusedSnake,
+                                                       build_fast_convnet)
+from stable_audio_tools.inference.precision import (enable_fast_decode, enable_fast_encode, enable_fast_mode,
+                                                    fast_decode_dtype_of, fast_encode_dtype_of)
 from stable_audio_tools.models.activations import Snake1d, SnakeBeta
 from stable_audio_tools.models.oobleck import OobleckDecoder
 
@@ -134,12 +135,12 @@ def test_failed_compilation_falls_back_to_the_eager_snake(monkeypatch, caplog):
             raise RuntimeError("InductorError: no C++ compiler")
         return run
 
-    fallback = fast_decoder._CompiledSnake()
-    monkeypatch.setattr(fast_decoder, "fused_snake", fallback)
+    fallback = fast_convnet._CompiledSnake()
+    monkeypatch.setattr(fast_convnet, "fused_snake", fallback)
     monkeypatch.setattr(torch, "compile", broken_compile)
     module = FusedSnake.from_module(SnakeBeta(3))
     x = torch.randn(1, 3, 10)
-    with caplog.at_level(logging.WARNING, logger=fast_decoder.__name__):
+    with caplog.at_level(logging.WARNING, logger=fast_convnet.__name__):
         out = module(x)
         module(x)
     assert fallback.failure == "RuntimeError: InductorError: no C++ compiler"
@@ -154,7 +155,7 @@ def test_fast_decoder_of_an_oobleck_decoder_is_close_to_float32():
     decoder = OobleckDecoder(out_channels=2, channels=8, latent_dim=4, c_mults=[1, 2], strides=[2, 4],
                              use_snake=True, final_tanh=False).eval()
     z = torch.randn(1, 4, 12)
-    fast = build_fast_decoder(decoder)
+    fast = build_fast_convnet(decoder)
     assert sum(isinstance(m, FusedSnake) for m in fast.modules()) == sum(
         isinstance(m, SnakeBeta) for m in decoder.modules()) > 0
     with torch.no_grad():
@@ -162,3 +163,48 @@ def test_fast_decoder_of_an_oobleck_decoder_is_close_to_float32():
     assert out.dtype == torch.float32 and out.shape == exact.shape and out.is_contiguous()
     assert 0 < _rel_err(out, exact) < 0.05
     assert all(p.dtype == torch.float32 for p in decoder.parameters())  # the original is untouched
+
+
+@needs_cpu_bf16
+def test_fast_encode_swaps_an_autoencoders_encoder_and_back():
+    from stable_audio_tools.models.factory import create_model_from_config
+
+    config = {"model_type": "autoencoder", "sample_rate": 8000, "audio_channels": 1, "model": {
+        "encoder": {"type": "oobleck", "config": {"in_channels": 1, "channels": 8, "c_mults": [1, 2],
+                                                   "strides": [2, 4], "latent_dim": 8, "use_snake": True}},
+        "decoder": {"type": "oobleck", "config": {"out_channels": 1, "channels": 8, "c_mults": [1, 2],
+                                                   "strides": [2, 4], "latent_dim": 4, "use_snake": True}},
+        "bottleneck": {"type": "vae"}, "latent_dim": 4, "downsampling_ratio": 8, "io_channels": 1}}
+    torch.manual_seed(0)
+    model = create_model_from_config(config).eval()
+    audio = torch.randn(1, 1, 256)
+    with torch.no_grad():
+        exact = model.encoder(audio)
+        enable_fast_encode(model)
+        assert fast_encode_dtype_of(model) == torch.bfloat16 and fast_decode_dtype_of(model) is None
+        fast = model.encoder(audio)
+        assert fast.dtype == torch.float32 and 0 < _rel_err(fast, exact) < 0.05
+        enable_fast_encode(model, None)
+        assert fast_encode_dtype_of(model) is None and torch.equal(model.encoder(audio), exact)
+    with pytest.raises(ValueError, match="enable_fast_encode: dtype"):
+        enable_fast_encode(model, torch.float16)
+
+
+def test_a_wrong_reduced_precision_kernel_is_caught_by_the_probe_and_the_layer_runs_in_float32(monkeypatch):
+    real = ChannelsLastConv1d._conv
+
+    def broken_in_bf16(self, x, weight, bias):  # stands in for the oneDNN bf16 kernels that are wrong
+        out = real(self, x, weight, bias)
+        return -out if weight.dtype == torch.bfloat16 else out
+
+    monkeypatch.setattr(ChannelsLastConv1d, "_conv", broken_in_bf16)
+    torch.manual_seed(0)
+    conv = nn.Conv1d(8, 16, 8, stride=4, padding=2)
+    fast = ChannelsLastConv1d(copy.deepcopy(conv).to(torch.bfloat16))
+    assert fast.float32_fallback and fast.weight.dtype == torch.float32
+    x = torch.randn(1, 8, 64)
+    out = fast(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert _rel_err(out.float(), conv(x)) < 0.02
+    monkeypatch.setattr(ChannelsLastConv1d, "_conv", real)
+    assert not ChannelsLastConv1d(nn.Conv1d(64, 64, 7, padding=3).to(torch.bfloat16)).float32_fallback

@@ -18,7 +18,7 @@ from stable_audio_tools.models.factory import create_model_from_config
 from stable_audio_tools.training import pre_encode as pe_module
 from stable_audio_tools.training.pre_encode import PreEncodeSampler
 
-from conftest import ROOT, deny_reading
+from conftest import ROOT, deny_reading, needs_cpu_bf16
 
 SR = 8000
 SIZE = 2048
@@ -165,9 +165,21 @@ def test_sampled_half_precision_latents_and_limit_batches(ws, tmp_path):
         assert float(z.abs().max()) < 6 and 0.5 < float(z.std()) < 1.5  # a sample of the posterior, not its mean
 
 
-def test_bf16_autocast_stores_float32_latents_close_to_exact(ws, tmp_path):
+@needs_cpu_bf16
+def test_bf16_fast_encoder_stores_float32_latents_close_to_exact(ws, tmp_path, monkeypatch):
+    from stable_audio_tools.inference import fast_convnet, precision
+
+    built = []
+    original = precision.build_fast_convnet
+    monkeypatch.setattr(precision, "build_fast_convnet", lambda net, dtype: built.append(original(net, dtype)) or
+                        built[-1])
+    calls = []
+    conv_forward = fast_convnet.ChannelsLastConv1d.forward
+    monkeypatch.setattr(fast_convnet.ChannelsLastConv1d, "forward",
+                        lambda self, x: calls.append(x.dtype) or conv_forward(self, x))
     stats = SCRIPT.main(args(ws, tmp_path / "out", "--batch-size", 2, "--dtype", "bf16", "--vae-mean",
                              "--limit-batches", 1))
+    assert len(built) == 1 and calls and set(calls) == {torch.bfloat16}  # the encoder ran as the bf16 copy
     found = items(tmp_path / "out")
     assert stats["encoded"] == 2 and len(found) == 2
     model = load_model(ws)

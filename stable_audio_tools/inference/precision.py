@@ -9,7 +9,7 @@ The numerically fragile parts stay in float32:
 * rotary position embeddings and their application (``models.attention``), layer norms (autocast runs
   ``layer_norm`` in float32), the DiT's timestep Fourier features (``models.blocks.FourierFeatures``);
 * the pretransform's encoder runs in float32. Its decoder (Oobleck-style autoencoders) is the one part run with
-  bf16 *weights* rather than autocast (:func:`enable_fast_decode`, :mod:`.fast_decoder`): the weight norm is folded
+  bf16 *weights* rather than autocast (:func:`enable_fast_decode`, :mod:`.fast_convnet`): the weight norm is folded
   in float32, the decoder is cast to bfloat16, its convolutions run in the channels-last layout the bf16 kernels
   want and its Snake activations are fused (autocast, which casts around every convolution, gains little there).
   The decoded audio is returned in float32.
@@ -31,11 +31,12 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from torch.ao.quantization import quantize_dynamic
 
-from .fast_decoder import build_fast_decoder
+from .fast_convnet import build_fast_convnet
 
-__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "CastWeightLinear", "apply_fast_mode", "autocast_backbone",
-           "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_decode", "enable_fast_mode",
-           "fast_dtype", "fast_decode_dtype_of", "maybe_autocast", "quantize_int8"]
+__all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "CastWeightLinear", "apply_fast_mode",
+           "autocast_backbone", "autocast_dtype_of", "check_fast_mode", "cpu_bf16_problem", "enable_fast_decode",
+           "enable_fast_encode", "enable_fast_mode", "fast_dtype", "fast_decode_dtype_of", "fast_encode_dtype_of",
+           "maybe_autocast", "quantize_int8"]
 
 #: spellings of the fast (autocast) mode accepted by the command lines
 FAST_DTYPES = {"bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
@@ -135,45 +136,74 @@ def _set_cast_weights(backbone: nn.Module, dtype: Optional[torch.dtype]) -> None
             module.__class__ = CastWeightLinear
 
 
-def _autoencoder_decoder(model: nn.Module) -> Optional[nn.Module]:
-    """The decoder module of ``model``'s autoencoder pretransform (``model.pretransform.model.decoder``), if any."""
-    autoencoder = getattr(getattr(model, "pretransform", None), "model", None)
-    decoder = getattr(autoencoder, "decoder", None)
-    return decoder if isinstance(decoder, nn.Module) else None
+def _autoencoder_of(model: nn.Module) -> Optional[nn.Module]:
+    """The autoencoder of ``model``: ``model`` itself when it is one (has ``encoder`` and ``decoder``), else its
+    autoencoder pretransform's (``model.pretransform.model``)."""
+    if hasattr(model, "encoder") and hasattr(model, "decoder"):
+        return model
+    return getattr(getattr(model, "pretransform", None), "model", None)
+
+
+def _part(model: nn.Module, part: str) -> Optional[nn.Module]:
+    module = getattr(_autoencoder_of(model), part, None)
+    return module if isinstance(module, nn.Module) else None
+
+
+def _set_fast_part(model: nn.Module, part: str, dtype: Optional[torch.dtype], caller: str) -> nn.Module:
+    """Swap ``model``'s autoencoder ``part`` ("encoder" / "decoder") for its bf16 fast copy, or back."""
+    if dtype not in (torch.bfloat16, None):
+        raise ValueError(f"{caller}: dtype must be torch.bfloat16 or None, got {dtype}")
+    module = _part(model, part)
+    if module is None or getattr(module, "fast_convnet_dtype", None) == dtype:
+        return model
+    autoencoder = _autoencoder_of(model)
+    if dtype is None:
+        setattr(autoencoder, part, autoencoder.__dict__.pop(f"_float32_{part}"))
+        return model
+    fast = build_fast_convnet(module, dtype)
+    autoencoder.__dict__[f"_float32_{part}"] = module  # kept outside the module tree and the state dict
+    setattr(autoencoder, part, fast)
+    return model
 
 
 def enable_fast_decode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
-    """Run the decoder of ``model``'s autoencoder pretransform with ``dtype`` weights and return ``model``.
+    """Run the decoder of ``model``'s autoencoder with ``dtype`` weights and return ``model``.
 
-    The decoder is replaced by :func:`~stable_audio_tools.inference.fast_decoder.build_fast_decoder`'s copy: weight
+    The decoder is replaced by :func:`~stable_audio_tools.inference.fast_convnet.build_fast_convnet`'s copy: weight
     norms folded in float32, weights cast to ``dtype``, channels-last convolutions, fused snakes, input cast to
-    ``dtype`` and output returned in float32. The float32 decoder is
-    kept aside (not in the state dict) and put back by ``dtype=None``. Models without an autoencoder pretransform
-    are returned unchanged; enabling twice changes nothing more.
+    ``dtype`` and output returned in float32. The float32 decoder is kept aside (not in the state dict) and put
+    back by ``dtype=None``. Models without an autoencoder are returned unchanged; enabling twice changes nothing
+    more.
 
     Args:
-        model (nn.Module): a diffusion wrapper (``model.pretransform.model.decoder``).
+        model (nn.Module): a diffusion wrapper with an autoencoder pretransform
+            (``model.pretransform.model.decoder``), or an autoencoder (``model.decoder``).
         dtype (torch.dtype or None, default torch.bfloat16): ``torch.bfloat16`` (float16 can overflow in the
             decoder's activations), or ``None`` to restore the float32 decoder.
     """
-    if dtype not in (torch.bfloat16, None):
-        raise ValueError(f"enable_fast_decode: dtype must be torch.bfloat16 or None, got {dtype}")
-    decoder = _autoencoder_decoder(model)
-    if decoder is None or fast_decode_dtype_of(model) == dtype:
-        return model
-    autoencoder = model.pretransform.model
-    if dtype is None:
-        autoencoder.decoder = autoencoder.__dict__.pop("_float32_decoder")
-        return model
-    fast = build_fast_decoder(decoder, dtype)
-    autoencoder.__dict__["_float32_decoder"] = decoder  # kept outside the module tree and the state dict
-    autoencoder.decoder = fast
-    return model
+    return _set_fast_part(model, "decoder", dtype, "enable_fast_decode")
+
+
+def enable_fast_encode(model: nn.Module, dtype: Optional[torch.dtype] = torch.bfloat16) -> nn.Module:
+    """Run the encoder of ``model``'s autoencoder with ``dtype`` weights (as :func:`enable_fast_decode` does for
+    the decoder; ``pre_encode.py --dtype bf16``) and return ``model``. The bottleneck stays float32.
+
+    Args:
+        model (nn.Module): an autoencoder (``model.encoder``) or a model with an autoencoder pretransform.
+        dtype (torch.dtype or None, default torch.bfloat16): ``torch.bfloat16``, or ``None`` to restore the float32
+            encoder.
+    """
+    return _set_fast_part(model, "encoder", dtype, "enable_fast_encode")
 
 
 def fast_decode_dtype_of(model: nn.Module) -> Optional[torch.dtype]:
     """The dtype :func:`enable_fast_decode` gave ``model``'s decoder, or ``None`` (float32)."""
-    return getattr(_autoencoder_decoder(model), "fast_decode_dtype", None)
+    return getattr(_part(model, "decoder"), "fast_convnet_dtype", None)
+
+
+def fast_encode_dtype_of(model: nn.Module) -> Optional[torch.dtype]:
+    """The dtype :func:`enable_fast_encode` gave ``model``'s encoder, or ``None`` (float32)."""
+    return getattr(_part(model, "encoder"), "fast_convnet_dtype", None)
 
 
 def autocast_dtype_of(model: nn.Module) -> Optional[torch.dtype]:

@@ -375,7 +375,7 @@ class PreEncodedLatentsInferenceWrapper(pl.LightningModule):
                 return
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        audio = audio.to(next(self.model.parameters()).dtype)
+        audio = audio.to(torch.float16 if self.model_half else torch.float32)  # fast encoders cast their own input
         with torch.no_grad():
             latents, frames = encode_latents(self.model, audio, self.is_discrete, self.vae_mean)
         ratio = audio.shape[-1] / frames

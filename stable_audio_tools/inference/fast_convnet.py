@@ -1,8 +1,8 @@
-"""Fast mode's decoder: a bfloat16, channels-last copy of an autoencoder decoder with fused Snake activations.
+"""Fast mode's autoencoder halves: a bfloat16, channels-last copy of a convolutional network with fused Snakes.
 
-:func:`build_fast_decoder` turns a float32 decoder (Oobleck, DAC, or any decoder built from ``nn.Conv1d`` /
-``nn.ConvTranspose1d`` and the snake activations of :mod:`stable_audio_tools.models.activations`) into an
-inference-only copy that
+:func:`build_fast_convnet` turns a float32 decoder or encoder (Oobleck, DAC, or any network built from
+``nn.Conv1d`` / ``nn.ConvTranspose1d`` and the snake activations of :mod:`stable_audio_tools.models.activations`)
+into an inference-only copy that
 
 * has its weight norms folded into plain weights in float32, then its weights cast to bfloat16;
 * runs every zero-padded 1-D convolution as a 2-D convolution on ``[B, C, 1, T]`` activations in the
@@ -16,7 +16,7 @@ inference-only copy that
   fails, a warning is logged once and the snakes run eagerly with bfloat16 intermediates (slower, same layout).
   ``TORCH_COMPILE_DISABLE=1`` skips compiling (the expression then runs eagerly in float32).
 
-The decoder's input is cast to bfloat16 and its output returned as a contiguous float32 tensor. Docs:
+The copy's input is cast to bfloat16 and its output returned as a contiguous float32 tensor. Docs:
 docs/inference.md#fast-mode.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 from ..models.activations import Snake1d, SnakeBeta, snake
 from ..models.utils import remove_weight_norm_from_model
 
-__all__ = ["ChannelsLastConv1d", "ChannelsLastConvTranspose1d", "FusedSnake", "build_fast_decoder",
+__all__ = ["ChannelsLastConv1d", "ChannelsLastConvTranspose1d", "FusedSnake", "build_fast_convnet",
            "fused_snake"]
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class _CompiledSnake:
                 return self._compiled(x, alpha, inv_beta)
             except Exception as e:  # compiler missing or broken: any failure here is the compiler's
                 self.failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                logger.warning("fast-mode decoder: compiling the snake activation failed (%s); running it "
+                logger.warning("fast mode: compiling the snake activation failed (%s); running it "
                                "eagerly (slower). Install a C++ compiler for TorchInductor to fix this.",
                                self.failure)
         return snake(x, alpha.to(x.dtype), inv_beta.to(x.dtype))
@@ -112,36 +112,93 @@ def _single(value: Any) -> Any:
     return value[0] if isinstance(value, tuple) else value
 
 
-class ChannelsLastConv1d(nn.Module):
+#: relative error (max |diff| / max |reference|) above which a bf16 convolution's probe counts as wrong; bf16
+#: rounding gives about 0.01, the broken kernels about 1
+_PROBE_TOLERANCE = 0.05
+
+
+class _ChannelsLastConv(nn.Module):
+    """Shared part of :class:`ChannelsLastConv1d` / :class:`ChannelsLastConvTranspose1d`: the channels-last 4-D
+    weight, and on the CPU a probe of the reduced-precision kernel against float32 at construction.
+
+    Some oneDNN bf16 convolution kernels give wrong results for small layers (seen with torch 2.9 and 2.13 for
+    ``in_channels * kernel_size`` of 64-192, e.g. 8 input channels with kernel 8: errors as large as the output,
+    in ``conv1d`` and channels-last ``conv2d`` alike). A layer whose probe fails keeps a float32 weight and runs in
+    float32 (``self.float32_fallback``), with a log message naming its shape.
+    """
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"{type(self).__name__}: padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.stride = (1, _single(conv.stride))
+        self.dilation = (1, _single(conv.dilation))
+        self.groups = conv.groups
+        self.in_channels = conv.in_channels
+        self.float32_fallback = False
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _probe_length(self) -> int:
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        """Compare this layer in its dtype with float32 on a seeded random input; fall back to float32 if wrong."""
+        weight = self.weight
+        if weight.dtype == torch.float32 or weight.device.type != "cpu":
+            return
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, self.in_channels, 1, self._probe_length(), generator=gen).to(weight.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            bias = None if self.bias is None else self.bias.float()
+            reference = self._conv(x.float(), weight.float(), bias)
+            error = (self._conv(x, weight, self.bias).float() - reference).abs().max()
+            scale = reference.abs().max().clamp_min(1e-12)
+        if float(error / scale) > _PROBE_TOLERANCE:
+            logger.info("fast mode: the %s kernel of torch %s is wrong for %s with weight %s (relative error "
+                        "%.2f); this layer runs in float32", weight.dtype, torch.__version__, type(self).__name__,
+                        tuple(weight.shape), float(error / scale))
+            self.weight = nn.Parameter(weight.float(), requires_grad=False)
+            self.bias = None if self.bias is None else nn.Parameter(self.bias.float(), requires_grad=False)
+            self.float32_fallback = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x4 = _channels_last_4d(x)
+        if self.float32_fallback:
+            return self._conv(x4.float(), self.weight, self.bias).to(x.dtype).squeeze(2)
+        return self._conv(x4, self.weight, self.bias).squeeze(2)
+
+
+class ChannelsLastConv1d(_ChannelsLastConv):
     """A zero-padded ``nn.Conv1d`` run as ``conv2d`` on channels-last ``[B, C, 1, T]`` activations.
 
     Input: ``[B, C_in, T]`` of any layout; output: ``[B, C_out, T']`` with channels-last memory. Same values as
-    the convolution it was made from, up to the backend's accumulation order.
+    the convolution it was made from, up to the backend's accumulation order (see :class:`_ChannelsLastConv` for
+    the probe of reduced-precision kernels).
 
     Args:
         conv (nn.Conv1d): a convolution with ``padding_mode="zeros"`` and a plain ``weight`` (weight norm folded).
     """
 
     def __init__(self, conv: nn.Conv1d) -> None:
-        super().__init__()
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"ChannelsLastConv1d: padding_mode must be 'zeros', got {conv.padding_mode!r}")
-        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-        self.stride = (1, _single(conv.stride))
+        super().__init__(conv)
         padding = conv.padding
         self.padding = padding if isinstance(padding, str) else (0, _single(padding))
-        self.dilation = (1, _single(conv.dilation))
-        self.groups = conv.groups
+        self._probe()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(_channels_last_4d(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
-                       self.groups)
-        return out.squeeze(2)
+    def _probe_length(self) -> int:
+        return 64 * self.stride[1] + self.dilation[1] * (self.weight.shape[-1] - 1)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class ChannelsLastConvTranspose1d(nn.Module):
+class ChannelsLastConvTranspose1d(_ChannelsLastConv):
     """A zero-padded ``nn.ConvTranspose1d`` run as ``conv_transpose2d`` on channels-last ``[B, C, 1, T]``
     activations (see :class:`ChannelsLastConv1d`).
 
@@ -150,22 +207,17 @@ class ChannelsLastConvTranspose1d(nn.Module):
     """
 
     def __init__(self, conv: nn.ConvTranspose1d) -> None:
-        super().__init__()
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"ChannelsLastConvTranspose1d: padding_mode must be 'zeros', got {conv.padding_mode!r}")
-        weight = conv.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-        self.stride = (1, _single(conv.stride))
+        super().__init__(conv)
         self.padding = (0, _single(conv.padding))
         self.output_padding = (0, _single(conv.output_padding))
-        self.dilation = (1, _single(conv.dilation))
-        self.groups = conv.groups
+        self._probe()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv_transpose2d(_channels_last_4d(x), self.weight, self.bias, self.stride, self.padding,
-                                 self.output_padding, self.groups, self.dilation)
-        return out.squeeze(2)
+    def _probe_length(self) -> int:
+        return 64
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding, self.groups,
+                                  self.dilation)
 
 
 def _fast_replacement(module: nn.Module) -> Optional[nn.Module]:
@@ -188,17 +240,17 @@ def _float32_output(module: nn.Module, args: Tuple[Any, ...], output: torch.Tens
     return output.to(torch.float32, memory_format=torch.contiguous_format)
 
 
-def build_fast_decoder(decoder: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
-    """An inference-only ``dtype`` copy of ``decoder`` with channels-last convolutions and fused snakes.
+def build_fast_convnet(network: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """An inference-only ``dtype`` copy of ``network`` with channels-last convolutions and fused snakes.
 
-    ``decoder`` itself is not changed. The copy takes float32 (or any floating) input and returns float32 audio;
+    ``network`` itself is not changed. The copy takes float32 (or any floating) input and returns float32 output;
     its parameters do not require gradients.
 
     Args:
-        decoder (nn.Module): the float32 decoder of an autoencoder.
+        network (nn.Module): the float32 decoder or encoder of an autoencoder.
         dtype (torch.dtype, default torch.bfloat16): the weight and activation dtype of the copy.
     """
-    fast = copy.deepcopy(decoder)
+    fast = copy.deepcopy(network)
     remove_weight_norm_from_model(fast)
     snakes = {name: FusedSnake.from_module(m) for name, m in fast.named_modules()
               if isinstance(m, (SnakeBeta, Snake1d))}  # from the float32 parameters
@@ -213,5 +265,5 @@ def build_fast_decoder(decoder: nn.Module, dtype: torch.dtype = torch.bfloat16) 
         p.requires_grad_(False)
     fast.register_forward_pre_hook(_cast_input(dtype))
     fast.register_forward_hook(_float32_output)
-    fast.fast_decode_dtype = dtype
+    fast.fast_convnet_dtype = dtype
     return fast
