@@ -58,8 +58,9 @@ MODES = ("exact", "bf16", "int8")
 #: glibc malloc settings of both workers. By default glibc raises its mmap threshold (above which a block is mapped
 #: afresh and returned to the OS when freed) to the largest mmapped block freed so far, up to 32 MiB, so a process's
 #: history decides whether every forward page-faults its activations again (measured: 32,000 faults and ~15 % of a
-#: 44 M DiT forward). Fixed thresholds give both sides the same allocator whatever they did before.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728"
+#: 44 M DiT forward). Both workers start with the thresholds glibc would reach at most (32 MiB, trim 64 MiB), so
+#: both sides have the same allocator whatever they did before.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
 
 
 class Client:

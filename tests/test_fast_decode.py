@@ -12,7 +12,7 @@ from torch import nn
 
 from stable_audio_tools.inference import fast_convnet
 from stable_audio_tools.inference.fast_convnet import (ChannelsLastConv1d, ChannelsLastConvTranspose1d, FusedSnake,
-                                                       build_fast_convnet)
+                                                       InplaceResidualUnit, build_fast_convnet)
 from stable_audio_tools.inference.precision import (enable_fast_decode, enable_fast_encode, enable_fast_mode,
                                                     fast_decode_dtype_of, fast_encode_dtype_of)
 from stable_audio_tools.models.activations import Snake1d, SnakeBeta
@@ -158,8 +158,11 @@ def test_fast_decoder_of_an_oobleck_decoder_is_close_to_float32():
     fast = build_fast_convnet(decoder)
     assert sum(isinstance(m, FusedSnake) for m in fast.modules()) == sum(
         isinstance(m, SnakeBeta) for m in decoder.modules()) > 0
+    assert any(isinstance(m, InplaceResidualUnit) for m in fast.modules())
+    assert any(isinstance(m, FusedSnake) and m.inplace for m in fast.modules())
     with torch.no_grad():
         exact, out = decoder(z), fast(z)
+    torch.testing.assert_close(fast(z), out, rtol=0, atol=0)  # with autograd on: out of place, same numbers
     assert out.dtype == torch.float32 and out.shape == exact.shape and out.is_contiguous()
     assert 0 < _rel_err(out, exact) < 0.05
     assert all(p.dtype == torch.float32 for p in decoder.parameters())  # the original is untouched

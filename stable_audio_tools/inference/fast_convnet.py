@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.activations import Snake1d, SnakeBeta, snake
+from ..models.oobleck import ResidualUnit
 from ..models.utils import remove_weight_norm_from_model
 
-__all__ = ["ChannelsLastConv1d", "ChannelsLastConvTranspose1d", "FusedSnake", "build_fast_convnet",
-           "fused_snake"]
+__all__ = ["ChannelsLastConv1d", "ChannelsLastConvTranspose1d", "FusedSnake", "InplaceResidualUnit",
+           "build_fast_convnet", "fused_snake"]
 
 logger = logging.getLogger(__name__)
 _SNAKE_EPS = 1e-9
@@ -45,20 +46,29 @@ def _snake_float32(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor)
     return (xf + inv_beta * torch.sin(xf * alpha) ** 2).to(x.dtype)
 
 
+def _snake_float32_(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    """:func:`_snake_float32` written over ``x`` (no new buffer: large activations are mapped afresh, and
+    page-faulted, every time one is allocated)."""
+    return x.copy_(_snake_float32(x, alpha, inv_beta))
+
+
 class _CompiledSnake:
-    """:func:`_snake_float32` compiled on first use (dynamic shapes, one compilation for every layer); after a
-    failed compilation the eager bf16 :func:`~stable_audio_tools.models.activations.snake` is used."""
+    """:func:`_snake_float32` (and its in-place twin) compiled on first use (dynamic shapes, one compilation for
+    every layer); after a failed compilation the eager bf16 :func:`~stable_audio_tools.models.activations.snake` is
+    used."""
 
     def __init__(self) -> None:
-        self._compiled: Optional[Callable[..., torch.Tensor]] = None
+        self._compiled: dict = {}
         self.failure: Optional[str] = None
 
-    def __call__(self, x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor,
+                 inplace: bool = False) -> torch.Tensor:
         if self.failure is None:
-            if self._compiled is None:
-                self._compiled = torch.compile(_snake_float32, dynamic=True)
+            fn = _snake_float32_ if inplace else _snake_float32
+            if fn not in self._compiled:
+                self._compiled[fn] = torch.compile(fn, dynamic=True)
             try:
-                return self._compiled(x, alpha, inv_beta)
+                return self._compiled[fn](x, alpha, inv_beta)
             except Exception as e:  # compiler missing or broken: any failure here is the compiler's
                 self.failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
                 logger.warning("fast mode: compiling the snake activation failed (%s); running it "
@@ -84,6 +94,8 @@ class FusedSnake(nn.Module):
         super().__init__()
         self.register_buffer("alpha", alpha.detach().float().reshape(1, -1, 1).clone())
         self.register_buffer("inv_beta", inv_beta.detach().float().reshape(1, -1, 1).clone())
+        #: overwrite the input (set by :func:`build_fast_convnet` where the input is a convolution's fresh output)
+        self.inplace = False
 
     @classmethod
     def from_module(cls, module: nn.Module) -> "FusedSnake":
@@ -100,7 +112,7 @@ class FusedSnake(nn.Module):
         raise TypeError(f"FusedSnake.from_module: expected SnakeBeta or Snake1d, got {type(module).__name__}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_snake(x, self.alpha, self.inv_beta)
+        return fused_snake(x, self.alpha, self.inv_beta, inplace=self.inplace and not torch.is_grad_enabled())
 
 
 def _channels_last_4d(x: torch.Tensor) -> torch.Tensor:
@@ -220,6 +232,37 @@ class ChannelsLastConvTranspose1d(_ChannelsLastConv):
                                   self.dilation)
 
 
+class InplaceResidualUnit(nn.Module):
+    """Inference-only Oobleck ``ResidualUnit``: ``layers(x) + x`` added into ``layers``' output, whose last layer is a
+    convolution (a fresh tensor), instead of into a new buffer. With gradients enabled it adds out of place."""
+
+    def __init__(self, layers: nn.Module) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x)
+        return y + x if torch.is_grad_enabled() else y.add_(x)
+
+
+def _reuse_fresh_outputs(network: nn.Module) -> None:
+    """Let the element-wise steps that follow a convolution write into its output: a :class:`FusedSnake` right
+    after a convolution in a ``Sequential`` runs in place, and Oobleck residual units ending in a convolution add
+    in place. (Each new full-length activation is mapped and page-faulted afresh by the allocator: the SAO decoder's
+    are 134 MB each.)"""
+    for module in network.modules():
+        if isinstance(module, nn.Sequential):
+            for previous, current in zip(module, list(module)[1:]):
+                if isinstance(current, FusedSnake) and isinstance(previous, _ChannelsLastConv):
+                    current.inplace = True
+    for name, module in list(network.named_modules()):
+        layers = getattr(module, "layers", None)
+        if (type(module) is ResidualUnit and isinstance(layers, nn.Sequential) and len(layers)
+                and isinstance(layers[-1], _ChannelsLastConv)):
+            parent_name, _, child = name.rpartition(".")
+            setattr(network.get_submodule(parent_name), child, InplaceResidualUnit(layers))
+
+
 def _fast_replacement(module: nn.Module) -> Optional[nn.Module]:
     if isinstance(module, (SnakeBeta, Snake1d)):
         return FusedSnake.from_module(module)
@@ -261,6 +304,7 @@ def build_fast_convnet(network: nn.Module, dtype: torch.dtype = torch.bfloat16) 
             continue
         parent_name, _, child = name.rpartition(".")
         setattr(fast.get_submodule(parent_name), child, replacement)
+    _reuse_fresh_outputs(fast)
     for p in fast.parameters():
         p.requires_grad_(False)
     fast.register_forward_pre_hook(_cast_input(dtype))
