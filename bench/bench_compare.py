@@ -26,7 +26,9 @@ shows our rows only. Rows (11.9 s = 256 latents, batch 1, float32 unless marked)
   stereo 44.1 kHz, 1 s random crops, batch 4 (worker start-up included).
 
 Fast-mode columns: ``bf16`` (``--dtype bf16``: autocast backbone and, in the decode and end-to-end rows, the bf16
-decoder; :mod:`stable_audio_tools.inference.precision`) and ``int8`` (dynamic quantisation; float32 decoder). The
+decoder; :mod:`stable_audio_tools.inference.precision`), ``bf16 + compile`` (``--dtype bf16 --compile``: the same
+with the backbone's transformer compiled; the compilations happen in the warm-up round) and ``int8`` (dynamic
+quantisation; float32 decoder). The
 quality bound: exact vs fast decoded audio (the bf16 decoder's own SNR is printed separately) of a dpmpp-3m-sde
 20-step generation from the same seed and noise (SNR in dB, log-mel distance from :func:`stable_audio_tools.metrics.reconstruction.log_mel_distance`);
 with upstream, the max |diff| of its exact outputs against ours. Prints one markdown table of medians (seconds).
@@ -54,7 +56,7 @@ ROWS = {"forward": "DiT 44 M forward (batch 2)", "cfg": "DiT 44 M forward with b
         "sao_cfg": "SAO-small forward with batch CFG", "sao_steps": "SAO-small 8 ping-pong steps (latents)",
         "sao_e2e": "SAO-small end to end (8 steps + VAE decode)", "sao_decode": "SAO VAE decode 11.9 s",
         "loader0": "audio_dir loader, 0 workers", "loader2": "audio_dir loader, 2 workers"}
-MODES = ("exact", "bf16", "int8")
+MODES = ("exact", "bf16", "bf16c", "int8")  # bf16c: --dtype bf16 --compile
 #: glibc malloc settings of both workers. By default glibc raises its mmap threshold (above which a block is mapped
 #: afresh and returned to the OS when freed) to the largest mmapped block freed so far, up to 32 MiB, so a process's
 #: history decides whether every forward page-faults its activations again (measured: 32,000 faults and ~15 % of a
@@ -108,7 +110,7 @@ def _quality(ours: Dict[str, str], upstream: Optional[Dict[str, str]], sample_ra
     lines = []
     if "exact_audio" in ours:
         exact = np.load(ours["exact_audio"])
-        for mode in ("bf16", "int8"):
+        for mode in ("bf16", "bf16c", "int8"):
             if f"{mode}_audio" in ours:
                 lines.append(f"- {mode} vs exact, decoded dpmpp-3m-sde 20-step audio, same seed and noise: "
                              f"{_snr_mel(np.load(ours[f'{mode}_audio']), exact, sample_rate)} (log10 mel "
@@ -205,8 +207,9 @@ def print_table(args: argparse.Namespace, rows: List[str], times: Dict[tuple, Li
     load = os.getloadavg()
     print(f"\nbench_compare: torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved rounds "
           f"(after one warm-up), median seconds; load average before/after {args.load_before} / {load[0]:.2f}")
-    print("| row | upstream | ours exact | exact ratio | ours bf16 | bf16 ratio | ours int8 | int8 ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| row | upstream | ours exact | exact ratio | ours bf16 | bf16 ratio | ours bf16 + compile | ratio "
+          "| ours int8 | int8 ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ref = med.get((row, "upstream", "exact"))
         base = ref if ref is not None else med[(row, "ours", "exact")]

@@ -66,7 +66,7 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
                pretrained_name: Optional[str] = None, pretransform_ckpt_path: Optional[PathLike] = None,
                device: Optional[Union[str, torch.device]] = None,
                model_half: bool = False, dtype: str = "float32",
-               quantize: str = "none") -> Tuple[nn.Module, Dict[str, Any]]:
+               quantize: str = "none", compile: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
     """Build and load a model for inference; returns ``(model, model_config)``.
 
     Either ``pretrained_name`` (a Hub repo id or a local directory with ``model_config.json`` and
@@ -74,8 +74,9 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
     checked against the config). ``pretransform_ckpt_path`` then replaces the pretransform's weights. The model is
     moved to ``device`` (see :func:`select_device`), put in eval mode without gradients and, with ``model_half``
     on a CUDA device, converted to float16 (elsewhere the flag is ignored with a warning). ``dtype`` (``"float32"``,
-    ``"bf16"`` / ``"bf16-mixed"``: fast mode) and ``quantize`` (``"none"``, ``"int8"``) are the fast-mode choices
-    of :func:`~stable_audio_tools.inference.precision.apply_fast_mode` (docs/inference.md#fast-mode).
+    ``"bf16"`` / ``"bf16-mixed"``: fast mode), ``quantize`` (``"none"``, ``"int8"``) and ``compile`` are the
+    fast-mode choices of :func:`~stable_audio_tools.inference.precision.apply_fast_mode`
+    (docs/inference.md#fast-mode).
     """
     if pretrained_name is not None and (model_config is not None or model_ckpt_path is not None):
         raise ValueError("give either a pretrained model name or a model config with a checkpoint, not both")
@@ -107,9 +108,10 @@ def load_model(model_config: Optional[Dict[str, Any]] = None, model_ckpt_path: O
         else:
             log.warning("--model-half is ignored on %s (float16 is only used on CUDA); running in float32",
                         device.type)
-    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize, device)
+    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize, device, compile)
     log.info("model ready on %s (%s%s)", device, next(model.parameters()).dtype,
-             "" if dtype == "float32" and quantize == "none" else f", fast mode: {dtype}, quantize {quantize}")
+             "" if dtype == "float32" and quantize == "none"
+             else f", fast mode: {dtype}, quantize {quantize}{', compiled' if compile else ''}")
     remember_model(model, model_config)
     return model, model_config
 
@@ -141,9 +143,9 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
               model_half: bool = False, gradio_title: str = "",
               device: Optional[Union[str, torch.device]] = None, limits: Optional[DemoLimits] = None,
               adapters: Sequence[Tuple[str, float]] = (), dtype: str = "float32",
-              quantize: str = "none") -> gr.Blocks:
-    """Load a model (see :func:`load_model`, which also describes ``dtype`` / ``quantize``, applied after the
-    adapters) and build its UI under ``limits`` (default ``DemoLimits()``).
+              quantize: str = "none", compile: bool = False) -> gr.Blocks:
+    """Load a model (see :func:`load_model`, which also describes ``dtype`` / ``quantize`` / ``compile``, applied
+    after the adapters) and build its UI under ``limits`` (default ``DemoLimits()``).
 
     Exactly one source: ``pretrained_name``, or ``model_config_path`` together with ``ckpt_path``. ``adapters``:
     ``(path, strength)`` adapter files loaded onto the model, each with a strength slider on the page.
@@ -165,7 +167,7 @@ def create_ui(model_config_path: Optional[PathLike] = None, ckpt_path: Optional[
                          f"would replace); drop one of them")
     load_adapters(model, adapters)
     model.requires_grad_(False)
-    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize)
+    apply_fast_mode(model, model_config.get("model_type"), dtype, quantize, compile=compile)
     return create_ui_for_model(model, model_config, gradio_title=gradio_title, limits=limits)
 
 
