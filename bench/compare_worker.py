@@ -161,6 +161,17 @@ class DitSuite(Suite):
         model.diffusion_objective = "rectified_flow"  # same network, rectified-flow sampler
         return self.generate(mode, decode, steps=8, cfg_scale=7, sampler_type="euler")
 
+    def optimizer(self, parameters, fast: bool):
+        """AdamW as each side's training builds it: upstream's (torch's default implementation); ours through
+        ``create_optimizer_from_config``, which under ``--precision bf16-mixed`` (``fast``) picks the fused
+        kernels."""
+        settings = {"lr": 5e-5, "betas": (0.9, 0.999), "weight_decay": 1e-3}
+        if self.side == "upstream":
+            return self.torch.optim.AdamW(parameters, **settings)
+        from stable_audio_tools.training.utils import create_optimizer_from_config
+
+        return create_optimizer_from_config({"type": "AdamW", "config": settings}, parameters, fused_default=fast)
+
     def train_step(self, mode: str) -> None:
         """One optimiser step of the training wrapper on a batch of 2 pre-encoded latents (bf16: bf16-mixed
         autocast, as Lightning's ``--precision bf16-mixed``)."""
@@ -175,15 +186,18 @@ class DitSuite(Suite):
             model.train()
             model.pretransform.requires_grad_(False)
             wrapper = create_training_wrapper_from_config(self.config, model)
-            optimizer = torch.optim.AdamW(model.model.parameters(), lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-3)
             # the step outside a Trainer (same on both sides): logging off, a stand-in exposing the optimiser
             wrapper.log = wrapper.log_dict = lambda *a, **k: None
-            wrapper._trainer = SimpleNamespace(optimizers=[optimizer], global_step=0, current_epoch=0,
+            wrapper._trainer = SimpleNamespace(optimizers=[], global_step=0, current_epoch=0,
                                                training=True, sanity_checking=False, world_size=1, global_rank=0)
             meta = {"seconds_start": 0.0, "seconds_total": 11.9, "padding_mask": torch.ones(LATENTS)}
             batch = (torch.randn(2, self.channels, LATENTS), (dict(meta), dict(meta)))
-            self._train = wrapper, optimizer, batch
-        wrapper, optimizer, batch = self._train
+            self._train = wrapper, batch, {}
+        wrapper, batch, optimizers = self._train
+        if mode not in optimizers:
+            optimizers[mode] = self.optimizer(wrapper.diffusion.model.parameters(), fast=mode == "bf16")
+        optimizer = optimizers[mode]
+        wrapper._trainer.optimizers = [optimizer]
         torch.manual_seed(5)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
             loss = wrapper.training_step(batch, 0)

@@ -107,10 +107,11 @@ def adam_configs(group: str, lr: float) -> Dict[str, Dict[str, Any]]:
 
 def build_optimizers(optimizer_configs: Mapping[str, Mapping[str, Any]],
                      groups: Sequence[Tuple[str, Iterable[torch.nn.Parameter]]],
-                     path: str = OPTIMIZER_CONFIGS_PATH) -> Tuple[List[torch.optim.Optimizer], List[Dict[str, Any]],
-                                                                  Dict[str, int]]:
+                     path: str = OPTIMIZER_CONFIGS_PATH, fused_default: bool = False
+                     ) -> Tuple[List[torch.optim.Optimizer], List[Dict[str, Any]], Dict[str, int]]:
     """One optimizer per ``(group name, parameters)`` from ``optimizer_configs[group]["optimizer"]``, plus a
-    per-step scheduler for each group whose config has a ``scheduler``.
+    per-step scheduler for each group whose config has a ``scheduler``; ``fused_default``: see
+    :func:`~stable_audio_tools.training.utils.create_optimizer_from_config`.
 
     Returns ``(optimizers, Lightning scheduler dicts, {group: index into the scheduler list})``; errors name
     ``<path>.<group>.optimizer`` / ``.scheduler``."""
@@ -119,7 +120,8 @@ def build_optimizers(optimizer_configs: Mapping[str, Mapping[str, Any]],
     scheduler_index: Dict[str, int] = {}
     for group, parameters in groups:
         config = optimizer_configs[group]
-        optimizer = create_optimizer_from_config(config["optimizer"], parameters, f"{path}.{group}.optimizer")
+        optimizer = create_optimizer_from_config(config["optimizer"], parameters, f"{path}.{group}.optimizer",
+                                                 fused_default=fused_default)
         optimizers.append(optimizer)
         if "scheduler" in config:
             scheduler_index[group] = len(schedulers)
@@ -144,8 +146,12 @@ class OptimizerGroupsMixin:
         raise NotImplementedError(f"{type(self).__name__} must define optimizer_groups()")
 
     def configure_optimizers(self) -> Union[List[torch.optim.Optimizer], Tuple[list, list]]:
+        """The optimizers (and schedulers) of :meth:`optimizer_groups`; under ``bf16-mixed`` precision (fast mode)
+        Adam / AdamW default to torch's fused kernels."""
+        trainer = getattr(self, "_trainer", None)
+        fast = str(getattr(trainer, "precision", "")) == "bf16-mixed"
         optimizers, schedulers, self._scheduler_index = build_optimizers(self.optimizer_configs,
-                                                                         self.optimizer_groups())
+                                                                         self.optimizer_groups(), fused_default=fast)
         return (optimizers, schedulers) if schedulers else optimizers
 
     def scheduler_for(self, group: str) -> Optional[Any]:

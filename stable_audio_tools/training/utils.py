@@ -63,9 +63,26 @@ def _resolve(kind: str, path: str, module, extra: Mapping[str, type]) -> type:
     raise ConfigError(path, f"unknown type {kind!r}", f"use one of {', '.join(list(extra) + names)}")
 
 
+#: optimizers that get ``fused=True`` under ``fused_default`` (one kernel per tensor instead of a dozen)
+FUSED_BY_DEFAULT = ("Adam", "AdamW")
+
+
+def _fused_kernels_cover(parameters: Iterable) -> bool:
+    """Whether torch's fused Adam kernels run every tensor of ``parameters`` (a list of tensors or of param-group
+    dicts): real floating point on the CPU or a CUDA GPU (torch only finds out at the first step otherwise)."""
+    tensors = [t for item in parameters for t in (item["params"] if isinstance(item, dict) else [item])]
+    return all(t.device.type in ("cpu", "cuda") and t.dtype in (torch.float16, torch.bfloat16, torch.float32,
+                                                                    torch.float64) for t in tensors)
+
+
 def create_optimizer_from_config(optimizer_config: Mapping, parameters: Iterable,
-                                 path: str = "optimizer") -> torch.optim.Optimizer:
-    """``{"type": "AdamW", "config": {...}}`` -> a ``torch.optim`` optimizer (``FusedAdam`` needs DeepSpeed)."""
+                                 path: str = "optimizer", fused_default: bool = False) -> torch.optim.Optimizer:
+    """``{"type": "AdamW", "config": {...}}`` -> a ``torch.optim`` optimizer (``FusedAdam`` needs DeepSpeed).
+
+    With ``fused_default`` (the training wrappers set it under ``--precision bf16-mixed``), Adam / AdamW whose
+    config sets neither ``fused`` nor ``foreach`` get ``fused=True`` (torch's fused CPU / CUDA kernels: about 3x
+    faster steps, the same update up to float rounding); where torch refuses it (other devices or dtypes) the
+    default implementation is used."""
     optimizer_config = require_mapping(optimizer_config, path)
     kind = require(optimizer_config, "type", path, "a torch.optim class name such as 'AdamW'", (str,))
     warn_unknown_keys(optimizer_config, ("type", "config"), path)
@@ -77,6 +94,13 @@ def create_optimizer_from_config(optimizer_config: Mapping, parameters: Iterable
             raise ConfigError(f"{path}.type", "FusedAdam needs DeepSpeed", "pip install deepspeed, or use 'AdamW'")
         return FusedAdam(parameters, **config)
     cls = _resolve(kind, f"{path}.type", torch.optim, {})
+    if fused_default and kind in FUSED_BY_DEFAULT and "fused" not in config and "foreach" not in config:
+        parameters = [dict(g, params=list(g["params"])) if isinstance(g, dict) else g for g in parameters]
+        if _fused_kernels_cover(parameters):
+            try:
+                return cls(parameters, **config, fused=True)
+            except (RuntimeError, TypeError, ValueError):  # an option the fused kernels do not take
+                pass
     try:
         return cls(parameters, **config)
     except TypeError as e:
