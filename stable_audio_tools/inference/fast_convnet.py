@@ -256,16 +256,17 @@ def _reuse_fresh_outputs(network: nn.Module) -> None:
                 if isinstance(current, FusedSnake) and isinstance(previous, _ChannelsLastConv):
                     current.inplace = True
     for name, module in list(network.named_modules()):
-        layers = getattr(module, "layers", None)
-        if (type(module) is ResidualUnit and isinstance(layers, nn.Sequential) and len(layers)
-                and isinstance(layers[-1], _ChannelsLastConv)):
-            parent_name, _, child = name.rpartition(".")
-            setattr(network.get_submodule(parent_name), child, InplaceResidualUnit(layers))
+        if type(module) is ResidualUnit and isinstance(module.layers[-1], _ChannelsLastConv):
+            _replace(network, name, InplaceResidualUnit(module.layers))
 
 
-def _fast_replacement(module: nn.Module) -> Optional[nn.Module]:
-    if isinstance(module, (SnakeBeta, Snake1d)):
-        return FusedSnake.from_module(module)
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in the place of ``root``'s submodule ``name`` (a dotted path)."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name), child, module)
+
+
+def _conv_replacement(module: nn.Module) -> Optional[nn.Module]:
     if isinstance(module, nn.Conv1d) and module.padding_mode == "zeros":
         return ChannelsLastConv1d(module)
     if isinstance(module, nn.ConvTranspose1d) and module.padding_mode == "zeros":
@@ -299,11 +300,9 @@ def build_fast_convnet(network: nn.Module, dtype: torch.dtype = torch.bfloat16) 
               if isinstance(m, (SnakeBeta, Snake1d))}  # from the float32 parameters
     fast.to(dtype)
     for name, module in list(fast.named_modules()):
-        replacement = snakes[name] if name in snakes else _fast_replacement(module)
-        if replacement is None or not name:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(fast.get_submodule(parent_name), child, replacement)
+        replacement = snakes[name] if name in snakes else _conv_replacement(module)
+        if replacement is not None and name:
+            _replace(fast, name, replacement)
     _reuse_fresh_outputs(fast)
     for p in fast.parameters():
         p.requires_grad_(False)
