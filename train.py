@@ -261,6 +261,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     wrapper = create_training_wrapper_from_config(
         adapter_run.wrapper_config(model_config) if adapter_run else model_config, model,
         **({"clip_grad_norm": args.gradient_clip_val} if not _automatic(model_config) else {}))
+    if getattr(args, "compile", False):
+        _compile_wrapper(wrapper, accelerator)
 
     logger, checkpoint_dir = create_logger(args.logger, args.name, args.save_dir)
     watch_model(logger, wrapper, getattr(args, "wandb_watch", "gradients"))
@@ -354,6 +356,18 @@ def _prepare_adapter_run(args: Any, model: torch.nn.Module, model_config: Dict[s
     except ValueError as e:
         raise SystemExit(f"train.py: {e}") from None
     return run
+
+
+def _compile_wrapper(wrapper: torch.nn.Module, accelerator: str) -> None:
+    """``--compile``: compile the transformers of the trained model (stable_audio_tools.training.compile)."""
+    from stable_audio_tools.training.compile import compile_for_training
+
+    try:
+        names = compile_for_training(wrapper, {"gpu": "cuda"}.get(accelerator, accelerator))
+    except ValueError as e:
+        raise SystemExit(f"train.py: {e}") from None
+    log.info("--compile: compiled %s; the first training step (and the first of each new batch shape, and of "
+             "validation) compiles, which takes tens of seconds on a CPU", ", ".join(names))
 
 
 def _automatic(model_config: Dict[str, Any]) -> bool:

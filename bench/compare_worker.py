@@ -1,6 +1,7 @@
 """Worker side of ``bench/bench_compare.py``: builds one side's models (ours or upstream 0.0.19's) and times rows.
 
-Each side runs in its own process because both packages are named ``stable_audio_tools``. The parent sends one
+Each side runs in its own process because both packages are named ``stable_audio_tools``, and ours in two: one for
+exact mode, one for the fast modes (see :class:`Worker`). The parent sends one
 JSON request per line on stdin and reads one JSON answer per line; everything the packages print goes to stderr.
 Rows are grouped in suites that are built on first use:
 
@@ -23,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -68,7 +69,8 @@ def patch_t5(tiny_dir: str) -> None:
 class Suite:
     """One model (exact, and on our side its fast-mode copies) with its inputs."""
 
-    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool) -> None:
+    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool,
+                 fast: bool = False) -> None:
         import torch
 
         from stable_audio_tools.models.factory import create_model_from_config
@@ -83,7 +85,7 @@ class Suite:
             with np.load(weights, allow_pickle=False) as arrays:
                 exact.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
         self.models = {"exact": exact}
-        if side == "ours":
+        if fast:  # our fast-mode worker; the exact model stays the source of the copies and the quality reference
             from stable_audio_tools.inference.precision import enable_fast_mode, quantize_int8
 
             self.models["bf16"] = enable_fast_mode(copy.deepcopy(exact), decoder=False)
@@ -147,10 +149,11 @@ class Suite:
 
 
 class DitSuite(Suite):
-    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool) -> None:
-        super().__init__(side, config, weights, make_weights)
+    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool,
+                 fast: bool = False) -> None:
+        super().__init__(side, config, weights, make_weights, fast)
         self.cond = [{"seconds_start": 0.0, "seconds_total": 11.9}]
-        self._train = None
+        self._train: Dict[bool, Any] = {}  # compiled? -> (wrapper, batch, optimizers per mode)
 
     def sampling(self, mode: str, row: str, decode: bool = False):
         model = self.user_model(mode) if decode else self.models[mode]  # the model generate() will run
@@ -174,9 +177,11 @@ class DitSuite(Suite):
 
     def train_step(self, mode: str) -> None:
         """One optimiser step of the training wrapper on a batch of 2 pre-encoded latents (bf16: bf16-mixed
-        autocast, as Lightning's ``--precision bf16-mixed``)."""
+        autocast, as Lightning's ``--precision bf16-mixed``; bf16c: the same with ``train.py --compile``, on a
+        wrapper of its own)."""
         torch = self.torch
-        if self._train is None:
+        compiled = mode == "bf16c"
+        if compiled not in self._train:
             from stable_audio_tools.training import create_training_wrapper_from_config
 
             from stable_audio_tools.models.factory import create_model_from_config
@@ -192,14 +197,18 @@ class DitSuite(Suite):
                                                training=True, sanity_checking=False, world_size=1, global_rank=0)
             meta = {"seconds_start": 0.0, "seconds_total": 11.9, "padding_mask": torch.ones(LATENTS)}
             batch = (torch.randn(2, self.channels, LATENTS), (dict(meta), dict(meta)))
-            self._train = wrapper, batch, {}
-        wrapper, batch, optimizers = self._train
+            if compiled:  # as train.py --compile does
+                from stable_audio_tools.training.compile import compile_for_training
+
+                compile_for_training(wrapper)
+            self._train[compiled] = wrapper, batch, {}
+        wrapper, batch, optimizers = self._train[compiled]
         if mode not in optimizers:
-            optimizers[mode] = self.optimizer(wrapper.diffusion.model.parameters(), fast=mode == "bf16")
+            optimizers[mode] = self.optimizer(wrapper.diffusion.model.parameters(), fast=mode != "exact")
         optimizer = optimizers[mode]
         wrapper._trainer.optimizers = [optimizer]
         torch.manual_seed(5)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "exact"):
             loss = wrapper.training_step(batch, 0)
         loss = loss["loss"] if isinstance(loss, dict) else loss
         loss.backward()
@@ -222,7 +231,7 @@ class DitSuite(Suite):
         torch = self.torch
         out = {"forward": self.backbone("exact", cfg=False), "euler": self.sampling("exact", "euler"),
                "dpmpp": self.sampling("exact", "dpmpp")}
-        if self.side == "ours":
+        if len(self.models) > 1:  # our fast-mode worker
             for mode in self.models:
                 out[f"{mode}_audio"] = self.sampling(mode, "dpmpp", decode=True)
             out["bf16_decoder_audio"] = self.user_model("bf16").pretransform.decode(self.latents)
@@ -231,8 +240,9 @@ class DitSuite(Suite):
 
 
 class SaoSuite(Suite):
-    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool) -> None:
-        super().__init__(side, config, weights, make_weights)
+    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool,
+                 fast: bool = False) -> None:
+        super().__init__(side, config, weights, make_weights, fast)
         self.cond = [{"prompt": "a warm analog synth pad with slow attack", "seconds_total": 11.9}]
 
     def steps(self, mode: str, decode: bool):
@@ -294,36 +304,47 @@ class DataSuite:
 SUITE_OF = {"forward": "dit", "cfg": "dit", "dpmpp": "dit", "euler": "dit", "train": "dit", "decode": "dit",
             "sao_cfg": "sao", "sao_steps": "sao", "sao_e2e": "sao", "sao_decode": "sao",
             "loader0": "data", "loader1": "data", "loader2": "data"}
-TRAIN_MODES = ("exact", "bf16")  # the training row has no int8 mode
+TRAIN_MODES = ("exact", "bf16", "bf16c")  # the training row has no int8 mode; bf16c: bf16-mixed + --compile
 
 
 class Worker:
-    def __init__(self, side: str, args: Any) -> None:
-        self.side, self.args, self.suites = side, args, {}
+    """One process's rows: ``ours`` (our exact mode; builds the models and saves the weights), ``ours-fast`` (our
+    fast modes, in a process of their own as a user runs one mode per process: interleaved in one process, the
+    modes' different allocation patterns made the float32 steps page-fault again, up to 1.3x slower) or
+    ``upstream``."""
+
+    def __init__(self, name: str, args: Any) -> None:
+        self.side = "upstream" if name == "upstream" else "ours"
+        self.fast, self.args, self.suites = name == "ours-fast", args, {}
 
     def suite(self, name: str):
         if name not in self.suites:
-            args, ours = self.args, self.side == "ours"
+            args, make = self.args, self.side == "ours" and not self.fast
             if name == "dit":
                 config = json.loads(Path(args.config).read_text())
-                self.suites[name] = DitSuite(self.side, config, os.path.join(args.scratch, "dit.npz"), ours)
+                self.suites[name] = DitSuite(self.side, config, os.path.join(args.scratch, "dit.npz"), make,
+                                             self.fast)
             elif name == "sao":
                 patch_t5(os.path.join(args.scratch, "tiny_t5"))
                 config = json.loads(Path(args.sao_config).read_text())
-                self.suites[name] = SaoSuite(self.side, config, os.path.join(args.scratch, "sao.npz"), ours)
+                self.suites[name] = SaoSuite(self.side, config, os.path.join(args.scratch, "sao.npz"), make,
+                                             self.fast)
             else:
                 self.suites[name] = DataSuite(os.path.join(args.scratch, "audio"), 44100)
         return self.suites[name]
 
-    def modes(self, row: str):
+    def modes(self, row: str) -> List[str]:
+        """The modes this process times for ``row``."""
         suite = self.suite(SUITE_OF[row])
         if not hasattr(suite, "models"):
-            return ["exact"]
-        if row == "train":
-            return [m for m in TRAIN_MODES if m in suite.models]
-        if row in ("decode", "sao_decode"):  # fast mode runs the decoder in bf16 (compile is the backbone's);
-            return [m for m in ("exact", "bf16") if m in suite.models]  # int8 leaves it alone
-        return list(suite.models)
+            found = ["exact"]
+        elif row == "train":
+            found = [m for m in TRAIN_MODES if m in suite.models]
+        elif row in ("decode", "sao_decode"):  # fast mode runs the decoder in bf16 (compile is the backbone's);
+            found = [m for m in ("exact", "bf16") if m in suite.models]  # int8 leaves it alone
+        else:
+            found = list(suite.models)
+        return [m for m in found if m != "exact"] if self.fast else found
 
     def time(self, row: str, mode: str) -> float:
         import torch
@@ -357,7 +378,7 @@ def worker_main(args: Any) -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     try:
-        import_side(args.worker, args.upstream)
+        import_side("upstream" if args.worker == "upstream" else "ours", args.upstream)
         import torch
 
         torch.set_num_threads(args.threads)
