@@ -362,7 +362,7 @@ class Worker:
             arrays = self.suite(suite).outputs()
         paths = {}
         for key, value in arrays.items():
-            paths[key] = os.path.join(out_dir, f"{self.side}_{key}.npy")
+            paths[key] = os.path.join(out_dir, f"{self.side}{'-fast' if self.fast else ''}_{key}.npy")
             np.save(paths[key], value)
         return paths
 
