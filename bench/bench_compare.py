@@ -4,8 +4,9 @@
         [--rows forward,cfg,dpmpp,euler,train,decode,sao_cfg,sao_steps,sao_e2e,sao_decode,loader0,loader2]
 
 Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
-``stable_audio_tools``), and our fast modes in a third, so that no mode's allocations weigh on another's timings. Our worker builds every model from a seed, adds seeded noise to the DiT weights and
-saves them; upstream's worker loads those weights strictly, so both sides compute with the same numbers. The
+``stable_audio_tools``), and our fast modes in a third, so that no mode's allocations weigh on another's timings.
+Our exact-mode worker builds every model from a seed, adds seeded noise to the DiT weights and saves them; our
+fast-mode worker and upstream's load those weights strictly, so both sides compute with the same numbers. The
 parent then asks the workers for one timing at a time, alternating the sides within every round, so load changes
 hit both alike. ``--upstream`` is a directory holding upstream's ``stable_audio_tools`` package (e.g. the unpacked
 wheel of ``pip download stable-audio-tools==0.0.19 --no-deps``) importable by this Python, with upstream's

@@ -14,7 +14,6 @@ import torch
 
 from stable_audio_tools.inference import precision
 from stable_audio_tools.models.factory import create_model_from_config
-from stable_audio_tools.training import compile as training_compile
 from stable_audio_tools.training import create_training_wrapper_from_config
 from stable_audio_tools.training.compile import compile_for_training, training_compile_targets
 
@@ -49,7 +48,7 @@ def test_the_online_transformer_is_compiled_and_the_ema_copy_is_not():
 def test_models_without_transformers_and_missing_compilers_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="--compile compiles the model's transformers.*AutoencoderTrainingWrapper"):
         compile_for_training(_wrapper(TINY_AE))
-    monkeypatch.setattr(training_compile, "cpp_compiler", lambda: None)
+    monkeypatch.setattr(precision, "cpp_compiler", lambda: None)
     wrapper = _wrapper(UNCOND)
     with pytest.raises(ValueError, match="--compile needs a C\\+\\+ compiler"):
         compile_for_training(wrapper, "cpu")

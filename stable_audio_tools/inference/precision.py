@@ -38,7 +38,7 @@ from .fast_convnet import build_fast_convnet
 
 __all__ = ["FAST_DTYPES", "QUANTIZE_CHOICES", "AutocastBackbone", "CastWeightLinear", "apply_fast_mode",
            "autocast_backbone", "autocast_dtype_of", "backbone_is_compiled", "check_fast_mode", "compile_backbone",
-           "cpp_compiler", "cpu_bf16_problem", "enable_fast_decode",
+           "check_cpp_compiler", "cpp_compiler", "cpu_bf16_problem", "enable_fast_decode",
            "enable_fast_encode", "enable_fast_mode", "fast_dtype", "fast_decode_dtype_of", "fast_encode_dtype_of",
            "maybe_autocast", "quantize_int8"]
 
@@ -119,6 +119,13 @@ def cpp_compiler() -> Optional[str]:
     path), or ``None``."""
     candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
     return next((found for found in map(shutil.which, candidates) if found), None)
+
+
+def check_cpp_compiler(device: Union[str, torch.device]) -> None:
+    """Raise ValueError naming ``--compile`` when ``device`` is the CPU and :func:`cpp_compiler` finds none."""
+    if torch.device(device).type == "cpu" and cpp_compiler() is None:
+        raise ValueError("--compile needs a C++ compiler on the CPU (TorchInductor builds its kernels with it): "
+                         "install g++ (or set CXX), or drop --compile")
 
 
 def _compile_targets(backbone: nn.Module) -> List[nn.Module]:
@@ -350,9 +357,7 @@ def check_fast_mode(model_type: Optional[str], dtype: str = "float32", quantize:
         if dtype not in FAST_DTYPES or quantize != "none":
             raise ValueError(f"--compile compiles the bf16 fast mode; use it with --dtype bf16 (and --quantize "
                              f"none), not --dtype {dtype} --quantize {quantize}")
-        if torch.device(device).type == "cpu" and cpp_compiler() is None:
-            raise ValueError("--compile needs a C++ compiler on the CPU (TorchInductor builds its kernels with it): "
-                             "install g++ (or set CXX), or drop --compile")
+        check_cpp_compiler(device)
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
     if dtype != "float32" and dtype not in FAST_DTYPES:

@@ -1,8 +1,8 @@
 """``train.py --compile``: the transformers of the model being trained run through ``torch.compile``.
 
 Compiling fuses the element-wise work between the matrix multiplies (norms, RoPE, SiLU, the bf16 casts of
-``--precision bf16-mixed``) in the forward and the backward pass; see docs/training.md, 'Fast training'. Only the online
-model is compiled: EMA copies (used for demos and the exported weights) stay eager, and parameters, state dict
+``--precision bf16-mixed``) in the forward and the backward pass; see docs/training.md, 'Fast training'. Only
+the online model is compiled: EMA copies (used for demos and the exported weights) stay eager, and parameters, state dict
 keys and checkpoints are unchanged (``nn.Module.compile``).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import List, Tuple, Union
 import torch
 from torch import nn
 
-from ..inference.precision import cpp_compiler
+from ..inference.precision import check_cpp_compiler
 from ..models.transformer import ContinuousTransformer
 from .ema import EMA
 
@@ -48,9 +48,7 @@ def compile_for_training(wrapper: nn.Module, device: Union[str, torch.device] = 
     if not targets:
         raise ValueError(f"--compile compiles the model's transformers, and this {type(wrapper).__name__} has none "
                          f"(convolutional autoencoders and U-Nets are not compiled); drop --compile")
-    if torch.device(device).type == "cpu" and cpp_compiler() is None:
-        raise ValueError("--compile needs a C++ compiler on the CPU (TorchInductor builds its kernels with it): "
-                         "install g++ (or set CXX), or drop --compile")
+    check_cpp_compiler(device)
     for _, module in targets:
         if getattr(module, "_compiled_call_impl", None) is None:
             module.compile()
