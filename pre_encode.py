@@ -57,10 +57,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--vae-mean", action="store_true",
                         help="store the VAE posterior mean (deterministic) instead of a sample")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--release-memory", action="store_true",
-                        help="return freed memory to the OS at once (glibc's default) instead of keeping it "
-                             "for reuse, which saves the kernel's page zeroing on large allocations "
-                             "(docs/inference.md#memory-kept-for-reuse)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="DANGEROUS: allow a checkpoint that needs arbitrary unpickling (it can run any code); "
                              "only for files you trust. Same as STABLE_AUDIO_TOOLS_TRUST_PICKLE=1 (docs/security.md)")
@@ -147,13 +143,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     import torch
     from torch.utils.data import IterableDataset
 
-    from stable_audio_tools.allocator import keep_freed_memory
     from stable_audio_tools.data.dataset import create_dataloader_from_config
     from stable_audio_tools.models.safe_load import enable_trust_pickle
     from stable_audio_tools.training.pre_encode import ALREADY_WRITTEN, PreEncodedLatentsInferenceWrapper
-
-    if not args.release_memory:
-        keep_freed_memory()
 
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")

@@ -45,10 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "autocast (RoPE / norms / timestep math / sampler in float32) and a bf16 channels-last "
                              "copy of the decoder; diffusion models only (docs/inference.md#fast-mode; default: "
                              "float32)")
-    parser.add_argument("--release-memory", action="store_true",
-                        help="return freed memory to the OS at once (glibc's default) instead of keeping it "
-                             "for reuse, which saves the kernel's page zeroing on large allocations "
-                             "(docs/inference.md#memory-kept-for-reuse)")
     parser.add_argument("--compile", action="store_true",
                         help="with --dtype bf16: compile the backbone's transformer with torch.compile (the first "
                              "generation of each length compiles, tens of seconds; later ones run 1.2-1.3x faster; "
@@ -158,13 +154,10 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import torch
 
-    from stable_audio_tools.allocator import keep_freed_memory
     from stable_audio_tools.interface.gradio import create_ui, launch_ui, private_gradio_temp_dir
     from stable_audio_tools.interface.interfaces.adapters import parse_adapter_flag
     from stable_audio_tools.models.safe_load import enable_trust_pickle
 
-    if not args.release_memory:
-        keep_freed_memory()
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")
     torch.manual_seed(42)

@@ -186,10 +186,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     default_ini = "defaults.ini" if Path("defaults.ini").exists() else str(HERE / "defaults.ini")
     args = get_all_args(default_ini, argv, description=__doc__)
     validate_args(args)
-    if not getattr(args, "release_memory", False):
-        from stable_audio_tools.allocator import keep_freed_memory
-
-        keep_freed_memory()
     if getattr(args, "trust_pickle", False):
         from stable_audio_tools.models.safe_load import enable_trust_pickle
 

@@ -1,7 +1,6 @@
 """Side-by-side speed of our exact and fast modes against upstream stable-audio-tools 0.0.19, interleaved A/B.
 
     python bench/bench_compare.py [--upstream /path/to/upstream_src] [--repeats 3] [--threads 2]
-        [--allocator scripts|glibc|kept]
         [--rows forward,cfg,dpmpp,euler,train,decode,sao_cfg,sao_steps,sao_e2e,sao_decode,loader0,loader2]
 
 Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
@@ -9,9 +8,7 @@ Each side runs in its own worker process (:mod:`compare_worker`; the two package
 Our exact-mode worker builds every model from a seed, adds seeded noise to the DiT weights and saves them; our
 fast-mode worker and upstream's load those weights strictly, so both sides compute with the same numbers. The
 parent then asks the workers for one timing at a time, alternating the sides within every round, so load changes
-hit both alike. Our workers keep freed memory for reuse as our scripts do (``--allocator``: ``scripts``, the default,
-leaves upstream's worker with glibc's default as upstream's scripts do; ``glibc`` or ``kept`` gives both sides the
-same). ``--upstream`` is a directory holding upstream's ``stable_audio_tools`` package (e.g. the unpacked
+hit both alike. ``--upstream`` is a directory holding upstream's ``stable_audio_tools`` package (e.g. the unpacked
 wheel of ``pip download stable-audio-tools==0.0.19 --no-deps``) importable by this Python, with upstream's
 dependencies (torchaudio, k-diffusion, ...) installed; run the script with the Python of that environment so both
 sides use the same torch (docs/benchmarks.md shows how). When upstream cannot be imported the table says why and
@@ -67,14 +64,13 @@ MODES = ("exact", "bf16", "bf16c", "int8")  # bf16c: --dtype bf16 --compile
 #: history decides whether every forward page-faults its activations again (measured: 32,000 faults and ~15 % of a
 #: 44 M DiT forward). Both workers start with the thresholds glibc would reach at most (32 MiB, trim 64 MiB), so
 #: both sides have the same allocator whatever they did before.
-#: Our workers then keep freed memory as our scripts do (``--allocator``, :mod:`stable_audio_tools.allocator`).
 MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
 
 
 class Client:
     def __init__(self, side: str, args: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "--worker", side, "--config", args.config, "--sao-config", args.sao_config,
-               "--threads", str(args.threads), "--scratch", args.scratch, "--allocator", args.allocator]
+               "--threads", str(args.threads), "--scratch", args.scratch]
         if args.upstream:
             cmd += ["--upstream", args.upstream]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
@@ -251,10 +247,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (default: 2)")
-    parser.add_argument("--allocator", choices=["scripts", "glibc", "kept"], default="scripts",
-                        help="scripts: each side's allocator as its scripts leave it (ours keep freed memory for reuse, "
-                             "stable_audio_tools.allocator; upstream's glibc default); glibc / kept: both sides "
-                             "glibc's default / both keeping freed memory (default: scripts)")
     parser.add_argument("--worker", choices=["ours", "ours-fast", "upstream"], help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

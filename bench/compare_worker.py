@@ -43,16 +43,6 @@ def import_side(side: str, upstream: Optional[str]) -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 
 
-def upstream_keeps_freed_memory() -> None:
-    """``--allocator kept`` on upstream's side: what our scripts do at start (stable_audio_tools.allocator), written
-    out because upstream's worker cannot import our package."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    if libc.mallopt(-4, 0) != 1 or libc.mallopt(-1, 2 ** 31 - 1) != 1:  # M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB
-        raise RuntimeError("glibc's mallopt refused to keep freed memory")
-
-
 def perturb(backbone) -> None:
     """Add seeded N(0, 0.02) noise to every backbone weight, in name order: the zero-initialised output
     projections would otherwise make the blocks contribute nothing, hiding any numerical error."""
@@ -393,13 +383,6 @@ def worker_main(args: Any) -> None:
 
         torch.set_num_threads(args.threads)
         import stable_audio_tools  # noqa: F401  (fails here, not mid-run, when the side cannot be imported)
-        if args.worker != "upstream" and args.allocator != "glibc":
-            from stable_audio_tools.allocator import keep_freed_memory
-
-            if not keep_freed_memory():
-                raise RuntimeError("stable_audio_tools.allocator.keep_freed_memory() did not apply")
-        elif args.allocator == "kept":
-            upstream_keeps_freed_memory()
         worker = Worker(args.worker, args)
     except Exception as e:  # reported to the parent, which prints it in the table notes
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}), file=protocol, flush=True)

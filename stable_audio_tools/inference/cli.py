@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..allocator import keep_freed_memory
 from ..models.config import ConfigError
 from ..models.adapters import AdapterFileError, load_adapter, parse_adapter_flag
 from ..models.factory import create_model_from_config
@@ -64,10 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--compile", action="store_true",
                    help="with --dtype bf16: compile the backbone's transformer with torch.compile (tens of seconds "
                         "per new length, then 1.2-1.3x faster steps; needs a C++ compiler on the CPU)")
-    m.add_argument("--release-memory", action="store_true",
-                   help="return freed memory to the OS at once (glibc's default) instead of keeping it "
-                        "for reuse, which saves the kernel's page zeroing on large allocations "
-                        "(docs/inference.md#memory-kept-for-reuse)")
     m.add_argument("--quantize", default="none", choices=list(QUANTIZE_CHOICES),
                    help="int8: dynamic int8 quantisation of the diffusion backbone's transformer-block linear "
                         "layers, CPU only, with --dtype float32 (default: none)")
@@ -289,8 +284,6 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    if not args.release_memory:
-        keep_freed_memory()
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")
     try:
