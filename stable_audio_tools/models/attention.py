@@ -299,14 +299,10 @@ def _composed_attention_pays(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Window,
                              causal: bool = False, block_size: int = _BAND_BLOCK_SIZE) -> torch.Tensor:
-    """SDPA restricted to a sliding window (see :func:`sliding_window_mask`); ``[..., n, d]`` tensors. Without a
-    window, compiled bf16 CPU training of short sequences uses :func:`composed_attention` (same values up to bf16
-    rounding)."""
+    """SDPA restricted to a sliding window (see :func:`sliding_window_mask`); ``[..., n, d]`` tensors."""
     win = _normalize_window(window)
     q_len, k_len = q.shape[-2], k.shape[-2]
     if win is None:
-        if _composed_attention_pays(q, k, v, causal):
-            return composed_attention(q, k, v)
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     left, right = win
     if causal:
@@ -348,8 +344,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = Fal
     """Scaled dot-product attention on ``[b, h, n, d]`` tensors with equal head counts.
 
     Kernel order: FlexAttention (``block_mask``/``score_mod`` given and not ``causal``), flash-attn
-    (importable and CUDA tensors; inputs cast to fp16 unless already fp16/bf16), else SDPA
-    (sliding window honoured exactly, see the module docstring). Softmax scale ``1/sqrt(d)``.
+    (importable and CUDA tensors; inputs cast to fp16 unless already fp16/bf16), :func:`composed_attention`
+    (no window, compiled bf16 CPU training of short sequences, see :data:`COMPOSED_ATTENTION_MAX_SCORES`), else
+    SDPA (sliding window honoured exactly, see the module docstring). Softmax scale ``1/sqrt(d)``.
     """
     use_flex = block_mask is not None or score_mod is not None
     if use_flex and causal:
@@ -365,6 +362,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = Fal
         win = _normalize_window(sliding_window) or (-1, -1)
         out = flash_attn_func(q, k, v, causal=causal, window_size=win)
         return out.to(dtype_in).transpose(1, 2)
+    if _normalize_window(sliding_window) is None and _composed_attention_pays(q, k, v, causal):
+        return composed_attention(q, k, v)
     return sliding_window_attention(q, k, v, sliding_window, causal=causal)
 
 
