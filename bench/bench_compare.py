@@ -120,11 +120,12 @@ def _quality(ours: Dict[str, str], upstream: Optional[Dict[str, str]], sample_ra
     if "bf16_decoder_audio" in ours:
         lines.append(f"- bf16 decoder vs float32 decoder, the same random latents: "
                      f"{_snr_mel(np.load(ours['bf16_decoder_audio']), np.load(ours['exact_decoder_audio']), sample_rate)}")
-    for key in ("forward", "euler", "dpmpp", "sao_cfg", "sao_steps"):
+    for key in ("forward", "euler", "dpmpp", "decode", "sao_cfg", "sao_steps", "sao_decode"):
         if upstream is not None and key in upstream and key in ours:
             a, b = np.load(ours[key]), np.load(upstream[key])
             scale = float(np.abs(b).max())
-            lines.append(f"- exact mode vs upstream, {ROWS[key].split(' (')[0]} output: max |diff| = "
+            name = ROWS[key].rsplit(" (", 1)[0] if ROWS[key].endswith(")") else ROWS[key]
+            lines.append(f"- exact mode vs upstream, {name} output: max |diff| = "
                          f"{float(np.abs(a - b).max()):.3g} (max |upstream| {scale:.3g})")
     return lines
 

@@ -230,7 +230,8 @@ class DitSuite(Suite):
         """Exact-mode outputs compared across sides, and decoded audio of every mode (quality bound)."""
         torch = self.torch
         out = {"forward": self.backbone("exact", cfg=False), "euler": self.sampling("exact", "euler"),
-               "dpmpp": self.sampling("exact", "dpmpp")}
+               "dpmpp": self.sampling("exact", "dpmpp"),
+               "decode": self.models["exact"].pretransform.decode(self.latents)}
         if len(self.models) > 1:  # our fast-mode worker
             for mode in self.models:
                 out[f"{mode}_audio"] = self.sampling(mode, "dpmpp", decode=True)
@@ -259,7 +260,8 @@ class SaoSuite(Suite):
 
     def outputs(self) -> Dict[str, Any]:
         return {"sao_cfg": self.backbone("exact", cfg=True).numpy(),
-                "sao_steps": self.steps("exact", decode=False).numpy()}
+                "sao_steps": self.steps("exact", decode=False).numpy(),
+                "sao_decode": self.models["exact"].pretransform.decode(self.latents).numpy()}
 
 
 class DataSuite:

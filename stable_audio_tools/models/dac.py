@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .activations import Snake1d
+from .tiled_residual import residual_tile_length, tiled_residual
 from .wn import WNConv1d, WNConvTranspose1d
 
 __all__ = [
@@ -46,6 +47,9 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tile = residual_tile_length(self.block, x)  # CPU inference on long inputs: see tiled_residual
+        if tile:
+            return tiled_residual(self.block, x, tile)
         y = self.block(x)
         pad = (x.shape[-1] - y.shape[-1]) // 2
         if pad > 0:

@@ -5,6 +5,9 @@ Module trees and state-dict names follow upstream exactly, e.g. for the encoder 
 conv), ``layers.{1..n}`` (EncoderBlocks, each ``layers.{0,1,2}`` ResidualUnits + activation + strided
 conv), then the final activation and the latent projection. All convolutions are weight-normed
 (``weight_g`` / ``weight_v`` / ``bias``).
+
+Inference on the CPU runs each ResidualUnit over time tiles (:mod:`.tiled_residual`), writing over its input
+where the enclosing block made that tensor.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .activations import get_activation
+from .tiled_residual import residual_tile_length, tiled_residual
 from .wn import WNConv1d, WNConvTranspose1d
 
 __all__ = ["ResidualUnit", "EncoderBlock", "DecoderBlock", "OobleckEncoder", "OobleckDecoder"]
@@ -62,12 +66,30 @@ class ResidualUnit(nn.Module):
             WNConv1d(in_channels=out_channels, out_channels=out_channels, kernel_size=1),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """``x + layers(x)``. ``inplace`` (inference only: ignored while gradients are recorded) lets the tiled CPU
+        path (:func:`~stable_audio_tools.models.tiled_residual.tiled_residual`) write the result over ``x``; callers
+        pass it for tensors nobody else holds."""
+        tile = residual_tile_length(self.layers, x)
+        if tile:
+            return tiled_residual(self.layers, x, tile, out=x if inplace else None)
         if self.training and self.gradient_checkpointing and torch.is_grad_enabled():
             y = checkpoint(self.layers, x, use_reentrant=False)
         else:
             y = self.layers(x)
         return y + x
+
+
+def _run_block(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)``; at inference the ResidualUnits may write over activations made inside the block (never
+    over ``x``, the caller's tensor)."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return layers(x)
+    given = x.untyped_storage().data_ptr()
+    for layer in layers:
+        owned = x.untyped_storage().data_ptr() != given
+        x = layer(x, inplace=owned) if isinstance(layer, ResidualUnit) else layer(x)
+    return x
 
 
 class EncoderBlock(nn.Module):
@@ -86,7 +108,7 @@ class EncoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return _run_block(self.layers, x)
 
 
 class DecoderBlock(nn.Module):
@@ -120,7 +142,7 @@ class DecoderBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        return _run_block(self.layers, x)
 
 
 class OobleckEncoder(nn.Module):
