@@ -91,6 +91,14 @@ def test_non_elementwise_activation_is_not_tiled(small_tiles):
         torch.testing.assert_close(unit(x), _plain(unit, x))
 
 
+def test_inplace_activation_is_not_tiled(small_tiles):
+    unit = _randomise(ResidualUnit(4, 4, 1, use_snake=False))
+    x = torch.randn(1, 4, 3000)
+    assert _tile(unit, x) > 0
+    unit.layers[0] = torch.nn.ELU(inplace=True)
+    assert _tile(unit, x) == 0
+
+
 def test_block_never_overwrites_its_input(small_tiles):
     block = _randomise(DecoderBlock(4, 4, 2, use_snake=True))
     x = torch.randn(1, 4, 1500)

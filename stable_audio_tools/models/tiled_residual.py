@@ -6,7 +6,7 @@ glibc maps afresh (blocks above its 32 MiB mmap threshold never come from the he
 zeroes: about half of an 11.9 s decode's time. :func:`tiled_residual` runs the same unit over tiles of
 :data:`RESIDUAL_TILE_ELEMENTS` values (batch x channels x samples), each reading its convolution's halo from its
 neighbours, and writes into one output tensor or over the input. Every output sample is computed by the same
-element-wise ops and dot products as untiled (bit-identical on the CPUs we measured; tests allow float32 rounding).
+element-wise ops and dot products as untiled (bit-identical on the CPU we measured; tests allow float32 rounding).
 """
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ RESIDUAL_TILE_ELEMENTS = 1 << 20
 _ELEMENTWISE = (SnakeBeta, Snake1d, nn.ELU, nn.Identity)
 
 
+def _elementwise(act: nn.Module) -> bool:
+    # an in-place activation (nn.ELU(inplace=True)) would overwrite the input tile that the residual adds back
+    return isinstance(act, _ELEMENTWISE) and not getattr(act, "inplace", False)
+
+
 def _plain_conv(conv: nn.Module) -> bool:
     return (type(conv) in (WNConv1d, nn.Conv1d) and conv.padding_mode == "zeros" and conv.stride == (1,)
             and isinstance(conv.padding, tuple))
@@ -37,13 +42,13 @@ def _plain_conv(conv: nn.Module) -> bool:
 def residual_tile_length(layers: nn.Sequential, x: torch.Tensor) -> int:
     """Samples per tile for ``x + layers(x)``, or 0 where tiling does not apply: gradients recorded, other devices
     than the CPU, ``torch.compile`` tracing, inputs shorter than two tiles, layers with forward hooks (they would
-    see tiles) or other than [element-wise activation, stride-1 "same" conv, element-wise activation, 1x1 conv]."""
+    see tiles) or other than [element-wise activation, stride-1 "same" conv, element-wise activation, 1x1 conv]
+    with out-of-place activations."""
     if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 3 or len(layers) != 4
             or torch.compiler.is_compiling()):
         return 0
     act1, conv, act2, pointwise = layers
-    if not (isinstance(act1, _ELEMENTWISE) and isinstance(act2, _ELEMENTWISE) and _plain_conv(conv)
-            and _plain_conv(pointwise)):
+    if not (_elementwise(act1) and _elementwise(act2) and _plain_conv(conv) and _plain_conv(pointwise)):
         return 0
     if any(m._forward_hooks or m._forward_pre_hooks for m in layers):
         return 0
