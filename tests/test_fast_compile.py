@@ -39,6 +39,22 @@ def test_compiled_fast_mode_is_close_to_eager_fast_mode_and_exact_mode_undoes_it
     assert torch.equal(_generate(model), exact)
 
 
+@needs_cpu_bf16
+@needs_compiler
+def test_compiled_backbone_runs_with_gradients_enabled():
+    """A compiled fast-mode model called directly, outside ``torch.no_grad()``: its frozen transformer is not
+    gradient-checkpointed, which torch.compile of attention refuses on torch 2.13 (RNG ops in recompute
+    regions)."""
+    model = _randomised(UNCOND)
+    x, t = torch.randn(1, 1, 2048), torch.tensor([0.4])
+    with torch.no_grad():
+        reference = model.model(x, t)
+    enable_fast_mode(model, compile=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.model(x, t)
+    assert torch.isfinite(out).all() and _rel_err(out.float(), reference) < 0.05
+
+
 def test_compile_needs_bf16_fast_mode_and_a_compiler(monkeypatch):
     with pytest.raises(ValueError, match="--compile compiles the bf16 fast mode.*--dtype bf16"):
         check_fast_mode("diffusion_cond", "float32", compile=True)

@@ -340,6 +340,28 @@ def test_option_combinations_forward_backward(name):
     copy.deepcopy(model)
 
 
+@pytest.mark.parametrize("needs_grad", ["none", "input", "parameters", "context"])
+def test_checkpointing_only_when_gradients_are_recorded(monkeypatch, needs_grad):
+    """A frozen transformer called with gradients enabled is not checkpointed (nothing to recompute for; compiled,
+    it would fail on torch 2.13); a trainable parameter, input or context turns checkpointing on."""
+    from stable_audio_tools.models import transformer as module
+
+    calls = []
+    real = module.checkpoint
+    monkeypatch.setattr(module, "checkpoint", lambda fn, *a, **k: calls.append(fn) or real(fn, *a, **k))
+    torch.manual_seed(8)
+    model = ContinuousTransformer(dim=32, depth=2, dim_in=4, dim_heads=32, cross_attend=True,
+                                  cond_token_dim=32).eval().requires_grad_(needs_grad == "parameters")
+    x = torch.randn(2, 7, 4, requires_grad=needs_grad == "input")
+    context = torch.randn(2, 3, 32, requires_grad=needs_grad == "context")
+    out = model(x, context=context)
+    assert len(calls) == (0 if needs_grad == "none" else 2)
+    assert out.requires_grad == (needs_grad != "none")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, context=context), out.detach())
+    assert len(calls) == (0 if needs_grad == "none" else 2)
+
+
 def test_checkpointing_exit_layer_and_dtype():
     torch.manual_seed(8)
     model = ContinuousTransformer(dim=32, depth=3, dim_in=4, dim_heads=32, zero_init_branch_outputs=False,

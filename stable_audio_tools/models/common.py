@@ -18,6 +18,7 @@ from einops import rearrange
 
 __all__ = [
     "checkpoint",
+    "gradients_recorded",
     "fold_channels_into_batch",
     "unfold_channels_from_batch",
     "compile",
@@ -34,6 +35,19 @@ def checkpoint(function: Callable, *args: Any, **kwargs: Any) -> Any:
     ``function(*args)`` in the backward pass instead of storing them)."""
     kwargs.setdefault("use_reentrant", False)
     return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
+
+
+def gradients_recorded(module: torch.nn.Module, *inputs: Any) -> bool:
+    """Whether autograd records a graph through ``module`` called on ``inputs``: gradients are enabled and a
+    parameter of ``module`` or one of the tensors among ``inputs`` requires grad. Gradient checkpointing is asked
+    for only then: a frozen model run with gradients enabled (e.g. called outside ``torch.no_grad()``) gains
+    nothing from it, and ``torch.compile`` of a checkpointed attention layer fails there on torch 2.13 ("does not
+    support RNG ops in recompute regions")."""
+    if not torch.is_grad_enabled():
+        return False
+    if any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+        return True
+    return any(p.requires_grad for p in module.parameters())
 
 
 def fold_channels_into_batch(x: torch.Tensor) -> torch.Tensor:

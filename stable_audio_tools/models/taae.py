@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .activations import get_activation
+from .common import gradients_recorded
 from .oobleck import ResidualUnit
 from .transformer import TransformerBlock
 from .wn import WNConv1d, WNConvTranspose1d
@@ -101,7 +102,7 @@ class TAAEBlock(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        use_checkpoint = self.checkpointing and torch.is_grad_enabled()
+        use_checkpoint = self.checkpointing and gradients_recorded(self, x)
         for layer in self.layers:
             if isinstance(layer, nn.ModuleList):
                 for module in layer:

@@ -30,6 +30,7 @@ from .attention import (
     sliding_window_attention,
     sliding_window_mask,
 )
+from .common import gradients_recorded
 from .config import ConfigWarning
 from .transformer_utils import RunningInstanceNorm, create_causal_mask, or_reduce
 
@@ -481,7 +482,8 @@ class ContinuousTransformer(nn.Module):
         if global_cond is not None and self.global_cond_embedder is not None:
             global_cond = self.global_cond_embedder(global_cond)
 
-        checkpointed = use_checkpointing and torch.is_grad_enabled() and kv_cache is None
+        checkpointed = (use_checkpointing and kv_cache is None
+                        and gradients_recorded(self.layers, x, global_cond, *kwargs.values()))
         for layer_ix, layer in enumerate(self.layers):
             layer_kwargs = dict(rotary_pos_emb=rotary_pos_emb, global_cond=global_cond,
                                 self_attention_flash_sliding_window=self.sliding_window, **kwargs)
