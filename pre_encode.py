@@ -143,9 +143,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     import torch
     from torch.utils.data import IterableDataset
 
+    from stable_audio_tools.allocator import tune_malloc
     from stable_audio_tools.data.dataset import create_dataloader_from_config
     from stable_audio_tools.models.safe_load import enable_trust_pickle
     from stable_audio_tools.training.pre_encode import ALREADY_WRITTEN, PreEncodedLatentsInferenceWrapper
+
+    tune_malloc()
 
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")

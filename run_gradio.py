@@ -154,9 +154,12 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     import torch
 
+    from stable_audio_tools.allocator import tune_malloc
     from stable_audio_tools.interface.gradio import create_ui, launch_ui, private_gradio_temp_dir
     from stable_audio_tools.interface.interfaces.adapters import parse_adapter_flag
     from stable_audio_tools.models.safe_load import enable_trust_pickle
+
+    tune_malloc()
 
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")

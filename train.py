@@ -186,6 +186,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     default_ini = "defaults.ini" if Path("defaults.ini").exists() else str(HERE / "defaults.ini")
     args = get_all_args(default_ini, argv, description=__doc__)
     validate_args(args)
+    from stable_audio_tools.allocator import tune_malloc
+
+    tune_malloc()
     if getattr(args, "trust_pickle", False):
         from stable_audio_tools.models.safe_load import enable_trust_pickle
 

@@ -5,6 +5,9 @@
 
 Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
 ``stable_audio_tools``), and our fast modes in a third, so that no mode's allocations weigh on another's timings.
+``--allocator same`` (the default) starts every worker with the same fixed glibc malloc thresholds;
+``--allocator shipped`` runs each side with its allocator as its users get it (ours tunes glibc itself,
+:mod:`stable_audio_tools.allocator`; upstream keeps glibc's defaults).
 Our exact-mode worker builds every model from a seed, adds seeded noise to the DiT weights and saves them; our
 fast-mode worker and upstream's load those weights strictly, so both sides compute with the same numbers. The
 parent then asks the workers for one timing at a time, alternating the sides within every round, so load changes
@@ -75,7 +78,8 @@ class Client:
             cmd += ["--upstream", args.upstream]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
-               "GLIBC_TUNABLES": MALLOC_TUNABLES}
+               **({"GLIBC_TUNABLES": MALLOC_TUNABLES} if args.allocator == "same" else {})}
+        cmd += ["--allocator", args.allocator]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         hello = json.loads(self.proc.stdout.readline() or '{"error": "the worker exited"}')
         self.error = hello.get("error")
@@ -220,7 +224,8 @@ def print_table(args: argparse.Namespace, rows: List[str], times: Dict[tuple, Li
     med = {job: statistics.median(v) for job, v in times.items()}
     load = os.getloadavg()
     print(f"\nbench_compare: torch {torch.__version__}, {args.threads} threads, {args.repeats} interleaved rounds "
-          f"(after one warm-up), median seconds; load average before/after {args.load_before} / {load[0]:.2f}")
+          f"(after one warm-up), median seconds, --allocator {args.allocator}; load average before/after "
+          f"{args.load_before} / {load[0]:.2f}")
     print("| row | upstream | ours exact | exact ratio | ours bf16 | bf16 ratio | ours bf16 + compile | ratio "
           "| ours int8 | int8 ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -248,6 +253,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (default: 2)")
+    parser.add_argument("--allocator", choices=["same", "shipped"], default="same",
+                        help="same (default): every worker starts with the same fixed glibc malloc thresholds "
+                             "(GLIBC_TUNABLES), so the rows compare computation; shipped: each side's allocator as "
+                             "its users get it (ours calls stable_audio_tools.allocator.tune_malloc() at start, as "
+                             "our scripts and generation functions do; upstream keeps glibc's defaults)")
     parser.add_argument("--worker", choices=["ours", "ours-fast", "upstream"], help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -385,6 +385,10 @@ def worker_main(args: Any) -> None:
 
         torch.set_num_threads(args.threads)
         import stable_audio_tools  # noqa: F401  (fails here, not mid-run, when the side cannot be imported)
+        if args.worker != "upstream" and getattr(args, "allocator", "same") == "shipped":
+            from stable_audio_tools.allocator import tune_malloc  # as our scripts do at start
+
+            tune_malloc()
         worker = Worker(args.worker, args)
     except Exception as e:  # reported to the parent, which prints it in the table notes
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}), file=protocol, flush=True)

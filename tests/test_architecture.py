@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # group; groups on the same layer never import each other. The longest matching prefix decides a module's group.
 LAYERS: List[List[Tuple[str, Tuple[str, ...]]]] = [
     [("foundation", ("stable_audio_tools.config", "stable_audio_tools.config_schema", "stable_audio_tools.models.config",
-                     "stable_audio_tools.audio",
+                     "stable_audio_tools.audio", "stable_audio_tools.allocator",
                      "stable_audio_tools.plotting", "stable_audio_tools.samplers", "stable_audio_tools.families"))],
     [("data", ("stable_audio_tools.data",)), ("models", ("stable_audio_tools.models",))],
     [("inference", ("stable_audio_tools.inference",)), ("metrics", ("stable_audio_tools.metrics",))],

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..allocator import tune_malloc
 from ..models.config import ConfigError
 from ..models.adapters import AdapterFileError, load_adapter, parse_adapter_flag
 from ..models.factory import create_model_from_config
@@ -283,6 +284,7 @@ def main(argv: Optional[List[str]] = None) -> List[Path]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_malloc()
 
     if args.trust_pickle:
         enable_trust_pickle("--trust-pickle")

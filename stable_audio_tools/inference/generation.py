@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import interpolate
 
+from ..allocator import tune_malloc
 from ..models.diffusion import register_generator
 from ..samplers import sample_k, sample_rf
 from .precision import autocast_backbone
@@ -103,6 +104,7 @@ def _cast(inputs: Mapping[str, Any], dtype: torch.dtype) -> Dict[str, Any]:
 def _run_sampler(model: nn.Module, noise: torch.Tensor, init: Optional[torch.Tensor], steps: int,
                  sampler_kwargs: Dict[str, Any], model_kwargs: Dict[str, Any], device, dist_shift=None,
                  model_fn=None) -> torch.Tensor:
+    tune_malloc()
     model_fn = autocast_backbone(model, model.model if model_fn is None else model_fn)
     if _objective(model) == "v":
         return sample_k(model_fn, noise, init, steps, **sampler_kwargs, **model_kwargs, device=device)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
+from ..allocator import tune_malloc
 from ..audio import set_audio_channels
 from .codebook_patterns import CodebooksPatternProvider
 from .lm_backbone import AudioLMBackbone, ContinuousTransformerAudioLMBackbone, XTransformersAudioLMBackbone
@@ -292,6 +293,7 @@ class AudioLanguageModelWrapper(nn.Module):
             seed: seeds the sampling generator; ``-1`` draws one from torch's global RNG (logged).
             disable_tqdm: hide the progress bar.
         """
+        tune_malloc()
         device = next(self.lm.parameters()).device
         if conditioning_tensors is None and conditioning is not None:
             if self.conditioner is None:
