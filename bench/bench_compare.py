@@ -1,7 +1,8 @@
 """Side-by-side speed of our exact and fast modes against upstream stable-audio-tools 0.0.19, interleaved A/B.
 
     python bench/bench_compare.py [--upstream /path/to/upstream_src] [--repeats 3] [--threads 2]
-        [--rows forward,cfg,dpmpp,euler,train,decode,sao_cfg,sao_steps,sao_e2e,sao_decode,loader0,loader2]
+        [--rows forward,cfg,dpmpp,euler,train,decode,encode_short,decode_short,sao_cfg,sao_steps,sao_e2e,
+                sao_decode,loader0,loader2] [--allocator same|shipped]
 
 Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
 ``stable_audio_tools``), and our fast modes in a third, so that no mode's allocations weigh on another's timings.
@@ -21,7 +22,9 @@ shows our rows only. Rows (11.9 s = 256 latents, batch 1, float32 unless marked)
 * ``dpmpp``: dpmpp-3m-sde 20 steps, cfg 7, to latents; ``euler``: rectified-flow euler 8 steps, cfg 7;
 * ``train``: one optimiser step of the DiT training wrapper (batch 2 pre-encoded latents, AdamW, EMA);
   the bf16 column is bf16-mixed autocast (``--precision bf16-mixed``), bf16 + compile adds ``train.py --compile``;
-* ``decode``: decode of 256 latents by the 44 M config's (32-channel) VAE;
+* ``decode``: decode of 256 latents by the 44 M config's (32-channel) VAE; ``encode_short`` / ``decode_short``:
+  the same VAE's encode of 2 x 1 s of stereo audio (45,056 samples each) and decode of 2 x 22 latents (exact mode
+  only for the encode: fast mode's bf16 encoder is ``pre_encode.py --dtype bf16``'s);
 * ``sao_cfg`` / ``sao_steps`` / ``sao_e2e`` / ``sao_decode``: Stable Audio Open Small's shape
   (``bench/configs/sao_small.json``, random weights): one backbone call with batch CFG; 8 ping-pong steps at
   cfg 1 (its released setting) to latents; the same plus the full-size VAE decode (end to end, the text encoder
@@ -58,6 +61,7 @@ from compare_worker import ROOT, SUITE_OF, worker_main  # noqa: E402
 ROWS = {"forward": "DiT 44 M forward (batch 2)", "cfg": "DiT 44 M forward with batch CFG",
         "dpmpp": "DiT 44 M dpmpp-3m-sde 20 steps", "euler": "DiT 44 M rectified-flow euler 8 steps",
         "train": "DiT 44 M training step (bf16 column: bf16-mixed)", "decode": "VAE (32 ch) decode 11.9 s",
+        "encode_short": "VAE (32 ch) encode 2 x 1 s", "decode_short": "VAE (32 ch) decode 2 x 1 s",
         "sao_cfg": "SAO-small forward with batch CFG", "sao_steps": "SAO-small 8 ping-pong steps (latents)",
         "sao_e2e": "SAO-small end to end (8 steps + VAE decode)", "sao_decode": "SAO VAE decode 11.9 s",
         "loader0": "audio_dir loader, 0 workers", "loader2": "audio_dir loader, 2 workers"}
@@ -124,7 +128,8 @@ def _quality(ours: Dict[str, str], upstream: Optional[Dict[str, str]], sample_ra
     if "bf16_decoder_audio" in ours:
         lines.append(f"- bf16 decoder vs float32 decoder, the same random latents: "
                      f"{_snr_mel(np.load(ours['bf16_decoder_audio']), np.load(ours['exact_decoder_audio']), sample_rate)}")
-    for key in ("forward", "euler", "dpmpp", "decode", "sao_cfg", "sao_steps", "sao_decode"):
+    for key in ("forward", "euler", "dpmpp", "decode", "encode_short", "decode_short", "sao_cfg", "sao_steps",
+                "sao_decode"):
         if upstream is not None and key in upstream and key in ours:
             a, b = np.load(ours[key]), np.load(upstream[key])
             scale = float(np.abs(b).max())

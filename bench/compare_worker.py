@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENTS = 256  # 11.9 s of 44.1 kHz audio at a downsampling ratio of 2048
+SHORT_LATENTS = 22  # about 1 s (45,056 samples) at the same ratio: the encode_short / decode_short rows
 
 
 def import_side(side: str, upstream: Optional[str]) -> None:
@@ -97,6 +98,10 @@ class Suite:
         self.x = torch.randn(2, self.channels, LATENTS, generator=gen)
         self.t = torch.tensor([0.3, 0.7])
         self.latents = torch.randn(1, self.channels, LATENTS, generator=gen)
+        self.short_latents = torch.randn(2, self.channels, SHORT_LATENTS, generator=gen)
+        audio_channels = config.get("audio_channels", 2)
+        self.short_audio = torch.randn(2, audio_channels, SHORT_LATENTS * exact.pretransform.downsampling_ratio,
+                                       generator=gen) * 0.3
         self.quiet = {"disable_tqdm": True} if side == "ours" else {}  # upstream passes unknown kwargs to the model
         self._tensors: Dict[int, Any] = {}
         self._full_fast: Dict[str, Any] = {}
@@ -141,10 +146,13 @@ class Suite:
         """One backbone call: batch 2 without CFG, or batch 1 with batch CFG (1 -> 2)."""
         torch, model = self.torch, self.models[mode]
         fast = getattr(model, "inference_autocast_dtype", None) is not None  # set by enable_fast_mode (ours)
+        # the conditioning is computed (and cached) outside autocast, as generation does: computed first inside a
+        # fast mode's autocast, its bf16-rounded values were cached and then fed this process's exact model
+        tensors = self.tensors(1 if cfg else 2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
             if not cfg:
-                return model(self.x, self.t, self.tensors(2))
-            inputs = model.get_conditioning_inputs(self.tensors(1))
+                return model(self.x, self.t, tensors)
+            inputs = model.get_conditioning_inputs(tensors)
             return model.model(self.x[:1], self.t[:1], **inputs, cfg_scale=7.0, batch_cfg=True, rescale_cfg=True)
 
 
@@ -224,14 +232,24 @@ class DitSuite(Suite):
             "euler": lambda mode: self.sampling(mode, "euler"),
             "train": self.train_step,
             "decode": lambda mode: self.user_model(mode).pretransform.decode(self.latents),
+            "encode_short": lambda mode: self.encode_short(),
+            "decode_short": lambda mode: self.user_model(mode).pretransform.decode(self.short_latents),
         }
+
+    def encode_short(self):
+        """The VAE's encode of 2 x 1 s of stereo audio (the bottleneck draws its posterior sample from a seeded
+        global generator on both sides)."""
+        self.torch.manual_seed(11)
+        return self.models["exact"].pretransform.encode(self.short_audio)
 
     def outputs(self) -> Dict[str, Any]:
         """Exact-mode outputs compared across sides, and decoded audio of every mode (quality bound)."""
         torch = self.torch
         out = {"forward": self.backbone("exact", cfg=False), "euler": self.sampling("exact", "euler"),
                "dpmpp": self.sampling("exact", "dpmpp"),
-               "decode": self.models["exact"].pretransform.decode(self.latents)}
+               "decode": self.models["exact"].pretransform.decode(self.latents),
+               "encode_short": self.encode_short(),
+               "decode_short": self.models["exact"].pretransform.decode(self.short_latents)}
         if len(self.models) > 1:  # our fast-mode worker
             for mode in self.models:
                 out[f"{mode}_audio"] = self.sampling(mode, "dpmpp", decode=True)
@@ -304,6 +322,7 @@ class DataSuite:
 
 
 SUITE_OF = {"forward": "dit", "cfg": "dit", "dpmpp": "dit", "euler": "dit", "train": "dit", "decode": "dit",
+            "encode_short": "dit", "decode_short": "dit",
             "sao_cfg": "sao", "sao_steps": "sao", "sao_e2e": "sao", "sao_decode": "sao",
             "loader0": "data", "loader1": "data", "loader2": "data"}
 TRAIN_MODES = ("exact", "bf16", "bf16c")  # the training row has no int8 mode; bf16c: bf16-mixed + --compile
@@ -342,7 +361,9 @@ class Worker:
             found = ["exact"]
         elif row == "train":
             found = [m for m in TRAIN_MODES if m in suite.models]
-        elif row in ("decode", "sao_decode"):  # fast mode runs the decoder in bf16 (compile is the backbone's);
+        elif row == "encode_short":  # fast mode leaves the generation pipeline's encoder in float32
+            found = ["exact"]
+        elif row in ("decode", "decode_short", "sao_decode"):  # fast mode runs the decoder in bf16 (compile is the backbone's);
             found = [m for m in ("exact", "bf16") if m in suite.models]  # int8 leaves it alone
         else:
             found = list(suite.models)
