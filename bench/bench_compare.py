@@ -2,7 +2,7 @@
 
     python bench/bench_compare.py [--upstream /path/to/upstream_src] [--repeats 3] [--threads 2]
         [--rows forward,cfg,dpmpp,euler,train,decode,encode_short,decode_short,sao_cfg,sao_steps,sao_e2e,
-                sao_decode,loader0,loader2] [--allocator same|shipped]
+                sao_decode,ae_train,loader0,loader2] [--allocator same|shipped]
 
 Each side runs in its own worker process (:mod:`compare_worker`; the two packages share the name
 ``stable_audio_tools``), and our fast modes in a third, so that no mode's allocations weigh on another's timings.
@@ -29,6 +29,11 @@ shows our rows only. Rows (11.9 s = 256 latents, batch 1, float32 unless marked)
   (``bench/configs/sao_small.json``, random weights): one backbone call with batch CFG; 8 ping-pong steps at
   cfg 1 (its released setting) to latents; the same plus the full-size VAE decode (end to end, the text encoder
   excepted: a one-layer random T5 stands in for t5-base on both sides); the VAE decode alone;
+* ``ae_train``: one autoencoder training step through a real Lightning ``Trainer`` (``--ae-config``, default
+  ``bench/configs/ae_oobleck32_vae.json``: Oobleck VAE shaped like Stable Audio Open's with 32 channels, encodec
+  discriminator, 7-resolution perceptual MRSTFT + KL, EMA; batch 2 x 1 s stereo): the mean of one generator and one
+  discriminator step (the wrapper alternates them) after two warm-up steps, each timing a fresh ``fit`` of 4 batches;
+  the bf16 column is ``--precision bf16-mixed``;
 * ``loader0`` / ``loader2``: two passes of an ``audio_dir`` loader with 0 / 2 workers over 32 FLAC files of 4 s
   stereo 44.1 kHz, 1 s random crops, batch 4 (worker start-up included).
 
@@ -64,6 +69,7 @@ ROWS = {"forward": "DiT 44 M forward (batch 2)", "cfg": "DiT 44 M forward with b
         "encode_short": "VAE (32 ch) encode 2 x 1 s", "decode_short": "VAE (32 ch) decode 2 x 1 s",
         "sao_cfg": "SAO-small forward with batch CFG", "sao_steps": "SAO-small 8 ping-pong steps (latents)",
         "sao_e2e": "SAO-small end to end (8 steps + VAE decode)", "sao_decode": "SAO VAE decode 11.9 s",
+        "ae_train": "VAE (32 ch) training step, generator / discriminator alternating (bf16: bf16-mixed)",
         "loader0": "audio_dir loader, 0 workers", "loader2": "audio_dir loader, 2 workers"}
 MODES = ("exact", "bf16", "bf16c", "int8")  # bf16c: --dtype bf16 --compile
 #: glibc malloc settings of both workers. By default glibc raises its mmap threshold (above which a block is mapped
@@ -77,6 +83,7 @@ MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_thresh
 class Client:
     def __init__(self, side: str, args: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "--worker", side, "--config", args.config, "--sao-config", args.sao_config,
+               "--ae-config", args.ae_config,
                "--threads", str(args.threads), "--scratch", args.scratch]
         if args.upstream:
             cmd += ["--upstream", args.upstream]
@@ -255,6 +262,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="diffusion_cond model config of the DiT rows (default: the 44 M latent DiT)")
     parser.add_argument("--sao-config", default=str(ROOT / "bench" / "configs" / "sao_small.json"),
                         help="model config of the sao_* rows (default: Stable Audio Open Small's shape)")
+    parser.add_argument("--ae-config", default=str(ROOT / "bench" / "configs" / "ae_oobleck32_vae.json"),
+                        help="autoencoder model config of the ae_train row (default: the 32-channel Oobleck VAE)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows (default: {','.join(ROWS)})")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker (default: 2)")

@@ -2,7 +2,8 @@
 
     python bench/bench_dit.py [--config bench/configs/dit_44m_latent.json] [--steps 6] [--threads 2]
 
-Prints median seconds beside upstream stable-audio-tools 0.0.19's figures on a 2-core CPU (torch 2.13, float32).
+Prints our median seconds (float32). Upstream stable-audio-tools 0.0.19 is timed live beside ours, interleaved and
+with the same weights, by ``bench/bench_compare.py`` (rows ``train``, ``forward``, ``dpmpp``, ``euler``).
 Generation: 11.9 s of audio = 256 latents, batch 1, cfg 7, with and without decoding through the VAE pretransform.
 """
 from __future__ import annotations
@@ -21,14 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-UPSTREAM = {
-    "train step (batch 2)": 0.695,
-    "forward (batch 2)": 0.152,
-    "dpmpp-3m-sde 20 steps, latents": 3.16,
-    "dpmpp-3m-sde 20 steps, with decode": 4.10,
-    "euler 8 steps, latents": 1.19,
-    "euler 8 steps, with decode": 1.97,
-}
+MEASURES = ("train step (batch 2)", "forward (batch 2)", "dpmpp-3m-sde 20 steps, latents",
+            "dpmpp-3m-sde 20 steps, with decode", "euler 8 steps, latents", "euler 8 steps, with decode")
 LATENTS = 256
 
 
@@ -105,6 +100,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from stable_audio_tools.allocator import tune_malloc
+
+    tune_malloc()  # as our root scripts do
     warnings.filterwarnings("ignore")
     for name in ("pytorch_lightning", "lightning_fabric", "stable_audio_tools"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -113,10 +111,12 @@ def main() -> None:
     results.update(time_inference(config, args.repeats))
     print(f"\nDiT benchmark: {Path(args.config).name}, torch {torch.__version__}, {args.threads} threads, "
           f"median seconds (float32)")
-    print(f"| {'what':<34} | upstream | ours  | speedup |")
-    print(f"|{'-' * 36}|----------|-------|---------|")
-    for what, ref in UPSTREAM.items():
-        print(f"| {what:<34} | {ref:>8.3f} | {results[what]:.3f} | {ref / results[what]:>6.2f}x |")
+    print(f"| {'what':<34} | ours  |")
+    print(f"|{'-' * 36}|-------|")
+    for what in MEASURES:
+        print(f"| {what:<34} | {results[what]:.3f} |")
+    print("\nUpstream, timed live and interleaved with ours: python bench/bench_compare.py --upstream DIR "
+          "--rows train,forward,dpmpp,euler")
 
 
 if __name__ == "__main__":

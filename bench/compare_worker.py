@@ -9,6 +9,7 @@ Rows are grouped in suites that are built on first use:
 * ``sao``: Stable Audio Open Small's shape (``bench/configs/sao_small.json``: 16-layer 1024-wide DiT, full
   Oobleck VAE), random weights, T5 replaced by a one-layer random T5 of t5-base's width (the text encoder is not
   what is timed; both sides load the same one);
+* ``ae``: the autoencoder of ``--ae-config`` and its training wrapper (:class:`AeSuite`);
 * ``data``: an ``audio_dir`` dataset of FLAC tones written by the parent.
 
 Our side writes its (perturbed) weights to a file that the upstream side loads strictly, so both compute with the
@@ -282,6 +283,91 @@ class SaoSuite(Suite):
                 "sao_decode": self.models["exact"].pretransform.decode(self.latents).numpy()}
 
 
+def accept_verbose_scheduler_argument() -> None:
+    """Upstream's ``InverseLR`` passes ``verbose`` to torch's ``LRScheduler.__init__`` positionally, which newer torch
+    no longer takes (``TypeError`` in ``configure_optimizers``): drop that third argument (the schedule is the same)."""
+    import torch
+
+    original = torch.optim.lr_scheduler.LRScheduler.__init__
+    if getattr(original, "_drops_verbose", False):
+        return
+
+    def init(self, optimizer, last_epoch=-1, *verbose: Any) -> None:
+        original(self, optimizer, last_epoch)
+
+    init._drops_verbose = True
+    torch.optim.lr_scheduler.LRScheduler.__init__ = init
+
+
+class Measured(float):
+    """A row function's own timing (seconds), used instead of the wall time of the whole call."""
+
+
+class AeSuite:
+    """Autoencoder training through a real Lightning ``Trainer`` (``--ae-config``: the Oobleck VAE shaped like Stable
+    Audio Open's, 32 channels, encodec discriminator, perceptual MRSTFT + KL, EMA; batch 2 x 1 s stereo).
+
+    Every timing is a fresh ``Trainer.fit`` of 4 batches on the same training wrapper (built once), so each side pays
+    its own Lightning hooks and optimiser set-up alike; the row's seconds are the mean of the last two steps (one
+    generator and one discriminator step: the wrapper alternates them), after two warm-up steps.
+    """
+
+    STEPS, WARMUP = 4, 2
+
+    def __init__(self, side: str, config: Dict[str, Any], weights: str, make_weights: bool,
+                 fast: bool = False) -> None:
+        import torch
+
+        from stable_audio_tools.models.factory import create_model_from_config
+        from stable_audio_tools.training import create_training_wrapper_from_config
+
+        self.torch, self.config = torch, config
+        if side == "upstream":
+            accept_verbose_scheduler_argument()
+        torch.manual_seed(0)
+        model = create_model_from_config(config)
+        if make_weights:
+            np.savez(weights, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+        else:
+            with np.load(weights, allow_pickle=False) as arrays:
+                model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
+        self.wrapper = create_training_wrapper_from_config(config, model)
+        self.models = {"bf16": None} if fast else {"exact": None}  # the modes this process times
+        gen = torch.Generator().manual_seed(4)
+        channels, size = config.get("audio_channels", 2), config["sample_size"]
+        audio = (torch.randn(2 * self.STEPS, channels, size, generator=gen) * 0.3).clamp(-1, 1)
+        self.loader = torch.utils.data.DataLoader([(clip, {}) for clip in audio], batch_size=2, collate_fn=lambda
+                                                  items: (torch.stack([a for a, _ in items]), tuple(m for _, m in items)))
+
+    def train(self, mode: str) -> Measured:
+        import pytorch_lightning as pl
+
+        times: List[float] = []
+
+        class Timer(pl.Callback):
+            def on_train_batch_start(self, *args: Any) -> None:
+                self.t0 = time.perf_counter()
+
+            def on_train_batch_end(self, *args: Any) -> None:
+                times.append(time.perf_counter() - self.t0)
+
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=self.STEPS, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[Timer()], precision="32-true" if mode == "exact" else "bf16-mixed",
+                             num_sanity_val_steps=0)
+        self.torch.manual_seed(5)
+        trainer.fit(self.wrapper, self.loader)
+        if len(times) != self.STEPS:
+            raise RuntimeError(f"the autoencoder training ran {len(times)} of {self.STEPS} steps")
+        return Measured(sum(times[self.WARMUP:]) / (self.STEPS - self.WARMUP))
+
+    def rows(self) -> Dict[str, Callable[[str], Any]]:
+        return {"ae_train": self.train}
+
+    def outputs(self) -> Dict[str, Any]:
+        return {}
+
+
 class DataSuite:
     """Two passes of an ``audio_dir`` loader over the parent's FLAC files (worker start-up included)."""
 
@@ -324,7 +410,7 @@ class DataSuite:
 SUITE_OF = {"forward": "dit", "cfg": "dit", "dpmpp": "dit", "euler": "dit", "train": "dit", "decode": "dit",
             "encode_short": "dit", "decode_short": "dit",
             "sao_cfg": "sao", "sao_steps": "sao", "sao_e2e": "sao", "sao_decode": "sao",
-            "loader0": "data", "loader1": "data", "loader2": "data"}
+            "ae_train": "ae", "loader0": "data", "loader2": "data"}
 TRAIN_MODES = ("exact", "bf16", "bf16c")  # the training row has no int8 mode; bf16c: bf16-mixed + --compile
 
 
@@ -350,6 +436,10 @@ class Worker:
                 config = json.loads(Path(args.sao_config).read_text())
                 self.suites[name] = SaoSuite(self.side, config, os.path.join(args.scratch, "sao.npz"), make,
                                              self.fast)
+            elif name == "ae":
+                config = json.loads(Path(args.ae_config).read_text())
+                self.suites[name] = AeSuite(self.side, config, os.path.join(args.scratch, "ae.npz"), make,
+                                            self.fast)
             else:
                 self.suites[name] = DataSuite(os.path.join(args.scratch, "audio"), 44100)
         return self.suites[name]
@@ -359,7 +449,7 @@ class Worker:
         suite = self.suite(SUITE_OF[row])
         if not hasattr(suite, "models"):
             found = ["exact"]
-        elif row == "train":
+        elif row in ("train", "ae_train"):
             found = [m for m in TRAIN_MODES if m in suite.models]
         elif row == "encode_short":  # fast mode leaves the generation pipeline's encoder in float32
             found = ["exact"]
@@ -374,9 +464,9 @@ class Worker:
 
         fn = self.suite(SUITE_OF[row]).rows()[row]
         t0 = time.perf_counter()
-        with torch.set_grad_enabled(row == "train"):
-            fn(mode)
-        return time.perf_counter() - t0
+        with torch.set_grad_enabled(row in ("train", "ae_train")):
+            result = fn(mode)
+        return float(result) if isinstance(result, Measured) else time.perf_counter() - t0
 
     def outputs(self, suite: str, out_dir: str) -> Dict[str, str]:
         import torch
