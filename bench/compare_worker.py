@@ -68,6 +68,18 @@ def patch_t5(tiny_dir: str) -> None:
         cls.from_pretrained = classmethod(load)
 
 
+def share_weights(model, weights: str, make_weights: bool) -> None:
+    """Our exact-mode worker (``make_weights``) saves ``model``'s weights to ``weights``; the other workers load them
+    strictly, as plain arrays without pickle (the file is ours, but the bench loads nothing unsafely)."""
+    import torch
+
+    if make_weights:
+        np.savez(weights, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+        return
+    with np.load(weights, allow_pickle=False) as arrays:
+        model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
+
+
 class Suite:
     """One model (exact, and on our side its fast-mode copies) with its inputs."""
 
@@ -82,10 +94,7 @@ class Suite:
         exact = create_model_from_config(config).eval().requires_grad_(False)
         if make_weights:
             perturb(exact.model)
-            np.savez(weights, **{k: v.numpy() for k, v in exact.state_dict().items()})
-        else:  # plain arrays, no pickle: the file is ours, but the bench loads nothing unsafely
-            with np.load(weights, allow_pickle=False) as arrays:
-                exact.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
+        share_weights(exact, weights, make_weights)
         self.models = {"exact": exact}
         if fast:  # our fast-mode worker; the exact model stays the source of the copies and the quality reference
             from stable_audio_tools.inference.precision import enable_fast_mode, quantize_int8
@@ -326,11 +335,7 @@ class AeSuite:
             accept_verbose_scheduler_argument()
         torch.manual_seed(0)
         model = create_model_from_config(config)
-        if make_weights:
-            np.savez(weights, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-        else:
-            with np.load(weights, allow_pickle=False) as arrays:
-                model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in arrays.files}, strict=True)
+        share_weights(model, weights, make_weights)
         self.wrapper = create_training_wrapper_from_config(config, model)
         self.models = {"bf16": None} if fast else {"exact": None}  # the modes this process times
         gen = torch.Generator().manual_seed(4)
@@ -411,6 +416,7 @@ SUITE_OF = {"forward": "dit", "cfg": "dit", "dpmpp": "dit", "euler": "dit", "tra
             "encode_short": "dit", "decode_short": "dit",
             "sao_cfg": "sao", "sao_steps": "sao", "sao_e2e": "sao", "sao_decode": "sao",
             "ae_train": "ae", "loader0": "data", "loader2": "data"}
+TRAINING_ROWS = ("train", "ae_train")  # timed with gradients enabled; modes from TRAIN_MODES
 TRAIN_MODES = ("exact", "bf16", "bf16c")  # the training row has no int8 mode; bf16c: bf16-mixed + --compile
 
 
@@ -449,7 +455,7 @@ class Worker:
         suite = self.suite(SUITE_OF[row])
         if not hasattr(suite, "models"):
             found = ["exact"]
-        elif row in ("train", "ae_train"):
+        elif row in TRAINING_ROWS:
             found = [m for m in TRAIN_MODES if m in suite.models]
         elif row == "encode_short":  # fast mode leaves the generation pipeline's encoder in float32
             found = ["exact"]
@@ -464,7 +470,7 @@ class Worker:
 
         fn = self.suite(SUITE_OF[row]).rows()[row]
         t0 = time.perf_counter()
-        with torch.set_grad_enabled(row in ("train", "ae_train")):
+        with torch.set_grad_enabled(row in TRAINING_ROWS):
             result = fn(mode)
         return float(result) if isinstance(result, Measured) else time.perf_counter() - t0
 
